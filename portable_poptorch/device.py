@@ -1,0 +1,66 @@
+"""Device placement, synchronisation and the half type of each device."""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .blocks import stage_assignment
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work so host timers measure finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def half_dtype(device: torch.device) -> torch.dtype:
+    """float16 on CUDA; bfloat16 on CPU, where float16 kernels are several times slower than float32."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def stage_devices(primary: torch.device, n_stages: int, names: Optional[Sequence[str]]) -> List[torch.device]:
+    """Device of each pipeline stage: stage k on device k of the list (all on ``primary`` when one device)."""
+    if names:
+        devs = [torch.device(n) for n in names]
+    elif primary.type == "cuda" and torch.cuda.device_count() > 1:
+        devs = [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    else:
+        devs = [primary]
+    return [devs[k % len(devs)] for k in range(n_stages)]
+
+
+def place_stages(model: nn.Module, devices: List[torch.device]) -> None:
+    """Move each stage's modules to its device and route activations across the stage boundaries."""
+    if len(set(devices)) == 1:
+        model.to(devices[0])
+        return
+    stages = stage_assignment(model)
+    modules = dict(model.named_modules())
+    for name, stage in stages.items():
+        mod = modules[name]
+        dev = devices[min(stage, len(devices) - 1)]
+        for p in mod.parameters(recurse=False):
+            p.data = p.data.to(dev)
+        for bname, buf in mod.named_buffers(recurse=False):
+            setattr(mod, bname, buf.to(dev))
+
+        def pre_hook(m: nn.Module, args: Any, _dev: torch.device = dev) -> Any:
+            return tuple(a.to(_dev) if isinstance(a, torch.Tensor) else a for a in args)
+        if any(True for _ in mod.parameters(recurse=False)) or hasattr(mod, "_portable_block"):
+            mod.register_forward_pre_hook(pre_hook)

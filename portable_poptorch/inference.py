@@ -1,0 +1,260 @@
+"""``poptorch.inferenceModel`` on CUDA/CPU with PopTorch's batch, output-mode and latency semantics."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import time
+from typing import Any, Callable, List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.utils import _pytree as pytree
+
+from . import batching
+from .blocks import count_stages, marked_blocks, record_runtime_blocks, stop_recording_blocks
+from .cuda_graph import GraphedStep
+from .device import place_stages, stage_devices, synchronize
+from .enums import OutputMode
+from .errors import ConfigError
+from .options import Options
+
+
+class InferenceExecutor:
+    """Wraps a model; each call runs ``deviceIterations`` micro-steps over one host batch."""
+
+    def __init__(self, model: nn.Module, options: Optional[Options] = None) -> None:
+        self._user_model = model
+        self.options = options or Options()
+        self.device = self.options.Portable.resolved_device()
+        self._device_model: Optional[nn.Module] = None
+        self._step: Optional[Callable[..., Any]] = None
+        self._graph: Optional[GraphedStep] = None
+        self._synthetic: Any = None
+        self._latencies: List[float] = []
+        self._compiled = False
+        self._n_stages = 1
+        self._log: List[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        user = self.__dict__.get("_user_model")
+        if user is None:
+            raise AttributeError(name)
+        return getattr(user, name)
+
+    @property
+    def output_mode(self) -> OutputMode:
+        mode = self.options.output_mode
+        return OutputMode.All if mode == OutputMode.Default else mode
+
+    def _attach(self) -> None:
+        model = copy.deepcopy(self._user_model).eval()
+        self._n_stages = count_stages([m for _, _, m in marked_blocks(model)])
+        place_stages(model, stage_devices(self.device, self._n_stages, self.options.Portable.device_list))
+        if self.options.Portable.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self._device_model = model
+        self._step = self._make_step(model)
+
+    def _make_step(self, model: nn.Module) -> Callable[..., Any]:
+        dtype = self.options.Portable.compute_dtype
+        fn: Callable[..., Any] = model
+        if self.options.executable_cache_dir:
+            os.makedirs(self.options.executable_cache_dir, exist_ok=True)
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(self.options.executable_cache_dir)
+            os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+            fn = torch.compile(model)
+        if dtype is None:
+            return fn
+
+        def autocast_step(*args: Any) -> Any:
+            with torch.autocast(self.device.type, dtype=dtype):
+                return fn(*args)
+        return autocast_step
+
+    def _check_stages(self, example: Tuple[Any, ...]) -> None:
+        """PopTorch needs at least one device iteration per pipeline stage in inference."""
+        runtime = record_runtime_blocks()
+        try:
+            with torch.inference_mode():
+                self._step(*example)
+        finally:
+            stop_recording_blocks()
+        if runtime:
+            self._n_stages = max(self._n_stages, count_stages(runtime))
+        di = self.options.device_iterations
+        if self._n_stages > 1 and di < self._n_stages:
+            raise ConfigError(
+                f"The model has {self._n_stages} pipeline stages but device iterations is {di}; "
+                f"inference needs device iterations >= number of stages ({self._n_stages}).")
+
+    def _prepare(self, inputs: Any) -> Any:
+        if self.options.Portable.channels_last:
+            inputs = pytree.tree_map(
+                lambda t: t.contiguous(memory_format=torch.channels_last)
+                if isinstance(t, torch.Tensor) and t.dim() == 4 else t, inputs)
+        return inputs
+
+    def _make_synthetic(self, step_inputs: Any) -> Any:
+        """Input created once on the device; never transferred again (enableSyntheticData)."""
+        def make(t: Any) -> Any:
+            if not isinstance(t, torch.Tensor):
+                return t
+            if t.dtype.is_floating_point:
+                return torch.randn(t.shape, dtype=t.dtype, device=self.device)
+            if t.dtype == torch.uint8:
+                return torch.randint(0, 256, t.shape, dtype=t.dtype, device=self.device)
+            return torch.zeros(t.shape, dtype=t.dtype, device=self.device)
+        return self._prepare(pytree.tree_map(make, step_inputs))
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """Place the model on the device, check PopTorch's rules and warm up one micro-step."""
+        if kwargs:
+            args = args + tuple(kwargs.values())
+        per_step = self._per_step(args)
+        if self._device_model is None:
+            self._attach()
+        example = self._prepare(batching.to_device(batching.slice_step(args, 0, per_step), self.device, False))
+        self._check_stages(example)
+        if self.options.synthetic_data:
+            self._synthetic = self._make_synthetic(batching.slice_step(args, 0, per_step))
+        use_graph = (self.device.type == "cuda" and self.options.Portable.cuda_graphs
+                     and self._n_stages == 1 and not self.options.executable_cache_dir)
+        if use_graph:
+            try:
+                with torch.inference_mode():
+                    self._graph = GraphedStep(self._step, example)
+            except Exception as exc:  # graph capture is an optimisation; eager is always correct
+                self._graph = None
+                self._log.append(f"CUDA graph capture failed ({exc}); running eagerly.")
+        synchronize(self.device)
+        self._compiled = True
+
+    def _per_step(self, args: Tuple[Any, ...]) -> int:
+        """Samples per device step: one micro-batch for each replica."""
+        di, r = self.options.device_iterations, self.options.replication_factor
+        micro = batching.steps_per_call(
+            args, {}, di * r, f"device iterations ({di}) x replicas ({r}) micro-batches")
+        return micro * r
+
+    def isCompiled(self) -> bool:
+        return self._compiled
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            args = args + tuple(kwargs.values())
+        steps = self.options.device_iterations
+        per_step = self._per_step(args)
+        if not self._compiled:
+            self.compile(*args)
+        collector = batching.OutputCollector(self.output_mode, self.options.output_return_period, steps)
+        cuda = self.device.type == "cuda"
+        step_fn = self._graph if self._graph is not None else self._step
+        t0 = time.perf_counter()
+        if cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+            step_events = []
+        step_times: List[float] = []
+        with torch.inference_mode():
+            if self.options.synthetic_data:
+                chunks: Any = None
+            elif cuda and self.options.TensorLocations.num_io_tiles > 0:
+                chunks = self._overlapped_chunks(args, per_step, steps)
+            else:
+                dev_args = self._prepare(batching.to_device(args, self.device, non_blocking=cuda))
+                chunks = (batching.slice_step(dev_args, i, per_step) for i in range(steps))
+            for i in range(steps):
+                step_in = self._synthetic if chunks is None else next(chunks)
+                out = step_fn(*step_in)
+                collector.add(i, out, clone=self._graph is not None)
+                if cuda:
+                    ev = torch.cuda.Event(enable_timing=True)
+                    ev.record()
+                    step_events.append(ev)
+                else:
+                    step_times.append(time.perf_counter() - t0)
+            result = collector.result()
+            if not self.options.synthetic_data:
+                result = batching.to_host(result)
+        if cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            end.synchronize()
+            copy_back = step_events[-1].elapsed_time(end) / 1000.0
+            step_times = [start.elapsed_time(ev) / 1000.0 + copy_back for ev in step_events]
+        self._latencies = step_times
+        return result
+
+    def _overlapped_chunks(self, args: Any, per_step: int, steps: int) -> Any:
+        """Copy micro-batch i+1 on a side stream while micro-batch i computes (IO tiles)."""
+        copy_stream = torch.cuda.Stream()
+        compute = torch.cuda.current_stream()
+
+        def issue(i: int) -> Tuple[Any, torch.cuda.Event]:
+            with torch.cuda.stream(copy_stream):
+                chunk = batching.to_device(batching.slice_step(args, i, per_step), self.device, True)
+                ev = torch.cuda.Event()
+                ev.record(copy_stream)
+            return chunk, ev
+        pending = issue(0)
+        for i in range(steps):
+            chunk, ev = pending
+            compute.wait_event(ev)
+            for t in batching.iter_leaves(chunk):
+                t.record_stream(compute)
+            if i + 1 < steps:
+                pending = issue(i + 1)
+            yield self._prepare(chunk)
+
+    def getLatency(self) -> Tuple[float, float, float]:
+        """(min, max, mean) seconds from input copy issued to output on host, per micro-batch of the last call."""
+        lat = self._latencies
+        if not lat:
+            return (0.0, 0.0, 0.0)
+        return (min(lat), max(lat), sum(lat) / len(lat))
+
+    def latencySamples(self) -> List[float]:
+        """Per-micro-batch latencies of the last call in seconds (portable extension, for percentiles)."""
+        return list(self._latencies)
+
+    def portableMessages(self) -> List[str]:
+        """Things the executor fell back on, for the harness log (portable extension)."""
+        return list(self._log)
+
+    def copyWeightsToDevice(self) -> None:
+        """Refresh the device copy from the host model's current weights."""
+        if self._device_model is not None:
+            state = self._user_model.state_dict()
+            self._device_model.load_state_dict(state)
+
+    def copyWeightsToHost(self) -> None:
+        return None
+
+    def detachFromDevice(self) -> None:
+        """Free the device copy; the next call attaches again."""
+        self._device_model, self._step, self._graph, self._synthetic = None, None, None, None
+        self._compiled = False
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def attachToDevice(self) -> None:
+        if self._device_model is None:
+            self._attach()
+
+    def isAttachedToDevice(self) -> bool:
+        return self._device_model is not None
+
+    def destroy(self) -> None:
+        self.detachFromDevice()
+
+    def setOptions(self, options: Options) -> None:
+        self.options = options
+
+    def _debugGetDeviceModel(self) -> Optional[nn.Module]:
+        return self._device_model
+
+
+def inferenceModel(model: nn.Module, options: Optional[Options] = None) -> InferenceExecutor:
+    """PopTorch's entry point: wrap ``model`` for inference with ``options``."""
+    return InferenceExecutor(model, options)
