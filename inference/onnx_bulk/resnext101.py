@@ -1,0 +1,79 @@
+"""ResNeXt-101 model files and the ONNX Runtime session that runs them.
+
+On IPUs each process compiled the ONNX graph with PopART for one device.  Here
+each process opens one ONNX Runtime session; the execution provider stands in
+for the device and the intra-op thread count for the share of the host it gets.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+MODEL_NAMES = ("resnext101_32x4d", "resnext101_64x4d")
+
+
+def model_file(model_dir: Path, model_name: str, batch_size: int) -> Path:
+    """Where get_model.py writes, and the launcher looks for, a fixed-batch model."""
+    return Path(model_dir) / model_name / f"{model_name}_bs{batch_size}.onnx"
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (respects taskset/cgroup affinity where exposed)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def threads_per_process(num_processes: int, requested: int = 0) -> int:
+    """Split the host's CPUs evenly between sessions unless a count was requested."""
+    if requested > 0:
+        return requested
+    return max(1, available_cpus() // max(1, num_processes))
+
+
+def choose_providers(preference: str = "auto") -> list[str]:
+    """Map 'auto'/'cpu'/'cuda' to ONNX Runtime execution providers, CPU always last."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if preference == "cpu":
+        return ["CPUExecutionProvider"]
+    if preference == "cuda" and "CUDAExecutionProvider" not in available:
+        raise RuntimeError("CUDAExecutionProvider is not available; install onnxruntime-gpu or use cpu.")
+    if preference in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class ResNeXtSession:
+    """One fixed-batch ONNX Runtime session; ``run`` returns logits fetched to the host."""
+
+    def __init__(self, path: Path, intra_op_threads: int, providers: list[str]) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        self.output_name = self.session.get_outputs()[0].name
+        self.batch_size = model_input.shape[0]
+        self.providers = self.session.get_providers()
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+def top5(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-5 class indices and softmax probabilities per row, best first."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=1, keepdims=True)
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :5]
+    return order, np.take_along_axis(probs, order, axis=1)
