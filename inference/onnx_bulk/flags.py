@@ -70,6 +70,14 @@ def _bounded_int(flag: Flag):
     return convert
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Report flag errors in one line, as absl does, instead of argparse's usage block."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"Flags parsing error: {message}; run with -help to list the flags.\n")
+        raise SystemExit(2)
+
+
 def parse_flags(program: str, flags: Sequence[Flag], argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse argv with absl spellings; print help and exit 0 on -help/--help.
 
@@ -82,7 +90,7 @@ def parse_flags(program: str, flags: Sequence[Flag], argv: Sequence[str] | None 
         sys.stdout.write(format_help(program, flags))
         raise SystemExit(0)
 
-    parser = argparse.ArgumentParser(prog=program, add_help=False, allow_abbrev=False)
+    parser = _OneLineParser(prog=program, add_help=False, allow_abbrev=False)
     for flag in flags:
         names = [f"--{flag.name}", f"-{flag.name}"]
         if flag.kind == "bool":

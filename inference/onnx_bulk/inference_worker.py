@@ -1,0 +1,136 @@
+"""One inference process: the stand-in for one IPU's PopART session.
+
+Started by resnext_inference_launch.py.  It opens an ONNX Runtime session,
+stages a host buffer, runs one untimed warm-up batch, reports READY and waits
+for GO on stdin so all processes start timing together, then times only the
+session.run calls.  The summary goes to stdout as one ``RESULT {json}`` line
+and, with every step, to this process's own log file.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+
+from data import ImageFolderDataset, synthetic_batch  # noqa: E402
+from dataloader import HostBufferLoader, Step  # noqa: E402
+from resnext101 import ResNeXtSession, choose_providers, top5  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="internal: one child inference process")
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--batch_size", type=int, required=True)
+    parser.add_argument("--batches_per_step", type=int, required=True)
+    parser.add_argument("--iterations", type=int, default=1)
+    parser.add_argument("--data_dir", type=Path)
+    parser.add_argument("--synthetic", action="store_true")
+    parser.add_argument("--num_workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--provider", default="auto")
+    parser.add_argument("--log_file", type=Path, required=True)
+    parser.add_argument("--results_file", type=Path)
+    parser.add_argument("--wait_for_go", action="store_true")
+    return parser.parse_args(argv)
+
+
+def synthetic_steps(batch_size: int, batches_per_step: int, iterations: int) -> Iterator[Step]:
+    """The same batch reused for every slot: made once, no file is opened."""
+    batch = synthetic_batch(batch_size)
+    buffer = np.broadcast_to(batch, (batches_per_step,) + batch.shape)
+    for iteration in range(iterations):
+        names = [f"synthetic/iter{iteration}/image{i}" for i in range(batches_per_step * batch_size)]
+        yield Step(buffer, batches_per_step * batch_size, names)
+
+
+def run_step(session: ResNeXtSession, step: Step) -> tuple[float, list[np.ndarray]]:
+    """Run every batch of a staged step; returns (seconds spent in session.run, fetched outputs)."""
+    outputs = []
+    start = time.perf_counter()
+    for batch in step.batches:
+        outputs.append(session.run(batch))
+    return time.perf_counter() - start, outputs
+
+
+def write_results(writer, step: Step, outputs: list[np.ndarray]) -> None:
+    logits = np.concatenate(outputs)[: step.valid]
+    indices, probs = top5(logits)
+    for name, idx, prob in zip(step.names, indices, probs):
+        writer.writerow([name, *idx.tolist(), *(f"{p:.6f}" for p in prob)])
+
+
+def wait_for_go() -> None:
+    print("READY", flush=True)
+    line = sys.stdin.readline().strip()
+    if line != "GO":
+        raise SystemExit(f"expected GO from the launcher, got {line!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.log_file.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        filename=args.log_file, filemode="w", level=logging.INFO,
+        format="%(asctime)s proc%(process)d %(message)s",
+    )
+    log = logging.getLogger("worker")
+
+    setup = time.perf_counter()
+    session = ResNeXtSession(args.model, args.threads, choose_providers(args.provider))
+    log.info("session: model=%s providers=%s intra_op_threads=%d weights=%s created in %.2f s",
+             args.model, session.providers, args.threads, session.metadata.get("weights", "unknown"),
+             time.perf_counter() - setup)
+    if args.synthetic:
+        steps: Iterable[Step] = synthetic_steps(args.batch_size, args.batches_per_step, args.iterations)
+        log.info("input: synthetic, %d iterations x %d batches x %d images", args.iterations, args.batches_per_step, args.batch_size)
+    else:
+        dataset = ImageFolderDataset(args.data_dir)
+        steps = HostBufferLoader(dataset, args.batch_size, args.batches_per_step, args.num_workers)
+        log.info("input: %d images from %s, %d loader threads", len(dataset), args.data_dir, args.num_workers)
+
+    results_handle = open(args.results_file, "w", newline="") if args.results_file else None
+    writer = csv.writer(results_handle) if results_handle else None
+    images, seconds, batches = 0, 0.0, 0
+    try:
+        for number, step in enumerate(steps):
+            if number == 0:
+                session.run(step.batches[0])
+                log.info("warm-up batch done (not timed)")
+                if args.wait_for_go:
+                    wait_for_go()
+            elapsed, outputs = run_step(session, step)
+            images += step.valid
+            seconds += elapsed
+            batches += len(step.batches)
+            log.info("step %d: %d batches, %d images in %.4f s (%.2f images/s)",
+                     number, len(step.batches), step.valid, elapsed, step.valid / elapsed)
+            if writer:
+                write_results(writer, step, outputs)
+    finally:
+        if results_handle:
+            results_handle.close()
+
+    throughput = images / seconds if seconds > 0 else 0.0
+    summary = {
+        "index": args.index, "images": images, "batches": batches, "seconds": seconds,
+        "throughput": throughput, "providers": session.providers, "threads": args.threads,
+        "weights": session.metadata.get("weights", "unknown"), "log": str(args.log_file),
+    }
+    log.info("total: %d images in %.4f s of session.run = %.2f images/s", images, seconds, throughput)
+    print("RESULT " + json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Split one folder of images into N disjoint partition folders, one per process.
+
+Each inference process reads only its own partition, so processes never
+contend for the same files.  Files are dealt round-robin (sizes differ by at
+most one) and linked rather than copied where the filesystem allows.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from data import list_images  # noqa: E402
+
+LINK_MODES = ("symlink", "hardlink", "copy")
+
+
+def partition_names(partitions: int) -> list[str]:
+    """Zero-padded names so a plain sort keeps partition order."""
+    width = max(2, len(str(partitions - 1)))
+    return [f"part{i:0{width}d}" for i in range(partitions)]
+
+
+def place(source: Path, target: Path, mode: str) -> str:
+    """Put ``source`` at ``target`` using ``mode`` or the next mode that works; returns the one used."""
+    for candidate in LINK_MODES[LINK_MODES.index(mode):]:
+        try:
+            if candidate == "symlink":
+                target.symlink_to(source.resolve())
+            elif candidate == "hardlink":
+                os.link(source, target)
+            else:
+                shutil.copy2(source, target)
+            return candidate
+        except OSError:
+            if candidate == "copy":
+                raise
+    raise AssertionError("unreachable")
+
+
+def partition(files: list[Path], output: Path, partitions: int, mode: str = "symlink") -> dict[str, int]:
+    """Deal ``files`` round-robin into ``partitions`` folders under ``output``; returns counts per mode."""
+    folders = [output / name for name in partition_names(partitions)]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    used: dict[str, int] = {}
+    for index, source in enumerate(files):
+        kind = place(source, folders[index % partitions] / source.name, mode)
+        used[kind] = used.get(kind, 0) + 1
+    return used
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True, help="folder holding the images (e.g. COCO val2014)")
+    parser.add_argument("--partitions", type=int, default=8, help="number of partitions, one per inference process (default: 8)")
+    parser.add_argument("--output", type=Path, default=HERE / "datasets", help="parent folder for the partitions (default: datasets/ beside this script)")
+    parser.add_argument("--link", choices=LINK_MODES, default="symlink", help="how files are placed; falls back to the next mode when the filesystem refuses (default: symlink)")
+    parser.add_argument("--force", action="store_true", help="empty existing partition folders first")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.partitions < 1:
+        print("--partitions must be at least 1.", file=sys.stderr)
+        return 2
+    if not args.data_dir.is_dir():
+        print(f"Data folder {args.data_dir} does not exist.", file=sys.stderr)
+        return 2
+    files = list_images(args.data_dir)
+    if len(files) < args.partitions:
+        print(f"{args.data_dir} holds {len(files)} images, fewer than the {args.partitions} partitions asked for.", file=sys.stderr)
+        return 2
+    existing = [args.output / n for n in partition_names(args.partitions) if (args.output / n).is_dir() and any((args.output / n).iterdir())]
+    if existing and not args.force:
+        print(f"Partition folder {existing[0]} is not empty; pass --force to replace the partitions.", file=sys.stderr)
+        return 2
+    for folder in existing:
+        shutil.rmtree(folder)
+    used = partition(files, args.output, args.partitions, args.link)
+    modes = ", ".join(f"{count} {mode}" for mode, count in used.items())
+    print(f"Split {len(files)} images from {args.data_dir} into {args.partitions} partitions under {args.output} ({modes}).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
