@@ -1,0 +1,258 @@
+"""Tests for inference/onnx_bulk: ONNX export, dataset partitioning and the bulk launcher.
+
+Everything runs the scripts as a user would (subprocesses), so the project's
+generic module names (data, dataloader) never enter this test process.  The
+ONNX export is the slow part, so it happens once per run and is shared
+between pytest-xdist workers through a file lock.
+"""
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BULK = REPO / "inference" / "onnx_bulk"
+MODEL = "resnext101_32x4d"
+BATCH = 2
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "camera", "rocket", "horse")
+PROCESS_LINE = re.compile(r"^Process (\d+): ([0-9.]+) images/s \((\d+) images", re.M)
+AGGREGATE_LINE = re.compile(r"^Aggregate throughput: ([0-9.]+) images/s over (\d+) processes", re.M)
+
+
+def run_script(script: str, *args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
+    path = BULK / script if cwd != BULK else Path(script)
+    return subprocess.run(
+        [sys.executable, str(path), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def write_photos(folder: Path) -> list[str]:
+    """Save scikit-image's bundled photographs as JPEGs (colour and greyscale)."""
+    import skimage.data
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SKIMAGE_PHOTOS:
+        pixels = getattr(skimage.data, name)()
+        Image.fromarray(pixels).save(folder / f"{name}.jpg", quality=90)
+    return sorted(f"{name}.jpg" for name in SKIMAGE_PHOTOS)
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory, worker_id):
+    """Random weights saved to a file, exported with --weights at batch size 2; built once per run."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if worker_id != "master" else base) / "onnx_bulk_shared"
+    shared.mkdir(exist_ok=True)
+    weights = shared / "random_weights.pth"
+    model_dir = shared / "models"
+    onnx_file = model_dir / MODEL / f"{MODEL}_bs{BATCH}.onnx"
+    with FileLock(str(shared / "export.lock")):
+        if not onnx_file.is_file():
+            import pretrainedmodels
+            import torch
+
+            torch.manual_seed(0)
+            model = pretrainedmodels.resnext101_32x4d(num_classes=1000, pretrained=None)
+            torch.save(model.state_dict(), weights)
+            result = run_script(
+                "get_model.py", "--batch-size", str(BATCH), "--weights", str(weights), "--output-dir", str(model_dir)
+            )
+            assert result.returncode == 0, result.stderr
+            assert f"Weights: local:{weights}" in result.stdout
+            assert "onnx.checker passed" in result.stdout
+    return {"weights": weights, "model_dir": model_dir, "onnx": onnx_file}
+
+
+@pytest.mark.slow
+def test_exported_onnx_matches_pytorch(exported_model):
+    import onnx
+    import onnxruntime as ort
+    import pretrainedmodels
+    import torch
+
+    metadata = {p.key: p.value for p in onnx.load(str(exported_model["onnx"]), load_external_data=False).metadata_props}
+    assert metadata["weights"].startswith("local:")
+    assert metadata["batch_size"] == str(BATCH)
+
+    model = pretrainedmodels.resnext101_32x4d(num_classes=1000, pretrained=None)
+    model.load_state_dict(torch.load(exported_model["weights"], weights_only=True))
+    model.eval()
+    batch = torch.from_numpy(np.random.default_rng(1).standard_normal((BATCH, 3, 224, 224), dtype=np.float32))
+    with torch.no_grad():
+        expected = model(batch).numpy()
+
+    session = ort.InferenceSession(str(exported_model["onnx"]), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [BATCH, 3, 224, 224]
+    actual = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
+
+    assert actual.shape == (BATCH, 1000)
+    # The two images' logits differ by far more than the tolerance, so the check can fail.
+    assert np.abs(expected[0] - expected[1]).max() > 100 * 1e-5
+    np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("link", ["symlink", "copy"])
+def test_partition_covers_every_file_exactly_once(tmp_path, link):
+    source = tmp_path / "images"
+    source.mkdir()
+    names = [f"img{i:02d}.jpg" for i in range(11)]
+    for name in names:
+        (source / name).write_bytes(name.encode())
+    (source / "notes.txt").write_text("not an image")
+
+    result = run_script("partition_dataset.py", "--data-dir", str(source), "--partitions", "3",
+                        "--output", str(tmp_path / "parts"), "--link", link)
+    assert result.returncode == 0, result.stderr
+
+    folders = sorted((tmp_path / "parts").iterdir())
+    assert [f.name for f in folders] == ["part00", "part01", "part02"]
+    placed = [sorted(p.name for p in folder.iterdir()) for folder in folders]
+    assert sorted(n for part in placed for n in part) == names
+    assert sorted(len(part) for part in placed) == [3, 4, 4]
+    for folder in folders:
+        for entry in folder.iterdir():
+            assert entry.is_symlink() == (link == "symlink")
+            assert entry.read_bytes() == entry.name.encode()
+
+    again = run_script("partition_dataset.py", "--data-dir", str(source), "--partitions", "3",
+                       "--output", str(tmp_path / "parts"))
+    assert again.returncode == 2
+    assert "--force" in again.stderr and "Traceback" not in again.stderr
+
+
+def parse_throughput(stdout: str) -> tuple[list[tuple[int, float, int]], float, int]:
+    processes = [(int(i), float(t), int(n)) for i, t, n in PROCESS_LINE.findall(stdout)]
+    aggregate = AGGREGATE_LINE.search(stdout)
+    assert aggregate, stdout
+    return processes, float(aggregate.group(1)), int(aggregate.group(2))
+
+
+@pytest.mark.slow
+def test_launcher_real_data_two_processes(tmp_path, exported_model):
+    photos = write_photos(tmp_path / "photos")
+    split = run_script("partition_dataset.py", "--data-dir", str(tmp_path / "photos"), "--partitions", "2",
+                       "--output", str(tmp_path / "parts"))
+    assert split.returncode == 0, split.stderr
+
+    result = run_script(
+        "resnext_inference_launch.py", "--num_ipus", "2", f"--batch_size={BATCH}", "--batches_per_step", "1",
+        "--num_workers", "2", "--data_dir", str(tmp_path / "parts"), "--model_dir", str(exported_model["model_dir"]),
+        "--log_dir", str(tmp_path / "logs"), "--save_results", "--nosynthetic",
+    )
+    assert result.returncode == 0, result.stderr
+    processes, aggregate, count = parse_throughput(result.stdout)
+    assert count == 2
+    assert [p[0] for p in processes] == [0, 1]
+    assert [p[2] for p in processes] == [3, 3]
+    assert all(p[1] > 0 for p in processes)
+    assert aggregate == pytest.approx(sum(p[1] for p in processes), abs=0.02)
+
+    logs = sorted((tmp_path / "logs").glob("*_proc*.log"))
+    assert len(logs) == 2
+    for log in logs:
+        text = log.read_text()
+        assert "warm-up batch done (not timed)" in text
+        assert re.search(r"total: 3 images in [0-9.]+ s of session.run", text)
+
+    [results_file] = list((tmp_path / "logs").glob("*_top5.csv"))
+    with open(results_file, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(Path(row["image"]).name for row in rows) == photos
+    for row in rows:
+        probs = [float(row[f"top{i}_prob"]) for i in range(1, 6)]
+        classes = {int(row[f"top{i}_class"]) for i in range(1, 6)}
+        assert probs == sorted(probs, reverse=True) and 0 < probs[-1] <= probs[0] <= 1
+        assert len(classes) == 5 and all(0 <= c < 1000 for c in classes)
+
+
+@pytest.mark.slow
+def test_launcher_synthetic_from_own_folder_reads_no_files(tmp_path, exported_model):
+    missing = tmp_path / "no_such_dataset"
+    result = run_script(
+        "resnext_inference_launch.py", "--synthetic", "--num_ipus=2", "--batch_size", str(BATCH),
+        "--batches_per_step", "2", "--iterations", "1", "--data_dir", str(missing),
+        "--model_dir", str(exported_model["model_dir"]), "--log_dir", str(tmp_path / "logs"), cwd=BULK,
+    )
+    assert result.returncode == 0, result.stderr
+    processes, aggregate, count = parse_throughput(result.stdout)
+    assert count == 2 and len(processes) == 2
+    assert [p[2] for p in processes] == [4, 4]
+    assert aggregate == pytest.approx(sum(p[1] for p in processes), abs=0.02)
+    assert not missing.exists()
+    for log in (tmp_path / "logs").glob("*.log"):
+        assert "input: synthetic" in log.read_text()
+
+
+def fake_model(model_dir: Path, batch: int) -> None:
+    """An empty placeholder: the launcher's checks run before any session opens it."""
+    path = model_dir / MODEL / f"{MODEL}_bs{batch}.onnx"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing_model", "No ONNX model for batch size 3"),
+        ("missing_data_dir", "does not exist"),
+        ("too_few_subdirs", "has 1 subdirectories but --num_ipus=2"),
+        ("empty_partition", "contains no images"),
+    ],
+)
+def test_launcher_bad_input_exits_2_with_one_sentence(tmp_path, case, expected):
+    models, data = tmp_path / "models", tmp_path / "data"
+    args = ["--num_ipus", "2", "--model_dir", str(models), "--log_dir", str(tmp_path / "logs"), "--data_dir", str(data)]
+    if case == "missing_model":
+        args += ["--batch_size", "3"]
+    else:
+        fake_model(models, 6)
+    if case == "too_few_subdirs":
+        (data / "part00").mkdir(parents=True)
+    if case == "empty_partition":
+        for name in ("part00", "part01"):
+            (data / name).mkdir(parents=True)
+        (data / "part00" / "a.jpg").write_bytes(b"x")
+
+    result = run_script("resnext_inference_launch.py", *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "logs").exists()
+
+
+def test_help_prints_flags_in_absl_layout():
+    for spelling in ("-help", "--help"):
+        result = run_script("resnext_inference_launch.py", spelling)
+        assert result.returncode == 0
+        assert "  --batch_size: Batch size (per device)\n    (default: '6')\n    (an integer)\n" in result.stdout
+        assert "  --[no]synthetic: Use synthetic data created on the IPU for inference\n    (default: 'false')\n" in result.stdout
+        for flag in ("batches_per_step", "data_dir", "iterations", "model_name", "num_ipus", "num_workers",
+                     "model_dir", "log_dir", "[no]save_results", "num_threads", "provider"):
+            assert f"  --{flag}: " in result.stdout
+
+
+def test_flag_errors_are_one_line():
+    result = run_script("resnext_inference_launch.py", "--batch_size", "zero")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "Flags parsing error: argument --batch_size/-batch_size: --batch_size must be an integer, got 'zero'; "
+        "run with -help to list the flags."
+    ]
+
+
+def test_get_model_missing_weights_file_exits_2(tmp_path):
+    result = run_script("get_model.py", "--batch-size", "1", "--weights", str(tmp_path / "absent.pth"),
+                        "--output-dir", str(tmp_path / "models"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "models").exists()
