@@ -1,0 +1,58 @@
+"""EfficientNet B0-B7 builders, including the expand-ratio and grouped-depthwise variants."""
+from __future__ import annotations
+
+from torch import nn
+
+from .errors import ModelConfigError
+
+STANDARD_EXPAND_RATIO = 6
+STANDARD_GROUP_DIM = 1
+
+
+def build_efficientnet(name: str, num_classes: int, pretrained: bool,
+                       expand_ratio: int = STANDARD_EXPAND_RATIO, group_dim: int = STANDARD_GROUP_DIM) -> nn.Module:
+    """Builds ``name`` with the given variant; non-standard variants never receive pretrained weights.
+
+    Swish is switched to the plain autograd version so that the model can be traced and exported.
+    """
+    from efficientnet_pytorch import EfficientNet
+    from efficientnet_pytorch.utils import get_model_params, load_pretrained_weights
+
+    if expand_ratio < 1:
+        raise ModelConfigError(f"EfficientNet expand ratio must be a positive integer, got {expand_ratio}.")
+    if group_dim < 1:
+        raise ModelConfigError(f"EfficientNet group dimension must be a positive integer, got {group_dim}.")
+    blocks_args, global_params = get_model_params(name, {"num_classes": num_classes})
+    blocks_args = [args if stage == 0 else args._replace(expand_ratio=expand_ratio)
+                   for stage, args in enumerate(blocks_args)]
+    model = EfficientNet(blocks_args, global_params)
+    if group_dim != STANDARD_GROUP_DIM:
+        _group_depthwise_convs(model, group_dim)
+    if pretrained:
+        load_pretrained_weights(model, name, load_fc=num_classes == 1000, verbose=False)
+    model.set_swish(memory_efficient=False)
+    return model
+
+
+def efficientnet_builder(name: str):
+    """Returns ``build(num_classes, pretrained)`` for the standard variant of ``name``."""
+
+    def build(num_classes: int, pretrained: bool) -> nn.Module:
+        return build_efficientnet(name, num_classes, pretrained)
+
+    build.__name__ = f"build_{name.replace('-', '_')}"
+    return build
+
+
+def _group_depthwise_convs(model: nn.Module, group_dim: int) -> None:
+    """Turns each depthwise conv into a grouped conv with ``group_dim`` channels per group."""
+    for index, block in enumerate(model._blocks):
+        conv = block._depthwise_conv
+        channels = conv.in_channels
+        if channels % group_dim:
+            raise ModelConfigError(
+                f"EfficientNet group dimension {group_dim} does not divide the {channels} channels of the "
+                f"depthwise conv in block {index}; choose a group dimension that divides them.")
+        conv.groups = channels // group_dim
+        conv.weight = nn.Parameter(conv.weight.new_empty(conv.out_channels, group_dim, *conv.kernel_size))
+        conv.reset_parameters()
