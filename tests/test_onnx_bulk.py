@@ -5,6 +5,7 @@ generic module names (data, dataloader) never enter this test process.  The
 ONNX export is the slow part, so it happens once per run and is shared
 between pytest-xdist workers through a file lock.
 """
+
 from __future__ import annotations
 
 import csv
@@ -64,7 +65,13 @@ def exported_model(tmp_path_factory, worker_id):
             model = pretrainedmodels.resnext101_32x4d(num_classes=1000, pretrained=None)
             torch.save(model.state_dict(), weights)
             result = run_script(
-                "get_model.py", "--batch-size", str(BATCH), "--weights", str(weights), "--output-dir", str(model_dir)
+                "get_model.py",
+                "--batch-size",
+                str(BATCH),
+                "--weights",
+                str(weights),
+                "--output-dir",
+                str(model_dir),
             )
             assert result.returncode == 0, result.stderr
             assert f"Weights: local:{weights}" in result.stdout
@@ -79,7 +86,10 @@ def test_exported_onnx_matches_pytorch(exported_model):
     import pretrainedmodels
     import torch
 
-    metadata = {p.key: p.value for p in onnx.load(str(exported_model["onnx"]), load_external_data=False).metadata_props}
+    metadata = {
+        p.key: p.value
+        for p in onnx.load(str(exported_model["onnx"]), load_external_data=False).metadata_props
+    }
     assert metadata["weights"].startswith("local:")
     assert metadata["batch_size"] == str(BATCH)
 
@@ -109,8 +119,17 @@ def test_partition_covers_every_file_exactly_once(tmp_path, link):
         (source / name).write_bytes(name.encode())
     (source / "notes.txt").write_text("not an image")
 
-    result = run_script("partition_dataset.py", "--data-dir", str(source), "--partitions", "3",
-                        "--output", str(tmp_path / "parts"), "--link", link)
+    result = run_script(
+        "partition_dataset.py",
+        "--data-dir",
+        str(source),
+        "--partitions",
+        "3",
+        "--output",
+        str(tmp_path / "parts"),
+        "--link",
+        link,
+    )
     assert result.returncode == 0, result.stderr
 
     folders = sorted((tmp_path / "parts").iterdir())
@@ -123,8 +142,15 @@ def test_partition_covers_every_file_exactly_once(tmp_path, link):
             assert entry.is_symlink() == (link == "symlink")
             assert entry.read_bytes() == entry.name.encode()
 
-    again = run_script("partition_dataset.py", "--data-dir", str(source), "--partitions", "3",
-                       "--output", str(tmp_path / "parts"))
+    again = run_script(
+        "partition_dataset.py",
+        "--data-dir",
+        str(source),
+        "--partitions",
+        "3",
+        "--output",
+        str(tmp_path / "parts"),
+    )
     assert again.returncode == 2
     assert "--force" in again.stderr and "Traceback" not in again.stderr
 
@@ -139,14 +165,34 @@ def parse_throughput(stdout: str) -> tuple[list[tuple[int, float, int]], float, 
 @pytest.mark.slow
 def test_launcher_real_data_two_processes(tmp_path, exported_model):
     photos = write_photos(tmp_path / "photos")
-    split = run_script("partition_dataset.py", "--data-dir", str(tmp_path / "photos"), "--partitions", "2",
-                       "--output", str(tmp_path / "parts"))
+    split = run_script(
+        "partition_dataset.py",
+        "--data-dir",
+        str(tmp_path / "photos"),
+        "--partitions",
+        "2",
+        "--output",
+        str(tmp_path / "parts"),
+    )
     assert split.returncode == 0, split.stderr
 
     result = run_script(
-        "resnext_inference_launch.py", "--num_ipus", "2", f"--batch_size={BATCH}", "--batches_per_step", "1",
-        "--num_workers", "2", "--data_dir", str(tmp_path / "parts"), "--model_dir", str(exported_model["model_dir"]),
-        "--log_dir", str(tmp_path / "logs"), "--save_results", "--nosynthetic",
+        "resnext_inference_launch.py",
+        "--num_ipus",
+        "2",
+        f"--batch_size={BATCH}",
+        "--batches_per_step",
+        "1",
+        "--num_workers",
+        "2",
+        "--data_dir",
+        str(tmp_path / "parts"),
+        "--model_dir",
+        str(exported_model["model_dir"]),
+        "--log_dir",
+        str(tmp_path / "logs"),
+        "--save_results",
+        "--nosynthetic",
     )
     assert result.returncode == 0, result.stderr
     processes, aggregate, count = parse_throughput(result.stdout)
@@ -178,9 +224,22 @@ def test_launcher_real_data_two_processes(tmp_path, exported_model):
 def test_launcher_synthetic_from_own_folder_reads_no_files(tmp_path, exported_model):
     missing = tmp_path / "no_such_dataset"
     result = run_script(
-        "resnext_inference_launch.py", "--synthetic", "--num_ipus=2", "--batch_size", str(BATCH),
-        "--batches_per_step", "2", "--iterations", "1", "--data_dir", str(missing),
-        "--model_dir", str(exported_model["model_dir"]), "--log_dir", str(tmp_path / "logs"), cwd=BULK,
+        "resnext_inference_launch.py",
+        "--synthetic",
+        "--num_ipus=2",
+        "--batch_size",
+        str(BATCH),
+        "--batches_per_step",
+        "2",
+        "--iterations",
+        "1",
+        "--data_dir",
+        str(missing),
+        "--model_dir",
+        str(exported_model["model_dir"]),
+        "--log_dir",
+        str(tmp_path / "logs"),
+        cwd=BULK,
     )
     assert result.returncode == 0, result.stderr
     processes, aggregate, count = parse_throughput(result.stdout)
@@ -210,7 +269,16 @@ def fake_model(model_dir: Path, batch: int) -> None:
 )
 def test_launcher_bad_input_exits_2_with_one_sentence(tmp_path, case, expected):
     models, data = tmp_path / "models", tmp_path / "data"
-    args = ["--num_ipus", "2", "--model_dir", str(models), "--log_dir", str(tmp_path / "logs"), "--data_dir", str(data)]
+    args = [
+        "--num_ipus",
+        "2",
+        "--model_dir",
+        str(models),
+        "--log_dir",
+        str(tmp_path / "logs"),
+        "--data_dir",
+        str(data),
+    ]
     if case == "missing_model":
         args += ["--batch_size", "3"]
     else:
@@ -234,10 +302,26 @@ def test_help_prints_flags_in_absl_layout():
     for spelling in ("-help", "--help"):
         result = run_script("resnext_inference_launch.py", spelling)
         assert result.returncode == 0
-        assert "  --batch_size: Batch size (per device)\n    (default: '6')\n    (an integer)\n" in result.stdout
-        assert "  --[no]synthetic: Use synthetic data created on the IPU for inference\n    (default: 'false')\n" in result.stdout
-        for flag in ("batches_per_step", "data_dir", "iterations", "model_name", "num_ipus", "num_workers",
-                     "model_dir", "log_dir", "[no]save_results", "num_threads", "provider"):
+        assert (
+            "  --batch_size: Batch size (per device)\n    (default: '6')\n    (an integer)\n" in result.stdout
+        )
+        assert (
+            "  --[no]synthetic: Use synthetic data created on the IPU for inference\n    (default: 'false')\n"
+            in result.stdout
+        )
+        for flag in (
+            "batches_per_step",
+            "data_dir",
+            "iterations",
+            "model_name",
+            "num_ipus",
+            "num_workers",
+            "model_dir",
+            "log_dir",
+            "[no]save_results",
+            "num_threads",
+            "provider",
+        ):
             assert f"  --{flag}: " in result.stdout
 
 
@@ -250,9 +334,37 @@ def test_flag_errors_are_one_line():
     ]
 
 
+@pytest.mark.slow
+def test_get_model_mismatched_weights_exits_2(tmp_path):
+    import torch
+
+    torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
+    result = run_script(
+        "get_model.py",
+        "--batch-size",
+        "1",
+        "--weights",
+        str(tmp_path / "wrong.pth"),
+        "--output-dir",
+        str(tmp_path / "models"),
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("Could not load resnext101_32x4d weights from")
+    assert "Missing key(s)" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "models").exists()
+
+
 def test_get_model_missing_weights_file_exits_2(tmp_path):
-    result = run_script("get_model.py", "--batch-size", "1", "--weights", str(tmp_path / "absent.pth"),
-                        "--output-dir", str(tmp_path / "models"))
+    result = run_script(
+        "get_model.py",
+        "--batch-size",
+        "1",
+        "--weights",
+        str(tmp_path / "absent.pth"),
+        "--output-dir",
+        str(tmp_path / "models"),
+    )
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "models").exists()

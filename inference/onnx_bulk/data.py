@@ -4,6 +4,7 @@ Each item is decoded and turned into the tensor layout the exported ONNX graph
 expects (float32, CHW, 224x224, ImageNet mean/std), so the host buffer can be
 fed to ONNX Runtime without further copies.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

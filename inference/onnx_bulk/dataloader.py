@@ -5,6 +5,7 @@ device, so host IO never sat inside the timed loop.  Here the same idea keeps
 JPEG decoding out of the ONNX Runtime timing: a whole step is decoded first,
 then run.  PIL releases the GIL while decoding and resizing, so threads help.
 """
+
 from __future__ import annotations
 
 import math

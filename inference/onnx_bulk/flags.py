@@ -5,6 +5,7 @@ The original benchmark used absl flags; its users type ``--flag value``,
 module accepts those spellings and prints help in absl's layout without
 adding absl as a dependency.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,7 @@ def _bounded_int(flag: Flag):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"--{flag.name} must be an integer, got '{text}'")
+            raise argparse.ArgumentTypeError(f"--{flag.name} must be an integer, got '{text}'") from None
         if flag.minimum is not None and value < flag.minimum:
             raise argparse.ArgumentTypeError(f"--{flag.name} must be >= {flag.minimum}, got {value}")
         return value
@@ -94,7 +95,9 @@ def parse_flags(program: str, flags: Sequence[Flag], argv: Sequence[str] | None 
     for flag in flags:
         names = [f"--{flag.name}", f"-{flag.name}"]
         if flag.kind == "bool":
-            parser.add_argument(*names, dest=flag.name, nargs="?", const=True, type=_boolean(flag), default=None)
+            parser.add_argument(
+                *names, dest=flag.name, nargs="?", const=True, type=_boolean(flag), default=None
+            )
             parser.add_argument(
                 f"--no{flag.name}", f"-no{flag.name}", dest=flag.name, action="store_false", default=None
             )

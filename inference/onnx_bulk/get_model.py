@@ -5,6 +5,7 @@ gets its own file (``models/<name>/<name>_bs<B>.onnx``) and several coexist.
 Weights come from the pretrainedmodels download when it can be reached, from
 ``--weights`` when given, and are otherwise random, which is said plainly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,19 +22,48 @@ from resnext101 import MODEL_NAMES, model_file  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=6, help="fixed batch size baked into the ONNX graph (default: 6)")
-    parser.add_argument("--model-name", choices=MODEL_NAMES, default="resnext101_32x4d", help="pretrainedmodels architecture (default: resnext101_32x4d)")
-    parser.add_argument("--output-dir", type=Path, default=HERE / "models", help="models folder; the file goes to <output-dir>/<model-name>/ (default: models/ beside this script)")
+    parser.add_argument(
+        "--batch-size", type=int, default=6, help="fixed batch size baked into the ONNX graph (default: 6)"
+    )
+    parser.add_argument(
+        "--model-name",
+        choices=MODEL_NAMES,
+        default="resnext101_32x4d",
+        help="pretrainedmodels architecture (default: resnext101_32x4d)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=HERE / "models",
+        help="models folder; the file goes to <output-dir>/<model-name>/ (default: models/ beside this script)",
+    )
     weights = parser.add_mutually_exclusive_group()
-    weights.add_argument("--weights", type=Path, help="local state_dict (.pth) to load instead of downloading")
-    weights.add_argument("--random-weights", action="store_true", help="skip the download and export random weights")
-    parser.add_argument("--exporter", choices=("auto", "dynamo", "legacy"), default="auto", help="torch.onnx exporter: dynamo needs onnxscript; auto uses dynamo when onnxscript is installed, legacy (TorchScript) otherwise")
+    weights.add_argument(
+        "--weights", type=Path, help="local state_dict (.pth) to load instead of downloading"
+    )
+    weights.add_argument(
+        "--random-weights", action="store_true", help="skip the download and export random weights"
+    )
+    parser.add_argument(
+        "--exporter",
+        choices=("auto", "dynamo", "legacy"),
+        default="auto",
+        help="torch.onnx exporter: dynamo needs onnxscript; auto uses dynamo when onnxscript is installed, legacy (TorchScript) otherwise",
+    )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's own)")
-    parser.add_argument("--verify", action="store_true", help="after export, run the model in ONNX Runtime and PyTorch on one random batch and print the largest difference")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="after export, run the model in ONNX Runtime and PyTorch on one random batch and print the largest difference",
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     return args
+
+
+class WeightsError(Exception):
+    """A --weights file that is not a matching state_dict."""
 
 
 def build_model(name: str, weights: Path | None, random_weights: bool):
@@ -44,10 +74,16 @@ def build_model(name: str, weights: Path | None, random_weights: bool):
     factory = getattr(pretrainedmodels, name)
     if weights is not None:
         model = factory(num_classes=1000, pretrained=None)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        model.load_state_dict(state)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state:
+                state = state["state_dict"]
+            model.load_state_dict(state)
+        except Exception as error:
+            detail = " ".join(str(error).split())[:200]
+            raise WeightsError(
+                f"Could not load {name} weights from {weights} ({type(error).__name__}: {detail})."
+            ) from None
         return model.eval(), f"local:{weights}"
     if random_weights:
         return factory(num_classes=1000, pretrained=None).eval(), "random"
@@ -67,13 +103,17 @@ def export(model, batch_size: int, path: Path, exporter: str, opset: int | None)
     if exporter == "auto":
         exporter = "dynamo" if importlib.util.find_spec("onnxscript") else "legacy"
     if exporter == "dynamo" and importlib.util.find_spec("onnxscript") is None:
-        raise SystemExit("The dynamo exporter needs onnxscript: pip install onnxscript, or pass --exporter legacy.")
+        raise SystemExit(
+            "The dynamo exporter needs onnxscript: pip install onnxscript, or pass --exporter legacy."
+        )
     example = torch.randn(batch_size, 3, 224, 224)
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = dict(input_names=["input"], output_names=["logits"], opset_version=opset)
     with torch.no_grad():
         if exporter == "dynamo":
-            torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, verbose=False, **kwargs)
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=True, external_data=False, verbose=False, **kwargs
+            )
         else:
             torch.onnx.export(model, (example,), str(path), dynamo=False, **kwargs)
     return exporter
@@ -111,12 +151,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Weights file {args.weights} does not exist.", file=sys.stderr)
         return 2
     path = model_file(args.output_dir, args.model_name, args.batch_size)
-    model, source = build_model(args.model_name, args.weights, args.random_weights)
+    try:
+        model, source = build_model(args.model_name, args.weights, args.random_weights)
+    except WeightsError as error:
+        print(error, file=sys.stderr)
+        return 2
     print(f"Weights: {source}")
     start = time.perf_counter()
     used = export(model, args.batch_size, path, args.exporter, args.opset)
-    stamp_and_check(path, {"weights": source, "batch_size": str(args.batch_size), "model_name": args.model_name})
-    print(f"Exported {args.model_name} (batch {args.batch_size}, {used} exporter) in {time.perf_counter() - start:.1f} s; onnx.checker passed.")
+    stamp_and_check(
+        path, {"weights": source, "batch_size": str(args.batch_size), "model_name": args.model_name}
+    )
+    seconds = time.perf_counter() - start
+    print(
+        f"Exported {args.model_name} (batch {args.batch_size}, {used} exporter) in {seconds:.1f} s; "
+        "onnx.checker passed."
+    )
     if args.verify:
         print(f"Max |PyTorch - ONNX Runtime| on a random batch: {verify(model, path, args.batch_size):.3e}")
     print(f"Model written to {path}")

@@ -6,6 +6,7 @@ for GO on stdin so all processes start timing together, then times only the
 session.run calls.  The summary goes to stdout as one ``RESULT {json}`` line
 and, with every step, to this process's own log file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,7 +67,7 @@ def run_step(session: ResNeXtSession, step: Step) -> tuple[float, list[np.ndarra
 def write_results(writer, step: Step, outputs: list[np.ndarray]) -> None:
     logits = np.concatenate(outputs)[: step.valid]
     indices, probs = top5(logits)
-    for name, idx, prob in zip(step.names, indices, probs):
+    for name, idx, prob in zip(step.names, indices, probs, strict=True):
         writer.writerow([name, *idx.tolist(), *(f"{p:.6f}" for p in prob)])
 
 
@@ -81,19 +82,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.log_file.parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
-        filename=args.log_file, filemode="w", level=logging.INFO,
+        filename=args.log_file,
+        filemode="w",
+        level=logging.INFO,
         format="%(asctime)s proc%(process)d %(message)s",
     )
     log = logging.getLogger("worker")
 
     setup = time.perf_counter()
     session = ResNeXtSession(args.model, args.threads, choose_providers(args.provider))
-    log.info("session: model=%s providers=%s intra_op_threads=%d weights=%s created in %.2f s",
-             args.model, session.providers, args.threads, session.metadata.get("weights", "unknown"),
-             time.perf_counter() - setup)
+    log.info(
+        "session: model=%s providers=%s intra_op_threads=%d weights=%s created in %.2f s",
+        args.model,
+        session.providers,
+        args.threads,
+        session.metadata.get("weights", "unknown"),
+        time.perf_counter() - setup,
+    )
     if args.synthetic:
         steps: Iterable[Step] = synthetic_steps(args.batch_size, args.batches_per_step, args.iterations)
-        log.info("input: synthetic, %d iterations x %d batches x %d images", args.iterations, args.batches_per_step, args.batch_size)
+        log.info(
+            "input: synthetic, %d iterations x %d batches x %d images",
+            args.iterations,
+            args.batches_per_step,
+            args.batch_size,
+        )
     else:
         dataset = ImageFolderDataset(args.data_dir)
         steps = HostBufferLoader(dataset, args.batch_size, args.batches_per_step, args.num_workers)
@@ -113,8 +126,14 @@ def main(argv: list[str] | None = None) -> int:
             images += step.valid
             seconds += elapsed
             batches += len(step.batches)
-            log.info("step %d: %d batches, %d images in %.4f s (%.2f images/s)",
-                     number, len(step.batches), step.valid, elapsed, step.valid / elapsed)
+            log.info(
+                "step %d: %d batches, %d images in %.4f s (%.2f images/s)",
+                number,
+                len(step.batches),
+                step.valid,
+                elapsed,
+                step.valid / elapsed,
+            )
             if writer:
                 write_results(writer, step, outputs)
     finally:
@@ -123,9 +142,15 @@ def main(argv: list[str] | None = None) -> int:
 
     throughput = images / seconds if seconds > 0 else 0.0
     summary = {
-        "index": args.index, "images": images, "batches": batches, "seconds": seconds,
-        "throughput": throughput, "providers": session.providers, "threads": args.threads,
-        "weights": session.metadata.get("weights", "unknown"), "log": str(args.log_file),
+        "index": args.index,
+        "images": images,
+        "batches": batches,
+        "seconds": seconds,
+        "throughput": throughput,
+        "providers": session.providers,
+        "threads": args.threads,
+        "weights": session.metadata.get("weights", "unknown"),
+        "log": str(args.log_file),
     }
     log.info("total: %d images in %.4f s of session.run = %.2f images/s", images, seconds, throughput)
     print("RESULT " + json.dumps(summary), flush=True)

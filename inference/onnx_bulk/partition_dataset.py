@@ -4,6 +4,7 @@ Each inference process reads only its own partition, so processes never
 contend for the same files.  Files are dealt round-robin (sizes differ by at
 most one) and linked rather than copied where the filesystem allows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,7 @@ def partition_names(partitions: int) -> list[str]:
 
 def place(source: Path, target: Path, mode: str) -> str:
     """Put ``source`` at ``target`` using ``mode`` or the next mode that works; returns the one used."""
-    for candidate in LINK_MODES[LINK_MODES.index(mode):]:
+    for candidate in LINK_MODES[LINK_MODES.index(mode) :]:
         try:
             if candidate == "symlink":
                 target.symlink_to(source.resolve())
@@ -57,10 +58,27 @@ def partition(files: list[Path], output: Path, partitions: int, mode: str = "sym
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, required=True, help="folder holding the images (e.g. COCO val2014)")
-    parser.add_argument("--partitions", type=int, default=8, help="number of partitions, one per inference process (default: 8)")
-    parser.add_argument("--output", type=Path, default=HERE / "datasets", help="parent folder for the partitions (default: datasets/ beside this script)")
-    parser.add_argument("--link", choices=LINK_MODES, default="symlink", help="how files are placed; falls back to the next mode when the filesystem refuses (default: symlink)")
+    parser.add_argument(
+        "--data-dir", type=Path, required=True, help="folder holding the images (e.g. COCO val2014)"
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=8,
+        help="number of partitions, one per inference process (default: 8)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=HERE / "datasets",
+        help="parent folder for the partitions (default: datasets/ beside this script)",
+    )
+    parser.add_argument(
+        "--link",
+        choices=LINK_MODES,
+        default="symlink",
+        help="how files are placed; falls back to the next mode when the filesystem refuses (default: symlink)",
+    )
     parser.add_argument("--force", action="store_true", help="empty existing partition folders first")
     return parser.parse_args(argv)
 
@@ -75,17 +93,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     files = list_images(args.data_dir)
     if len(files) < args.partitions:
-        print(f"{args.data_dir} holds {len(files)} images, fewer than the {args.partitions} partitions asked for.", file=sys.stderr)
+        print(
+            f"{args.data_dir} holds {len(files)} images, fewer than the {args.partitions} partitions asked for.",
+            file=sys.stderr,
+        )
         return 2
-    existing = [args.output / n for n in partition_names(args.partitions) if (args.output / n).is_dir() and any((args.output / n).iterdir())]
+    existing = [
+        args.output / n
+        for n in partition_names(args.partitions)
+        if (args.output / n).is_dir() and any((args.output / n).iterdir())
+    ]
     if existing and not args.force:
-        print(f"Partition folder {existing[0]} is not empty; pass --force to replace the partitions.", file=sys.stderr)
+        print(
+            f"Partition folder {existing[0]} is not empty; pass --force to replace the partitions.",
+            file=sys.stderr,
+        )
         return 2
     for folder in existing:
         shutil.rmtree(folder)
     used = partition(files, args.output, args.partitions, args.link)
     modes = ", ".join(f"{count} {mode}" for mode, count in used.items())
-    print(f"Split {len(files)} images from {args.data_dir} into {args.partitions} partitions under {args.output} ({modes}).")
+    print(
+        f"Split {len(files)} images from {args.data_dir} into {args.partitions} partitions under {args.output} ({modes})."
+    )
     return 0
 
 

@@ -4,6 +4,7 @@ On IPUs each process compiled the ONNX graph with PopART for one device.  Here
 each process opens one ONNX Runtime session; the execution provider stands in
 for the device and the intra-op thread count for the share of the host it gets.
 """
+
 from __future__ import annotations
 
 import os

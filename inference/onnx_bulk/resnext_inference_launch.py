@@ -6,6 +6,7 @@ session and an even share of the host's CPUs (or the GPU's execution
 provider).  Every child logs to logs/; this launcher prints each child's
 throughput and their sum.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,18 +27,56 @@ from resnext101 import model_file, threads_per_process  # noqa: E402
 
 FLAGS = (
     Flag("batch_size", "int", 6, "Batch size (per device)", minimum=1),
-    Flag("batches_per_step", "int", 1500, "Number of batches to fetch on the host ready for streaming onto the device, reducing host IO", minimum=1),
-    Flag("data_dir", "string", "datasets/", "Parent directory containing subdirectory dataset(s). Number of subdirs should equal num_ipus"),
-    Flag("iterations", "int", 1, "Number of iterations to run if using synthetic data. Each iteration uses one batches_per_step x batch_size x H x W x C sized input tensor.", minimum=1),
+    Flag(
+        "batches_per_step",
+        "int",
+        1500,
+        "Number of batches to fetch on the host ready for streaming onto the device, reducing host IO",
+        minimum=1,
+    ),
+    Flag(
+        "data_dir",
+        "string",
+        "datasets/",
+        "Parent directory containing subdirectory dataset(s). Number of subdirs should equal num_ipus",
+    ),
+    Flag(
+        "iterations",
+        "int",
+        1,
+        "Number of iterations to run if using synthetic data. Each iteration uses one batches_per_step x batch_size x H x W x C sized input tensor.",
+        minimum=1,
+    ),
     Flag("model_name", "string", "resnext101_32x4d", "model name. Used to locate ONNX protobuf in models/"),
     Flag("num_ipus", "int", 8, "Number of IPUs to be used. One IPU runs one compute process.", minimum=1),
     Flag("num_workers", "int", 12, "Number of threads per dataloader", minimum=1),
     Flag("synthetic", "bool", False, "Use synthetic data created on the IPU for inference"),
-    Flag("model_dir", "string", "models/", "Folder holding <model_name>/<model_name>_bs<batch_size>.onnx, as written by get_model.py"),
+    Flag(
+        "model_dir",
+        "string",
+        "models/",
+        "Folder holding <model_name>/<model_name>_bs<batch_size>.onnx, as written by get_model.py",
+    ),
     Flag("log_dir", "string", "logs/", "Folder for the per-process logs and the --save_results file"),
-    Flag("save_results", "bool", False, "Write top-5 class indices and probabilities per image to a CSV file in log_dir"),
-    Flag("num_threads", "int", 0, "ONNX Runtime intra-op threads per process; 0 means CPU count // num_ipus, at least 1", minimum=0),
-    Flag("provider", "string", "auto", "ONNX Runtime execution provider: auto (CUDA when available, else CPU), cpu or cuda"),
+    Flag(
+        "save_results",
+        "bool",
+        False,
+        "Write top-5 class indices and probabilities per image to a CSV file in log_dir",
+    ),
+    Flag(
+        "num_threads",
+        "int",
+        0,
+        "ONNX Runtime intra-op threads per process; 0 means CPU count // num_ipus, at least 1",
+        minimum=0,
+    ),
+    Flag(
+        "provider",
+        "string",
+        "auto",
+        "ONNX Runtime execution provider: auto (CUDA when available, else CPU), cpu or cuda",
+    ),
 )
 
 
@@ -67,10 +106,14 @@ def available_memory() -> int | None:
 def find_partitions(data_dir: Path, count: int) -> list[tuple[Path, int]]:
     """The first ``count`` sub-folders (sorted) with their image counts; raises UsageError if unusable."""
     if not data_dir.is_dir():
-        raise UsageError(f"Data directory {data_dir} does not exist; create it with partition_dataset.py or pass --synthetic.")
+        raise UsageError(
+            f"Data directory {data_dir} does not exist; create it with partition_dataset.py or pass --synthetic."
+        )
     subdirs = sorted(p for p in data_dir.iterdir() if p.is_dir())
     if len(subdirs) < count:
-        raise UsageError(f"Data directory {data_dir} has {len(subdirs)} subdirectories but --num_ipus={count} needs one per process.")
+        raise UsageError(
+            f"Data directory {data_dir} has {len(subdirs)} subdirectories but --num_ipus={count} needs one per process."
+        )
     chosen = [(folder, len(list_images(folder))) for folder in subdirs[:count]]
     for folder, images in chosen:
         if images == 0:
@@ -87,12 +130,31 @@ def check_memory(partitions: list[tuple[Path, int]], batch_size: int, batches_pe
         )
 
 
-def child_command(flags, index: int, model: Path, partition: Path | None, threads: int, log: Path, results: Path | None) -> list[str]:
+def child_command(
+    flags, index: int, model: Path, partition: Path | None, threads: int, log: Path, results: Path | None
+) -> list[str]:
     command = [
-        sys.executable, str(HERE / "inference_worker.py"), "--index", str(index), "--model", str(model),
-        "--batch_size", str(flags.batch_size), "--batches_per_step", str(flags.batches_per_step),
-        "--iterations", str(flags.iterations), "--num_workers", str(flags.num_workers),
-        "--threads", str(threads), "--provider", flags.provider, "--log_file", str(log), "--wait_for_go",
+        sys.executable,
+        str(HERE / "inference_worker.py"),
+        "--index",
+        str(index),
+        "--model",
+        str(model),
+        "--batch_size",
+        str(flags.batch_size),
+        "--batches_per_step",
+        str(flags.batches_per_step),
+        "--iterations",
+        str(flags.iterations),
+        "--num_workers",
+        str(flags.num_workers),
+        "--threads",
+        str(threads),
+        "--provider",
+        flags.provider,
+        "--log_file",
+        str(log),
+        "--wait_for_go",
     ]
     command += ["--synthetic"] if partition is None else ["--data_dir", str(partition)]
     if results is not None:
@@ -102,7 +164,9 @@ def child_command(flags, index: int, model: Path, partition: Path | None, thread
 
 def run_children(commands: list[list[str]]) -> list[dict]:
     """Start all children, release them together once each is READY, and collect their RESULT lines."""
-    children = [subprocess.Popen(c, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for c in commands]
+    children = [
+        subprocess.Popen(c, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for c in commands
+    ]
     try:
         for index, child in enumerate(children):
             line = child.stdout.readline().strip()
@@ -117,7 +181,7 @@ def run_children(commands: list[list[str]]) -> list[dict]:
             lines = [ln for ln in output.splitlines() if ln.startswith("RESULT ")]
             if child.returncode != 0 or not lines:
                 raise RuntimeError(f"process {index} failed with exit code {child.returncode}.")
-            results.append(json.loads(lines[-1][len("RESULT "):]))
+            results.append(json.loads(lines[-1][len("RESULT ") :]))
         return results
     finally:
         for child in children:
@@ -128,7 +192,9 @@ def run_children(commands: list[list[str]]) -> list[dict]:
 
 def merge_results(parts: list[Path], target: Path) -> None:
     """Concatenate per-process top-5 files into one CSV with a header and a process column."""
-    header = ["process", "image"] + [f"top{i}_class" for i in range(1, 6)] + [f"top{i}_prob" for i in range(1, 6)]
+    header = (
+        ["process", "image"] + [f"top{i}_class" for i in range(1, 6)] + [f"top{i}_prob" for i in range(1, 6)]
+    )
     with open(target, "w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(header)
@@ -143,12 +209,16 @@ def report(results: list[dict], flags) -> float:
     total = 0.0
     for result in results:
         total += result["throughput"]
-        print(f"Process {result['index']}: {result['throughput']:.2f} images/s "
-              f"({result['images']} images in {result['seconds']:.3f} s, {result['threads']} threads, "
-              f"{result['providers'][0]}), log: {result['log']}")
-    print(f"Aggregate throughput: {total:.2f} images/s over {len(results)} processes "
-          f"(batch size {flags.batch_size}; sum of per-process throughputs; timing covers session.run only, "
-          "excluding session creation, data loading and one warm-up batch)")
+        print(
+            f"Process {result['index']}: {result['throughput']:.2f} images/s "
+            f"({result['images']} images in {result['seconds']:.3f} s, {result['threads']} threads, "
+            f"{result['providers'][0]}), log: {result['log']}"
+        )
+    print(
+        f"Aggregate throughput: {total:.2f} images/s over {len(results)} processes "
+        f"(batch size {flags.batch_size}; sum of per-process throughputs; timing covers session.run only, "
+        "excluding session creation, data loading and one warm-up batch)"
+    )
     weights = {r["weights"] for r in results}
     if "random" in weights:
         print("Note: the model has random weights, so predictions are meaningless.")
@@ -178,16 +248,26 @@ def main(argv: list[str] | None = None) -> int:
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     stem = f"{run_id}_{flags.model_name}_bs{flags.batch_size}"
     threads = threads_per_process(flags.num_ipus, flags.num_threads)
-    parts = [log_dir / f"{stem}_proc{i}_top5.part" for i in range(flags.num_ipus)] if flags.save_results else None
+    parts = (
+        [log_dir / f"{stem}_proc{i}_top5.part" for i in range(flags.num_ipus)] if flags.save_results else None
+    )
     commands = [
         child_command(
-            flags, i, model, None if partitions is None else partitions[i][0], threads,
-            log_dir / f"{stem}_proc{i}.log", parts[i] if parts else None,
+            flags,
+            i,
+            model,
+            None if partitions is None else partitions[i][0],
+            threads,
+            log_dir / f"{stem}_proc{i}.log",
+            parts[i] if parts else None,
         )
         for i in range(flags.num_ipus)
     ]
-    print(f"Launching {flags.num_ipus} inference processes on {model.name}, {threads} intra-op threads each, "
-          f"{'synthetic data' if flags.synthetic else 'data from ' + str(resolve(flags, 'data_dir'))}.", flush=True)
+    print(
+        f"Launching {flags.num_ipus} inference processes on {model.name}, {threads} intra-op threads each, "
+        f"{'synthetic data' if flags.synthetic else 'data from ' + str(resolve(flags, 'data_dir'))}.",
+        flush=True,
+    )
     try:
         results = run_children(commands)
     except RuntimeError as error:
