@@ -1,6 +1,8 @@
 """EfficientNet B0-B7 builders, including the expand-ratio and grouped-depthwise variants."""
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import nn
 
 from .errors import ModelConfigError
@@ -34,7 +36,7 @@ def build_efficientnet(name: str, num_classes: int, pretrained: bool,
     return model
 
 
-def efficientnet_builder(name: str):
+def efficientnet_builder(name: str) -> Callable[[int, bool], nn.Module]:
     """Returns ``build(num_classes, pretrained)`` for the standard variant of ``name``."""
 
     def build(num_classes: int, pretrained: bool) -> nn.Module:
