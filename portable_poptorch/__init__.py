@@ -32,6 +32,6 @@ def __getattr__(name: str):
         from .training import trainingModel
         return trainingModel
     if name == "optim":
-        from . import optim
-        return optim
+        import importlib
+        return importlib.import_module(f"{__name__}.optim")
     raise AttributeError(f"module 'portable_poptorch' has no attribute {name!r}")
