@@ -64,3 +64,10 @@ def place_stages(model: nn.Module, devices: List[torch.device]) -> None:
             return tuple(a.to(_dev) if isinstance(a, torch.Tensor) else a for a in args)
         if any(True for _ in mod.parameters(recurse=False)) or hasattr(mod, "_portable_block"):
             mod.register_forward_pre_hook(pre_hook)
+
+
+def apply_partials_type(partials: Optional[torch.dtype], device: torch.device) -> None:
+    """Half partials map to CUDA's reduced-precision matmul reductions; CPU has no such switch."""
+    if device.type == "cuda" and partials in (torch.half, torch.float16):
+        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = True
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True

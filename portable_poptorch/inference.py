@@ -14,7 +14,7 @@ from torch.utils import _pytree as pytree
 from . import batching
 from .blocks import count_stages, marked_blocks, record_runtime_blocks, stop_recording_blocks
 from .cuda_graph import GraphedStep
-from .device import place_stages, stage_devices, synchronize
+from .device import apply_partials_type, place_stages, stage_devices, synchronize
 from .enums import OutputMode
 from .errors import ConfigError
 from .options import Options
@@ -53,6 +53,7 @@ class InferenceExecutor:
         place_stages(model, stage_devices(self.device, self._n_stages, self.options.Portable.device_list))
         if self.options.Portable.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        apply_partials_type(self.options.Precision.partials_type, self.device)
         self._device_model = model
         self._step = self._make_step(model)
 

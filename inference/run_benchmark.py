@@ -1,0 +1,178 @@
+"""CNN inference throughput/latency benchmark, PopTorch semantics on IPU, CUDA or CPU."""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import os
+import time
+from contextlib import nullcontext
+from typing import Any, Iterator, List, Optional, Sequence
+
+import torch
+from tqdm import tqdm
+
+import datasets
+from utils import distributed, metrics
+from utils.argparser import add_common_options, new_parser, parse_with_config
+from utils.backend import Backend, select_backend
+from utils.errors import exit_on_usage_error
+from utils.ipu_settings import inference_options, no_effect_report, num_stages
+from utils.logger import RunLogger
+from utils.model_setup import input_size, prepare_model
+
+CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs.yml")
+
+
+def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = new_parser("CNN inference benchmark (PopTorch on IPU; portable_poptorch on CUDA/CPU)")
+    add_common_options(parser)
+    parser.add_argument("--data", choices=["real", "synthetic", "generated", "imagenet"], default="real",
+                        help="real: sample images in data/images; generated: random host data sent every step; "
+                             "synthetic: data made on the device, no host-device IO; imagenet: validation folder")
+    parser.add_argument("--imagenet-data-path", type=str, default=None,
+                        help="Folder with validation/ class sub-folders (for --data imagenet)")
+    parser.add_argument("--iterations", type=int, default=100, help="Measured host calls (program iterations)")
+    parser.add_argument("--warmup-iterations", type=int, default=2,
+                        help="Calls after compilation run before measuring, excluded from the figures")
+    parser.add_argument("--random-weights", action="store_true", help="Use random weights, skip the pretrained download")
+    return parse_with_config(parser, CONFIG_FILE, argv)
+
+
+def batches(loader: Any, count: int) -> Iterator[Any]:
+    """``count`` host batches, cycling over the loader if it is shorter."""
+    produced = 0
+    while produced < count:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+            produced += 1
+            if produced == count:
+                return
+        if empty:
+            raise RuntimeError("The data loader yields no full batch; the dataset is smaller than one host batch.")
+
+
+def profiler(args: argparse.Namespace, backend: Backend, log_dir: str) -> Any:
+    """torch.profiler trace in the log folder off IPU; on IPU the Poplar report is set up by env."""
+    if not args.profile:
+        return nullcontext()
+    if not backend.is_portable:
+        os.environ.setdefault("POPLAR_ENGINE_OPTIONS",
+                              f'{{"autoReport.all":"true","autoReport.directory":"{log_dir}"}}')
+        return nullcontext()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if backend.device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    return torch.profiler.profile(activities=activities, record_shapes=True,
+                                  on_trace_ready=lambda p: p.export_chrome_trace(os.path.join(log_dir, "profile_trace.json")))
+
+
+def benchmark(model: Any, data: Iterator[Any], args: argparse.Namespace, logger: RunLogger,
+              info: distributed.InstanceInfo) -> List[metrics.Step]:
+    """Run warm-up then measured calls; each call is timed on the host around a synchronous call."""
+    steps: List[metrics.Step] = []
+    total = args.warmup_iterations + args.iterations
+    bar = tqdm(total=args.iterations, disable=not sys.stderr.isatty(), desc="Measuring", leave=False)
+    synthetic = args.data == "synthetic"
+    samples: List[float] = []
+    for i, (images, _) in enumerate(batches(data, total)):
+        start = time.perf_counter()
+        model(images)
+        elapsed = time.perf_counter() - start
+        n = images.shape[0]
+        latency = None if synthetic else model.getLatency()
+        shown = "N/A..N/A" if latency is None else f"{latency[0] * 1e3:.3f}..{latency[1] * 1e3:.3f}"
+        warm = " (warm-up, excluded)" if i < args.warmup_iterations else ""
+        logger.log(f"{info.prefix} Throughput: {n / elapsed:.2f} imgs/sec; Latency range: {shown} ms{warm}".strip())
+        if i >= args.warmup_iterations:
+            steps.append(metrics.Step(n, elapsed, latency))
+            sample_fn = getattr(model, "latencySamples", None)
+            if sample_fn is not None and not synthetic:
+                samples.extend(sample_fn())
+            bar.update(1)
+    bar.close()
+    benchmark.latency_samples = samples  # type: ignore[attr-defined]
+    return steps
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_arguments(argv)
+    info = distributed.instance_info()
+    backend = select_backend(args.device, args.half_dtype)
+    distributed.init_process_group(info, backend.device)
+    logger = RunLogger(args, info)
+    for note in getattr(args, "notes", []):
+        logger.once(note)
+    opts = inference_options(args, backend, info)
+    model = prepare_model(args, backend, datasets.DATASETS_INFO[args.data]["num_classes"], logger.log,
+                          pretrained=not args.random_weights)
+    model.eval()
+    size = input_size(args)
+    data = datasets.get_data(args, opts, backend.poptorch, train=False, input_size=size,
+                             half_dtype=backend.half_dtype, batches=args.warmup_iterations + args.iterations)
+    inference_model = backend.poptorch.inferenceModel(model, opts)
+    from portable_poptorch.device import device_name
+    dev_name = "IPU" if not backend.is_portable else device_name(torch.device(backend.device))
+    logger.log(f"Backend: {backend.name} on {backend.device} ({dev_name}); torch {torch.__version__}")
+    no_effect = no_effect_report(opts, args, backend)
+    for entry in no_effect:
+        logger.once(f"Option {entry['option']}={entry['value']} has no effect on {backend.device} "
+                    f"({entry['reason']}); recorded in results.json.")
+    if backend.note and args.precision.startswith("16"):
+        logger.once(backend.note)
+        no_effect.append({"option": "precision", "value": args.precision, "reason": backend.note})
+    stream = batches(data, args.warmup_iterations + args.iterations)
+    first_images, first_labels = next(stream)
+    start = time.perf_counter()
+    inference_model.compile(first_images)
+    logger.log(f"Compiled and loaded the model in {time.perf_counter() - start:.2f} s (excluded from the figures).")
+    for message in getattr(inference_model, "portableMessages", lambda: [])():
+        logger.once(message)
+
+    def replay() -> Iterator[Any]:
+        yield first_images, first_labels
+        yield from stream
+    with profiler(args, backend, logger.path):
+        steps = benchmark(inference_model, replay(), args, logger, info)
+    summary = metrics.summarise(steps)
+    report(args, summary, info, backend, logger, first_images.dtype)
+    samples = getattr(benchmark, "latency_samples", [])
+    results = {
+        "model": args.model, "batch_size": args.batch_size, "data": args.data, "precision": args.precision,
+        "replicas": args.replicas, "device_iterations": args.device_iterations, "instances": info.size,
+        "pipeline_stages": num_stages(args), "input_dtype": str(first_images.dtype),
+        "half_dtype": str(backend.half_dtype),
+        "backend": backend.name, "device": backend.device, "device_name": dev_name,
+        "torch_version": torch.__version__, "poptorch_version": getattr(backend.poptorch, "__version__", "?"),
+        "warmup_iterations_excluded": args.warmup_iterations, "metrics": summary,
+        "latency_p50_ms": metrics.percentile(samples, 50) * 1e3 if samples else None,
+        "latency_p99_ms": metrics.percentile(samples, 99) * 1e3 if samples else None,
+        "no_effect": no_effect,
+    }
+    if info.rank == 0:
+        logger.write_json("results.json", results)
+    inference_model.detachFromDevice()
+    logger.close()
+    distributed.shutdown()
+    return results
+
+
+def report(args: argparse.Namespace, s: dict, info: distributed.InstanceInfo, backend: Backend,
+           logger: RunLogger, dtype: torch.dtype) -> None:
+    num_ipus = info.size * args.replicas * num_stages(args)
+    logger.log("-" * 91)
+    logger.log(f"The first {args.warmup_iterations} calls after compilation (warm-up) are excluded; "
+               f"mean = images / wall time over {s['steps']} measured calls.")
+    logger.log(f"Throughput at bs={args.batch_size}, data_mode={args.data}, data_type={dtype}, num_ipus={num_ipus}, "
+               f"of {args.model}: min={s['throughput_min']:.2f} imgs/s, max={s['throughput_max']:.2f} imgs/s, "
+               f"mean={s['throughput_mean']:.2f} imgs/s, std={s['throughput_std']:.2f} imgs/s.")
+    if "latency_min_ms" in s:
+        logger.log(f"Latency: min={s['latency_min_ms']:.3f} ms, max={s['latency_max_ms']:.3f} ms, "
+                   f"mean={s['latency_mean_ms']:.3f} ms.")
+    else:
+        logger.log("Latency: min=N/A ms, max=N/A ms, mean=N/A ms.")
+
+
+if __name__ == "__main__":
+    main()

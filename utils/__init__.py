@@ -1,0 +1,1 @@
+"""Shared harness code: backend selection, arguments and presets, options, logging, metrics, distribution."""

@@ -1,0 +1,156 @@
+"""Options shared by inference and training, YAML presets, and normalisation of old spellings.
+
+Both scripts build on ``common_parser()`` so an option means the same thing everywhere; presets
+(``--config NAME``) set defaults that any command-line flag overrides.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from .errors import UsageError
+
+PRECISION_ALIASES = {"full": "32.32", "half": "16.16"}
+PRECISIONS = ("16.16", "16.32", "32.32")
+NORM_TYPES = ("batch", "group", "none")
+NORMALIZATION_LOCATIONS = ("host", "ipu", "none")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing usage, so errors are one sentence."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message[0].upper() + message[1:] + (". " if not message.endswith(".") else " ")
+                         + f"Run {self.prog} -h for the options.")
+
+
+def new_parser(description: str) -> argparse.ArgumentParser:
+    return _Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                   allow_abbrev=False)
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the original common parser plus the backend choice."""
+    from models import available_models
+    p = parser.add_argument
+    p("--config", type=str, default=None, help="Preset name from the script's configs.yml; command-line flags override it")
+    p("--model", type=str, default="resnet18",
+      help=f"Model name: {', '.join(available_models())} (also efficientnetb0 style aliases)")
+    p("--batch-size", type=int, default=1, help="Micro-batch size per replica")
+    p("--replicas", type=int, default=1, help="Number of data-parallel replicas in this instance")
+    p("--device-iterations", "--device-iteration", dest="device_iterations", type=int, default=1,
+      help="Steps run on the device per host call (one host->device transfer per call)")
+    p("--precision", type=str, default="16.16",
+      help="Weights/activations and master precision: 16.16, 16.32, 32.32 (or full=32.32, half=16.16)")
+    p("--half-partial", action="store_true", help="Accumulate matmul/conv partials in half precision")
+    p("--norm-type", "--normlayer", dest="norm_type", default="batch", help=f"Norm layer: {', '.join(NORM_TYPES)}")
+    p("--norm-num-groups", "--groupnorm-group-num", dest="norm_num_groups", type=int, default=32,
+      help="Number of groups for group norm")
+    p("--norm-eps", type=float, default=1e-5, help="Epsilon of the norm layers")
+    p("--batchnorm-momentum", type=float, default=0.1, help="Batch-norm running statistics momentum")
+    p("--full-precision-norm", action="store_true", help="Compute norm layers in float32 when the model is half")
+    p("--enable-fast-groupnorm", action="store_true", help="IPU strided-channel group norm (no effect off IPU)")
+    p("--pipeline-splits", type=str, nargs="+", default=[],
+      help="Module paths starting each pipeline stage, e.g. layer2 layer3/1 _blocks/4")
+    p("--available-memory-proportion", type=float, nargs="+", default=None,
+      help="Proportion of IPU memory for convolutions/matmuls, one value or one per stage (no effect off IPU)")
+    p("--exchange-memory-target", choices=["cycles", "balanced", "memory"], default=None,
+      help="IPU exchange optimisation target (no effect off IPU)")
+    p("--num-io-tiles", type=int, default=0,
+      help="IPU tiles for overlapped IO; on CUDA, >0 overlaps the next micro-batch copy with compute")
+    p("--eight-bit-io", action="store_true", help="Send uint8 images to the device and normalise there")
+    p("--normalization-location", choices=NORMALIZATION_LOCATIONS, default=None,
+      help="Where inputs are normalised: host, ipu (on the device) or none (default: host, ipu with --eight-bit-io)")
+    p("--dataloader-worker", type=int, default=None, help="Data-loader worker processes (default: min(8, CPUs))")
+    p("--dataloader-rebatch-size", type=int, default=None,
+      help="Worker-side batch size; workers' batches are rebatched into full host batches")
+    p("--efficientnet-expand-ratio", type=int, default=6, help="Expand ratio of EfficientNet MBConv blocks")
+    p("--efficientnet-group-dim", type=int, default=1, help="Channels per group of EfficientNet depthwise convs")
+    p("--profile", action="store_true", help="Write a profile (torch.profiler trace off IPU) to the run's log folder")
+    p("--model-cache-path", type=str, default=None,
+      help="Executable cache; off IPU the model is compiled with torch.compile and Inductor caches here")
+    p("--weights", type=str, default=None, help="Load model weights from this file (state_dict or checkpoint)")
+    p("--seed", type=int, default=0, help="Random seed")
+    p("--device", choices=["auto", "ipu", "cuda", "cpu"], default="auto",
+      help="Where to run: auto picks IPU when poptorch imports, else CUDA when present, else CPU")
+    p("--half-dtype", choices=["auto", "float16", "bfloat16"], default="auto",
+      help="Type used for 'half' off IPU: auto = float16 on CUDA, bfloat16 on CPU")
+    p("--memory-format", choices=["auto", "contiguous", "channels_last"], default="auto",
+      help="Activation layout off IPU: auto = channels_last on CUDA, contiguous on CPU")
+    p("--log-path", type=str, default="logs", help="Parent folder of the run's log folder")
+
+
+def load_presets(config_file: str) -> Dict[str, Dict[str, Any]]:
+    with open(config_file) as f:
+        return yaml.safe_load(f) or {}
+
+
+def parse_with_config(parser: argparse.ArgumentParser, config_file: str,
+                      argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse ``argv``; a ``--config`` preset becomes the defaults, then flags given on the line win."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if args.config:
+        presets = load_presets(config_file)
+        if args.config not in presets:
+            names = ", ".join(k for k in presets if not k.startswith("common"))
+            raise UsageError(f"--config {args.config!r} is not a preset in {os.path.basename(config_file)}; "
+                             f"presets: {names}.")
+        parser.set_defaults(**_checked_preset(parser, args.config, presets[args.config]))
+        args = parser.parse_args(argv)
+    return normalise_args(args)
+
+
+def _checked_preset(parser: argparse.ArgumentParser, name: str, preset: Dict[str, Any]) -> Dict[str, Any]:
+    """Preset keys must be option names; values are converted and checked like command-line values."""
+    actions = {a.dest: a for a in parser._actions}
+    out = {}
+    for key, value in preset.items():
+        dest = key.replace("-", "_")
+        if dest not in actions or dest in ("help", "config"):
+            raise UsageError(f"Preset {name!r} has unknown key {key!r}; keys must be option names such as "
+                             f"batch_size, model, precision.")
+        action = actions[dest]
+        if action.type is not None and value is not None:
+            convert = action.type
+            value = [convert(v) for v in value] if isinstance(value, list) else convert(value)
+        if action.choices is not None and value is not None and value not in action.choices:
+            raise UsageError(f"Preset {name!r} sets {key} to {value!r}; accepted: {', '.join(map(str, action.choices))}.")
+        out[dest] = value
+    return out
+
+
+def normalise_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Map old spellings to one form and check values argparse cannot."""
+    if hasattr(args, "precision"):
+        args.precision = PRECISION_ALIASES.get(str(args.precision), str(args.precision))
+        if args.precision not in PRECISIONS:
+            raise UsageError(f"--precision {args.precision!r} is not one of {', '.join(PRECISIONS)}, full or half.")
+    if hasattr(args, "norm_type") and args.norm_type not in NORM_TYPES:
+        raise UsageError(f"--norm-type {args.norm_type!r} is not one of {', '.join(NORM_TYPES)}.")
+    if os.environ.get("POPRUN_LOCAL_REPLICAS") and hasattr(args, "replicas"):
+        args.replicas = int(os.environ["POPRUN_LOCAL_REPLICAS"])  # poprun divides --num-replicas between instances
+    for name in ("batch_size", "replicas", "device_iterations"):
+        if getattr(args, name, 1) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+    if getattr(args, "iterations", 1) is not None and getattr(args, "iterations", 1) < 1:
+        raise UsageError(f"--iterations must be at least 1, got {args.iterations}.")
+    from models import canonical_model_name
+    args.model = canonical_model_name(args.model)
+    if args.normalization_location is None:
+        args.normalization_location = "ipu" if args.eight_bit_io else "host"
+    elif args.eight_bit_io and args.normalization_location == "host":
+        args.normalization_location = "ipu"
+        args.notes = getattr(args, "notes", []) + [
+            "--eight-bit-io needs device-side normalisation; normalisation moved to the device (ipu)."]
+    if args.dataloader_worker is None:
+        args.dataloader_worker = min(8, os.cpu_count() or 1)
+    return args
+
+
+def option_strings(parser: argparse.ArgumentParser) -> List[str]:
+    return [s for a in parser._actions for s in a.option_strings]

@@ -1,0 +1,63 @@
+"""The run's log folder: app.json (all options), log.txt (everything printed) and results.json."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sys
+from typing import Any, Dict, Optional
+
+from .distributed import InstanceInfo
+
+
+def run_folder_name(args: Any) -> str:
+    """``<model>_bs<B>_<precision>fp_r<R>_di<D>_<rand>`` as DESIGN.md §4."""
+    return (f"{args.model}_bs{args.batch_size}_{args.precision}fp_r{args.replicas}"
+            f"_di{args.device_iterations}_{secrets.token_hex(3)}")
+
+
+class RunLogger:
+    """Prints to stdout and log.txt; only instance 0 of a multi-instance run writes app/results files."""
+
+    def __init__(self, args: Any, info: InstanceInfo, folder: Optional[str] = None) -> None:
+        self.info = info
+        root = getattr(args, "log_path", "logs")
+        name = folder or run_folder_name(args)
+        if info.distributed:
+            name = os.environ.get("HARNESS_RUN_NAME", name)
+        self.path = os.path.join(root, name)
+        os.makedirs(self.path, exist_ok=True)
+        self._said: set = set()
+        log_name = "log.txt" if info.rank == 0 else f"log_instance{info.rank}.txt"
+        self._logger = logging.getLogger(f"harness.{id(self)}")
+        self._logger.setLevel(logging.INFO)
+        self._logger.propagate = False
+        fmt = logging.Formatter("%(message)s")
+        for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(os.path.join(self.path, log_name))):
+            handler.setFormatter(fmt)
+            self._logger.addHandler(handler)
+        if info.rank == 0:
+            self.write_json("app.json", _jsonable(vars(args)))
+
+    def log(self, message: str) -> None:
+        self._logger.info(message)
+
+    def once(self, message: str) -> None:
+        """Log a message only the first time it is seen (e.g. options with no effect)."""
+        if message not in self._said:
+            self._said.add(message)
+            self.log(message)
+
+    def write_json(self, name: str, data: Dict[str, Any]) -> None:
+        with open(os.path.join(self.path, name), "w") as f:
+            json.dump(data, f, indent=2, default=str)
+
+    def close(self) -> None:
+        for handler in list(self._logger.handlers):
+            handler.close()
+            self._logger.removeHandler(handler)
+
+
+def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
+    return json.loads(json.dumps(d, default=str))

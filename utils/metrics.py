@@ -1,0 +1,58 @@
+"""Throughput and latency statistics, combined across instances as DESIGN.md §5 prescribes."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, List, Optional, Tuple
+
+from . import distributed
+
+
+@dataclasses.dataclass
+class Step:
+    images: int
+    seconds: float
+    latency: Optional[Tuple[float, float, float]] = None  # seconds: min, max, mean
+
+
+def summarise(steps: List[Step]) -> Dict[str, float]:
+    """Per-step rates for min/max/std; mean = all images / all wall time (never a mean of rates).
+
+    With several instances a step's images are summed and its time is the slowest instance's.
+    """
+    images = distributed.sum_all([float(s.images) for s in steps])
+    seconds = distributed.max_all([s.seconds for s in steps])
+    rates = [i / t for i, t in zip(images, seconds) if t > 0]
+    total_t = sum(seconds)
+    out: Dict[str, float] = {
+        "steps": len(steps),
+        "images": sum(images),
+        "seconds": total_t,
+        "throughput_min": min(rates) if rates else 0.0,
+        "throughput_max": max(rates) if rates else 0.0,
+        "throughput_mean": sum(images) / total_t if total_t > 0 else 0.0,
+        "throughput_std": _std(rates),
+    }
+    lats = [s.latency for s in steps if s.latency is not None]
+    if lats:
+        lo = distributed.min_all([min(l[0] for l in lats)])[0]
+        hi = distributed.max_all([max(l[1] for l in lats)])[0]
+        means = distributed.sum_all([sum(l[2] for l in lats), float(len(lats))])
+        out.update(latency_min_ms=lo * 1e3, latency_max_ms=hi * 1e3, latency_mean_ms=means[0] / means[1] * 1e3)
+    return out
+
+
+def _std(values: List[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+
+
+def percentile(values: List[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)

@@ -1,0 +1,35 @@
+"""Build the model a run asks for: zoo model, pipeline stages, device-side normalisation, precision."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .backend import Backend
+
+
+def prepare_model(args: Any, backend: Backend, num_classes: int, log: Callable[[str], None],
+                  pretrained: bool = True) -> nn.Module:
+    """The model wrapped and converted as the args say; ``args.precision`` '16.32' on the portable
+    backend keeps fp32 weights (autocast is set in the options), '16.x' otherwise converts to half."""
+    import models
+    model = models.get_model(
+        args.model, num_classes=num_classes, norm_type=args.norm_type, norm_num_groups=args.norm_num_groups,
+        norm_eps=args.norm_eps, batchnorm_momentum=args.batchnorm_momentum,
+        full_precision_norm=args.full_precision_norm, efficientnet_expand_ratio=args.efficientnet_expand_ratio,
+        efficientnet_group_dim=args.efficientnet_group_dim, weights=args.weights, pretrained=pretrained, log=log)
+    if args.pipeline_splits:
+        models.apply_pipeline_splits(model, args.pipeline_splits, backend.poptorch.BeginBlock)
+    if args.normalization_location == "ipu":
+        model = models.NormalizeInputModel(model)
+    if args.precision.startswith("16") and not (backend.is_portable and args.precision == "16.32"):
+        model = model.to(backend.half_dtype)
+        if args.full_precision_norm:
+            models.keep_norm_in_float32(model)
+    return model
+
+
+def input_size(args: Any) -> int:
+    import models
+    return models.model_input_size(args.model)
