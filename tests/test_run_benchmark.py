@@ -1,0 +1,168 @@
+"""run_benchmark.py end to end: seed command lines, presets, log folder, and usage errors."""
+import glob
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+INFERENCE_DIR = os.path.join(REPO_ROOT, "inference")
+FINAL = re.compile(r"Throughput at bs=(\d+), data_mode=(\w+), data_type=([\w.]+), num_ipus=(\d+), of ([\w-]+): "
+                   r"min=([\d.]+) imgs/s, max=([\d.]+) imgs/s, mean=([\d.]+) imgs/s, std=([\d.]+) imgs/s\.")
+
+# Seed 000's command lines, as written. CI appends only --iterations 1 --warmup-iterations 0; where a
+# command asks for more device iterations than a 2-core CPU runs in CI's time it also appends
+# --device-iterations 2 (the seed's value is checked by test_seed_values_reach_the_options).
+SEED_000 = [
+    "python3 run_benchmark.py --data real --replicas 1  --batch-size 1 --model resnet18 --device-iteration 1",
+    "python3 run_benchmark.py --data synthetic --replicas 1 --batch-size 16 --model resnet18 --device-iteration 1000 --normlayer none --precision half",
+    "python3 run_benchmark.py --data real --replicas 1 --batch-size 24 --model resnet18 --device-iteration 64 --normlayer batch --precision half",
+    "python3 run_benchmark.py --data real --replicas 1 --batch-size 19 --model resnet34 --device-iteration 64 --normlayer batch --precision half",
+    "python3 run_benchmark.py --data real --replicas 1 --batch-size 8 --model resnet50 --device-iteration 64 --normlayer batch --precision half",
+    "python3 run_benchmark.py --data real --replicas 1 --batch-size 11 --model efficientnet-b0 --device-iteration 1000 --normlayer batch --precision half",
+]
+CPU_DEVICE_ITERATION_BUDGET = 2
+
+
+def run(args, cwd=INFERENCE_DIR, tmp_path=None):
+    script = "run_benchmark.py" if cwd == INFERENCE_DIR else os.path.join("inference", "run_benchmark.py")
+    cmd = [sys.executable, script] + args
+    if tmp_path is not None:
+        cmd += ["--log-path", str(tmp_path)]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def seed_args(line):
+    words = shlex.split(line)
+    assert words[:2] == ["python3", "run_benchmark.py"]
+    return words[2:]
+
+
+def device_iterations(words):
+    for flag in ("--device-iteration", "--device-iterations"):
+        if flag in words:
+            return int(words[words.index(flag) + 1])
+    return 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("line", SEED_000)
+def test_seed_000_commands_run_and_report_throughput(line, tmp_path):
+    args = seed_args(line) + ["--iterations", "1", "--warmup-iterations", "0"]
+    if device_iterations(args) > CPU_DEVICE_ITERATION_BUDGET:
+        args += ["--device-iterations", str(CPU_DEVICE_ITERATION_BUDGET)]
+    result = run(args, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    match = FINAL.search(result.stdout)
+    assert match, result.stdout[-2000:]
+    assert float(match.group(7)) > 0
+    folder, = glob.glob(str(tmp_path / "*"))
+    results = json.load(open(os.path.join(folder, "results.json")))
+    assert results["metrics"]["throughput_max"] > 0
+    assert {"app.json", "log.txt", "results.json"} <= set(os.listdir(folder))
+
+
+@pytest.mark.parametrize("line", SEED_000)
+def test_seed_values_reach_the_options(line, monkeypatch):
+    sys.path.insert(0, INFERENCE_DIR)
+    import run_benchmark
+    from utils.backend import select_backend
+    from utils.distributed import InstanceInfo
+    from utils.ipu_settings import inference_options
+    args = run_benchmark.parse_arguments(seed_args(line))
+    opts = inference_options(args, select_backend("cpu"), InstanceInfo(0, 1, 0))
+    words = seed_args(line)
+    assert opts.device_iterations == device_iterations(words)
+    assert opts.replication_factor == int(words[words.index("--replicas") + 1])
+    assert args.batch_size == int(words[words.index("--batch-size") + 1])
+    assert opts.synthetic_data == ("synthetic" in words)
+    assert args.precision == "16.16"  # 'half' and the original's default
+
+
+def test_generated_run_from_repo_root_writes_log_folder(tmp_path):
+    result = run(["--data", "generated", "--model", "resnet18", "--batch-size", "2", "--device-iterations", "2",
+                  "--iterations", "2", "--warmup-iterations", "1", "--precision", "32.32", "--replicas", "2",
+                  "--random-weights", "--available-memory-proportion", "0.3"], cwd=REPO_ROOT, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    match = FINAL.search(result.stdout)
+    assert match and match.group(1) == "2" and match.group(4) == "2" and match.group(3) == "torch.float32"
+    assert len(re.findall(r"^Throughput: [\d.]+ imgs/sec; Latency range: [\d.]+\.\.[\d.]+ ms", result.stdout, re.M)) == 3
+    assert "excluded" in result.stdout
+    assert result.stdout.count("setAvailableMemoryProportion") == 1
+    folder, = glob.glob(str(tmp_path / "resnet18_bs2_32.32fp_r2_di2_*"))
+    app = json.load(open(os.path.join(folder, "app.json")))
+    results = json.load(open(os.path.join(folder, "results.json")))
+    assert app["replicas"] == 2 and app["available_memory_proportion"] == [0.3]
+    assert results["metrics"]["images"] == 2 * 2 * 2 * 2
+    assert results["backend"] == "portable" and results["device"] == "cpu"
+    assert results["torch_version"] and results["device_name"]
+    assert any(e["option"] == "setAvailableMemoryProportion" for e in results["no_effect"])
+
+
+def test_preset_with_override_and_eight_bit_io(tmp_path):
+    result = run(["--config", "resnet50-mk2", "--model", "resnet18", "--data", "generated", "--batch-size", "1",
+                  "--device-iterations", "2", "--iterations", "1", "--warmup-iterations", "0",
+                  "--random-weights"], tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    match = FINAL.search(result.stdout)
+    assert match.group(5) == "resnet18" and match.group(3) == "torch.uint8"
+    folder, = glob.glob(str(tmp_path / "*"))
+    app = json.load(open(os.path.join(folder, "app.json")))
+    assert app["eight_bit_io"] is True and app["normalization_location"] == "ipu" and app["half_partial"] is True
+
+
+def test_pipelined_synthetic_run(tmp_path):
+    result = run(["--data", "synthetic", "--model", "resnet18", "--batch-size", "1", "--device-iterations", "2",
+                  "--pipeline-splits", "layer3", "--iterations", "1", "--warmup-iterations", "0",
+                  "--precision", "32.32", "--random-weights"], tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert FINAL.search(result.stdout).group(4) == "2"
+    assert "Latency: min=N/A ms" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "resnet19"], "resnet19"),
+    (["--pipeline-splits", "layer9"], "layer9"),
+    (["--config", "no-such-preset"], "no-such-preset"),
+    (["--precision", "8.8"], "8.8"),
+    (["--data", "floppy"], "floppy"),
+    (["--pipeline-splits", "layer3", "--device-iterations", "1"], "device iterations"),
+    (["--batch-size", "0"], "batch-size"),
+])
+def test_bad_input_is_one_sentence_and_exit_code_2(args, message, tmp_path):
+    base = ["--data", "generated", "--iterations", "1", "--random-weights", "--precision", "32.32"]
+    result = run(base + args, tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last
+
+
+def test_unknown_preset_key_is_rejected(tmp_path):
+    config = tmp_path / "configs.yml"
+    config.write_text("bad:\n  model: resnet18\n  batch_sise: 4\n")
+    sys.path.insert(0, INFERENCE_DIR)
+    import run_benchmark
+    from utils.errors import UsageError
+    from utils.argparser import parse_with_config
+    parser = run_benchmark.new_parser("t")
+    run_benchmark.add_common_options(parser)
+    with pytest.raises(UsageError, match="batch_sise"):
+        parse_with_config(parser, str(config), ["--config", "bad"])
+
+
+def test_help_lists_every_seed_option():
+    out = run(["-h"]).stdout
+    for flag in ["--data", "--replicas", "--batch-size", "--model", "--pipeline-splits", "--device-iteration",
+                 "--device-iterations", "--precision", "--iterations", "--half-partial", "--normlayer", "--norm-type",
+                 "--groupnorm-group-num", "--norm-num-groups", "--available-memory-proportion", "--config",
+                 "--num-io-tiles", "--eight-bit-io", "--normalization-location", "--dataloader-worker",
+                 "--dataloader-rebatch-size", "--batchnorm-momentum", "--norm-eps", "--full-precision-norm",
+                 "--enable-fast-groupnorm", "--exchange-memory-target", "--profile", "--model-cache-path",
+                 "--efficientnet-expand-ratio", "--efficientnet-group-dim", "--random-weights"]:
+        assert flag in out, flag
