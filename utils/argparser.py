@@ -64,8 +64,8 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
       help="IPU tiles for overlapped IO; on CUDA, >0 overlaps the next micro-batch copy with compute")
     p("--eight-bit-io", action="store_true", help="Send uint8 images to the device and normalise there")
     p("--normalization-location", choices=NORMALIZATION_LOCATIONS, default=None,
-      help="Where inputs are normalised: host, ipu (on the device) or none (default: host, ipu with --eight-bit-io)")
-    p("--dataloader-worker", type=int, default=None, help="Data-loader worker processes (default: min(8, CPUs))")
+      help="Where inputs are normalised: host, ipu (on the device) or none; unset = host, or ipu with --eight-bit-io")
+    p("--dataloader-worker", type=int, default=None, help="Data-loader worker processes; unset = min(8, CPUs)")
     p("--dataloader-rebatch-size", type=int, default=None,
       help="Worker-side batch size; workers' batches are rebatched into full host batches")
     p("--efficientnet-expand-ratio", type=int, default=6, help="Expand ratio of EfficientNet MBConv blocks")
@@ -78,7 +78,8 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     p("--device", choices=["auto", "ipu", "cuda", "cpu"], default="auto",
       help="Where to run: auto picks IPU when poptorch imports, else CUDA when present, else CPU")
     p("--half-dtype", choices=["auto", "float16", "bfloat16"], default="auto",
-      help="Type used for 'half' off IPU: auto = float16 on CUDA, bfloat16 on CPU")
+      help="Type used for 'half' off IPU: auto = float16 on CUDA, bfloat16 on CPUs with native bfloat16 "
+           "(AVX512-BF16/AMX), float32 on other CPUs (said in the log and results.json)")
     p("--memory-format", choices=["auto", "contiguous", "channels_last"], default="auto",
       help="Activation layout off IPU: auto = channels_last on CUDA, contiguous on CPU")
     p("--log-path", type=str, default="logs", help="Parent folder of the run's log folder")

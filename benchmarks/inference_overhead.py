@@ -1,0 +1,85 @@
+"""Harness overhead: run_benchmark.py's synthetic-data throughput against a hand-written torch loop.
+
+Both run the same model, batch, precision and memory format in this process, interleaved, on the
+same device; the ratio harness/hand is printed per model (1.0 = no overhead).
+
+    python3 benchmarks/inference_overhead.py --models resnet18 resnet50 --batch-size 8
+"""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import contextlib
+import io
+import statistics
+import tempfile
+import time
+from typing import List
+
+import torch
+
+import models
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "inference"))
+import run_benchmark  # noqa: E402
+from portable_poptorch.device import device_name, synchronize
+
+
+def hand_loop(model_name: str, batch: int, steps: int, calls: int, device: torch.device, dtype: torch.dtype,
+              channels_last: bool) -> float:
+    """images/s of a plain eval loop: input made once on the device, ``steps`` forwards per timed call."""
+    model = models.get_model(model_name, pretrained=False, log=lambda _: None).eval().to(device, dtype)
+    size = models.model_input_size(model_name)
+    x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        model(x)
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            for _ in range(steps):
+                model(x)
+            synchronize(device)
+        elapsed = time.perf_counter() - start
+    return batch * steps * calls / elapsed
+
+
+def harness(model_name: str, batch: int, steps: int, calls: int, device: str, precision: str, fmt: str) -> float:
+    with tempfile.TemporaryDirectory() as logs, contextlib.redirect_stdout(io.StringIO()):
+        results = run_benchmark.main([
+            "--data", "synthetic", "--model", model_name, "--batch-size", str(batch),
+            "--device-iterations", str(steps), "--iterations", str(calls), "--warmup-iterations", "1",
+            "--precision", precision, "--random-weights", "--device", device, "--memory-format", fmt,
+            "--log-path", logs])
+    return results["metrics"]["throughput_mean"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device-iterations", type=int, default=4)
+    p.add_argument("--iterations", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3, help="Interleaved repeats; medians are compared")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", default="32.32", choices=["32.32", "16.16"])
+    args = p.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.float32 if args.precision == "32.32" else torch.float16
+    fmt = "channels_last" if device.type == "cuda" else "contiguous"
+    print(f"device: {device_name(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
+          f"batch {args.batch_size}, device iterations {args.device_iterations}, precision {args.precision}, {fmt}")
+    for name in args.models:
+        hand: List[float] = []
+        tool: List[float] = []
+        for _ in range(args.repeats):
+            hand.append(hand_loop(name, args.batch_size, args.device_iterations, args.iterations, device, dtype,
+                                  fmt == "channels_last"))
+            tool.append(harness(name, args.batch_size, args.device_iterations, args.iterations, args.device,
+                                args.precision, fmt))
+        h, t = statistics.median(hand), statistics.median(tool)
+        print(f"{name}: hand loop {h:.2f} img/s, run_benchmark {t:.2f} img/s, ratio {t / h:.3f} "
+              f"(runs: hand {', '.join(f'{v:.1f}' for v in hand)}; harness {', '.join(f'{v:.1f}' for v in tool)})")
+
+
+if __name__ == "__main__":
+    main()
