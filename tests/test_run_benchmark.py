@@ -166,3 +166,10 @@ def test_help_lists_every_seed_option():
                  "--enable-fast-groupnorm", "--exchange-memory-target", "--profile", "--model-cache-path",
                  "--efficientnet-expand-ratio", "--efficientnet-group-dim", "--random-weights"]:
         assert flag in out, flag
+
+
+def test_readme_documents_every_option():
+    readme = open(os.path.join(REPO_ROOT, "README.md")).read()
+    flags = set(re.findall(r"(--[a-z0-9-]+)", run(["-h"]).stdout)) - {"--help"}
+    missing = sorted(f for f in flags if f"`{f}" not in readme)
+    assert not missing, missing

@@ -44,8 +44,8 @@ class RunLogger:
         self._logger.info(message)
 
     def once(self, message: str) -> None:
-        """Log a message only the first time it is seen (e.g. options with no effect)."""
-        if message not in self._said:
+        """Log a message the first time it is seen (e.g. options with no effect), from instance 0 only."""
+        if message not in self._said and self.info.rank == 0:
             self._said.add(message)
             self.log(message)
 
