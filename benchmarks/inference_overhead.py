@@ -64,6 +64,8 @@ def main() -> None:
     p.add_argument("--precision", default="32.32", choices=["32.32", "16.16"])
     args = p.parse_args()
     device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     dtype = torch.float32 if args.precision == "32.32" else torch.float16
     fmt = "channels_last" if device.type == "cuda" else "contiguous"
     print(f"device: {device_name(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}; "

@@ -54,6 +54,8 @@ class InferenceExecutor:
         if self.options.Portable.channels_last:
             model = model.to(memory_format=torch.channels_last)
         apply_partials_type(self.options.Precision.partials_type, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
         self._device_model = model
         self._step = self._make_step(model)
 
