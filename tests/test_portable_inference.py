@@ -1,4 +1,6 @@
 """portable_poptorch.inferenceModel against PopTorch's documented batch and output semantics."""
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -173,3 +175,12 @@ def test_async_rebatched_loader_gives_full_batches():
     labels = [b[1] for b in loader]
     assert len(labels) == len(loader) == 4 and all(len(l) == 10 for l in labels)
     assert torch.cat(labels).tolist() == list(range(40))
+
+
+@pytest.mark.slow
+def test_executable_cache_compiles_with_inductor_into_the_folder(tmp_path):
+    model, x = tiny_model(), host_batch(4)
+    opts = poptorch.Options().deviceIterations(2).enableExecutableCaching(str(tmp_path / "cache"))
+    out = poptorch.inferenceModel(model, opts)(x)
+    torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-5)
+    assert "fxgraph" in os.listdir(tmp_path / "cache")

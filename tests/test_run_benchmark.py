@@ -173,3 +173,13 @@ def test_readme_documents_every_option():
     flags = set(re.findall(r"(--[a-z0-9-]+)", run(["-h"]).stdout)) - {"--help"}
     missing = sorted(f for f in flags if f"`{f}" not in readme)
     assert not missing, missing
+
+
+def test_profile_writes_a_trace_in_the_log_folder(tmp_path):
+    result = run(["--data", "generated", "--model", "resnet18", "--batch-size", "1", "--iterations", "1",
+                  "--warmup-iterations", "0", "--precision", "32.32", "--random-weights", "--profile"],
+                 tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder, = glob.glob(str(tmp_path / "*"))
+    trace = json.load(open(os.path.join(folder, "profile_trace.json")))
+    assert any("conv" in str(e.get("name", "")).lower() for e in trace["traceEvents"])
