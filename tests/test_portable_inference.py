@@ -184,3 +184,26 @@ def test_executable_cache_compiles_with_inductor_into_the_folder(tmp_path):
     out = poptorch.inferenceModel(model, opts)(x)
     torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-5)
     assert "fxgraph" in os.listdir(tmp_path / "cache")
+
+
+def test_resnet_split_by_module_paths_equals_unsplit():
+    import models
+    reference = models.get_model("resnet18", pretrained=False, log=lambda _: None).eval()
+    split = models.get_model("resnet18", pretrained=False, log=lambda _: None).eval()
+    split.load_state_dict(reference.state_dict())
+    stages = models.apply_pipeline_splits(split, ["layer2", "layer4/0"], poptorch.BeginBlock)
+    x = torch.randn(3, 3, 64, 64)
+    out = poptorch.inferenceModel(split, poptorch.Options().deviceIterations(3))(x)
+    assert stages == 3
+    torch.testing.assert_close(out, reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_host_pipeline_eight_bit_and_host_normalisation_agree():
+    from datasets import ToModelInput
+    model = tiny_model()
+    img = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)
+    host = ToModelInput("host", eight_bit_io=False)(img).unsqueeze(0)
+    eight_bit = ToModelInput("ipu", eight_bit_io=True)(img).unsqueeze(0)
+    assert eight_bit.dtype == torch.uint8
+    wrapped = poptorch.inferenceModel(NormalizeInputModel(model), poptorch.Options())
+    torch.testing.assert_close(wrapped(eight_bit), model(host), rtol=1e-4, atol=1e-5)
