@@ -1,3 +1,5 @@
 """Data sources and preprocessing shared by inference and training."""
+from .corrupt import CorruptImageError, skipped_images
+from .options import add_data_options
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, ToModelInput, eval_transform, train_transform
 from .sources import DATA_MODES, DATASETS_INFO, get_data, input_dtype

@@ -1,14 +1,30 @@
-"""Image preprocessing as the original: train = random-resized crop + flip, eval = resize by 256/224
-then centre crop; normalisation fused into one multiply-subtract; uint8 kept for 8-bit IO."""
+"""Image preprocessing as the original: train = random-resized crop + horizontal flip, eval = resize to
+size x 256/224 then centre crop; normalisation fused into one multiply-subtract; uint8 kept for 8-bit IO.
+
+The random steps draw from an ``AugmentationRNG`` (different per instance and worker) instead of torch's
+global generator; with no RNG given they use the global one and then match torchvision's classes draw
+for draw. Every step accepts a PIL image or a uint8 CHW tensor (WebDataset ``tensor`` shards).
+"""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+import math
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
-from torchvision import transforms
+from PIL import Image
+from torchvision.transforms import functional as F
+
+from .bbox import Box, keeps_object
+from .seeding import AugmentationRNG
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_SCALE = (0.08, 1.0)
+DEFAULT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+CIFAR_PADDING = 4
+
+ImageLike = Any  # PIL.Image.Image or a uint8 CHW torch.Tensor
+Crop = Tuple[int, int, int, int]  # top, left, height, width
 
 
 class ToModelInput:
@@ -33,20 +49,143 @@ class ToModelInput:
         return x.to(self.dtype)
 
 
-def eval_transform(size: int, to_input: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
-    return transforms.Compose([
-        transforms.Resize(int(round(size * 256 / 224))),
-        transforms.CenterCrop(size),
-        transforms.PILToTensor(),
-        to_input,
-    ])
+def image_size(img: ImageLike) -> Tuple[int, int]:
+    """(height, width) of a PIL image or CHW tensor."""
+    _, height, width = F.get_dimensions(img)
+    return height, width
+
+
+def to_uint8_chw(img: ImageLike) -> torch.Tensor:
+    """PIL image -> uint8 CHW tensor; tensors (already uint8 CHW) pass through."""
+    if isinstance(img, Image.Image):
+        return F.pil_to_tensor(img)
+    return img
+
+
+def _generator(rng: Optional[AugmentationRNG]) -> Optional[torch.Generator]:
+    return rng.generator() if rng is not None else None
+
+
+class RandomResizedCrop:
+    """Random area/aspect crop resized to ``size``; with boxes, crops keeping under 10% of every object
+    are redrawn and, failing ten draws, the whole image is used (it holds all of every object)."""
+
+    takes_boxes = True
+
+    def __init__(self, size: int, scale: Sequence[float] = DEFAULT_SCALE, ratio: Sequence[float] = DEFAULT_RATIO,
+                 rng: Optional[AugmentationRNG] = None) -> None:
+        self.size, self.scale, self.ratio, self.rng = size, tuple(scale), tuple(ratio), rng
+
+    def params(self, height: int, width: int, boxes: Optional[Sequence[Box]] = None) -> Crop:
+        g = _generator(self.rng)
+        area = height * width
+        log_lo, log_hi = (float(v) for v in torch.log(torch.tensor(self.ratio)))
+        for _ in range(10):
+            target = area * torch.empty(1).uniform_(self.scale[0], self.scale[1], generator=g).item()
+            aspect = torch.exp(torch.empty(1).uniform_(log_lo, log_hi, generator=g)).item()
+            w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(torch.randint(0, height - h + 1, (1,), generator=g).item())
+                left = int(torch.randint(0, width - w + 1, (1,), generator=g).item())
+                if keeps_object((top, left, h, w), boxes, height, width):
+                    return top, left, h, w
+        if boxes:
+            return 0, 0, height, width
+        return self._central(height, width)
+
+    def _central(self, height: int, width: int) -> Crop:
+        """Largest centred crop whose aspect ratio lies within ``ratio``."""
+        in_ratio = width / height
+        w, h = width, height
+        if in_ratio < min(self.ratio):
+            h = int(round(w / min(self.ratio)))
+        elif in_ratio > max(self.ratio):
+            w = int(round(h * max(self.ratio)))
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, img: ImageLike, boxes: Optional[Sequence[Box]] = None) -> ImageLike:
+        top, left, h, w = self.params(*image_size(img), boxes)
+        return F.resized_crop(img, top, left, h, w, [self.size, self.size], antialias=True)
+
+
+class RandomHorizontalFlip:
+    """Mirror with probability ``p``."""
+
+    def __init__(self, p: float = 0.5, rng: Optional[AugmentationRNG] = None) -> None:
+        self.p, self.rng = p, rng
+
+    def __call__(self, img: ImageLike) -> ImageLike:
+        if torch.rand(1, generator=_generator(self.rng)).item() < self.p:
+            return F.hflip(img)
+        return img
+
+
+class PaddedRandomCrop:
+    """CIFAR-style augmentation: zero-pad by ``padding`` then crop ``size`` at a random offset."""
+
+    def __init__(self, size: int, padding: int = CIFAR_PADDING, rng: Optional[AugmentationRNG] = None) -> None:
+        self.size, self.padding, self.rng = size, padding, rng
+
+    def __call__(self, img: ImageLike) -> ImageLike:
+        g = _generator(self.rng)
+        img = F.pad(img, [self.padding])
+        height, width = image_size(img)
+        top = int(torch.randint(0, height - self.size + 1, (1,), generator=g).item())
+        left = int(torch.randint(0, width - self.size + 1, (1,), generator=g).item())
+        return F.crop(img, top, left, self.size, self.size)
+
+
+class Resize:
+    """Shorter side to ``size`` (bilinear, antialiased), as torchvision's Resize with an int."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, img: ImageLike) -> ImageLike:
+        return F.resize(img, [self.size], antialias=True)
+
+
+class CenterCrop:
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, img: ImageLike) -> ImageLike:
+        return F.center_crop(img, [self.size, self.size])
+
+
+class Pipeline:
+    """Steps applied in order; box-aware steps (``takes_boxes``) also get the sample's object boxes."""
+
+    def __init__(self, *steps: Callable) -> None:
+        self.steps = steps
+
+    def __call__(self, img: ImageLike, boxes: Optional[Sequence[Box]] = None) -> torch.Tensor:
+        for step in self.steps:
+            img = step(img, boxes) if getattr(step, "takes_boxes", False) else step(img)
+        return img
+
+
+def eval_resize(size: int) -> int:
+    """Shorter side before the centre crop: the usual 256/224 ratio."""
+    return int(round(size * 256 / 224))
+
+
+def eval_transform(size: int, to_input: Callable[[torch.Tensor], torch.Tensor]) -> Pipeline:
+    return Pipeline(Resize(eval_resize(size)), CenterCrop(size), to_uint8_chw, to_input)
 
 
 def train_transform(size: int, to_input: Callable[[torch.Tensor], torch.Tensor],
-                    scale: Optional[Sequence[float]] = None) -> Callable:
-    return transforms.Compose([
-        transforms.RandomResizedCrop(size, scale=tuple(scale) if scale else (0.08, 1.0)),
-        transforms.RandomHorizontalFlip(),
-        transforms.PILToTensor(),
-        to_input,
-    ])
+                    scale: Optional[Sequence[float]] = None, rng: Optional[AugmentationRNG] = None) -> Pipeline:
+    return Pipeline(RandomResizedCrop(size, scale or DEFAULT_SCALE, rng=rng), RandomHorizontalFlip(rng=rng),
+                    to_uint8_chw, to_input)
+
+
+def cifar_train_transform(size: int, to_input: Callable[[torch.Tensor], torch.Tensor],
+                          rng: Optional[AugmentationRNG] = None) -> Pipeline:
+    """CIFAR images are already at (or near) model size: pad-and-crop plus flip instead of area crops."""
+    return Pipeline(Resize(size), PaddedRandomCrop(size, rng=rng), RandomHorizontalFlip(rng=rng),
+                    to_uint8_chw, to_input)
+
+
+def cifar_eval_transform(size: int, to_input: Callable[[torch.Tensor], torch.Tensor]) -> Pipeline:
+    return Pipeline(Resize(size), CenterCrop(size), to_uint8_chw, to_input)

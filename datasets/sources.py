@@ -1,14 +1,24 @@
-"""``get_data``: the data source for each ``--data`` mode, as combined host batches."""
+"""``get_data``: the data source for each ``--data`` mode, as a ``poptorch.DataLoader`` of combined host batches."""
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 
+from utils.errors import UsageError
+
+from .bbox import bbox_file, load_boxes
+from .corrupt import CorruptImagePolicy
 from .generated import RepeatedHostBatch
-from .preprocess import ToModelInput, eval_transform, train_transform
-from .sample_images import SAMPLE_IMAGES_DIR, SampleImages
+from .image_folder import ImageFolderDataset, check_folder
+from .options import data_setting
+from .preprocess import (ToModelInput, cifar_eval_transform, cifar_train_transform, eval_transform,
+                         train_transform)
+from .sample_images import REPO_ROOT, SAMPLE_IMAGES_DIR, SampleImages
+from .seeding import AugmentationRNG
+from .webdataset_format import is_webdataset
+from .webdataset_source import WebDatasetSplit
 
 DATASETS_INFO: Dict[str, Dict[str, int]] = {
     "real": {"num_classes": 1000},
@@ -18,6 +28,8 @@ DATASETS_INFO: Dict[str, Dict[str, int]] = {
     "cifar10": {"num_classes": 10},
 }
 DATA_MODES = tuple(DATASETS_INFO)
+CIFAR10_DIR = os.path.join(REPO_ROOT, "data", "cifar10")
+SPLIT_FOLDERS = {True: "train", False: "validation"}
 
 
 def input_dtype(args: Any, half_dtype: torch.dtype) -> torch.dtype:
@@ -27,52 +39,91 @@ def input_dtype(args: Any, half_dtype: torch.dtype) -> torch.dtype:
     return half_dtype if args.precision.startswith("16") else torch.float32
 
 
+def instance_of(opts: Any) -> Tuple[int, int]:
+    """(process id, process count) from real or portable ``poptorch.Options``."""
+    dist = getattr(opts, "Distributed", None)
+    return int(getattr(dist, "processId", 0)), int(getattr(dist, "numProcesses", 1))
+
+
 def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: int,
-             half_dtype: torch.dtype, batches: int = 1, async_dataloader: bool = False) -> Iterable:
-    """Loader of combined host batches for ``args.data``; ``batches`` sizes the generated/real streams."""
+             half_dtype: torch.dtype, batches: int = 1, async_dataloader: bool = False,
+             drop_last: Optional[bool] = None) -> Iterable:
+    """Loader of combined host batches for ``args.data``; ``batches`` sizes the generated/real streams.
+
+    ``drop_last`` (default True) keeps only full host batches; pass False to read every sample of an
+    evaluation set once (the last batch is then short).
+    """
     from portable_poptorch.dataloader import combined_batch_size
     combined = combined_batch_size(opts, args.batch_size)
     dtype = input_dtype(args, half_dtype)
+    if args.data not in DATASETS_INFO:
+        raise UsageError(f"--data {args.data!r} is not one of {', '.join(DATA_MODES)}.")
     num_classes = DATASETS_INFO[args.data]["num_classes"]
     if args.data in ("generated", "synthetic"):
         return RepeatedHostBatch(combined, input_size, dtype, num_classes, batches, seed=args.seed)
+    drop_last = True if drop_last is None else drop_last
+    instance, num_instances = instance_of(opts)
+    rng = AugmentationRNG(args.seed, instance)
     to_input = ToModelInput(args.normalization_location, args.eight_bit_io, dtype)
-    transform = (train_transform if train else eval_transform)(input_size, to_input)
+    rebatch = args.dataloader_rebatch_size if async_dataloader and args.dataloader_rebatch_size else None
+    mode = (poptorch.DataLoaderMode.AsyncRebatched if rebatch else
+            poptorch.DataLoaderMode.Async if async_dataloader else poptorch.DataLoaderMode.Sync)
+    workers = max(0, int(args.dataloader_worker or 0))
     if args.data == "real":
-        from utils.errors import UsageError
+        transform = train_transform(input_size, to_input, rng=rng) if train else eval_transform(input_size, to_input)
         try:
             dataset: Any = SampleImages(SAMPLE_IMAGES_DIR, transform, combined * batches)
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from None
-    elif args.data == "imagenet":
-        dataset = _imagenet(args, train, transform)
     elif args.data == "cifar10":
+        transform = (cifar_train_transform(input_size, to_input, rng) if train
+                     else cifar_eval_transform(input_size, to_input))
         dataset = _cifar10(train, transform)
     else:
-        raise ValueError(f"Unknown data mode {args.data!r}.")
-    mode = poptorch.DataLoaderMode.Async if async_dataloader else poptorch.DataLoaderMode.Sync
-    return poptorch.DataLoader(opts, dataset, batch_size=args.batch_size, shuffle=train,
-                               num_workers=args.dataloader_worker, drop_last=True, mode=mode,
-                               rebatched_worker_size=args.dataloader_rebatch_size)
+        transform = train_transform(input_size, to_input, rng=rng) if train else eval_transform(input_size, to_input)
+        dataset = _imagenet(args, train, transform, instance=instance, num_instances=num_instances,
+                            num_workers=workers, worker_batch=rebatch or combined, drop_last=drop_last)
+    return poptorch.DataLoader(opts, dataset, batch_size=args.batch_size, shuffle=train and not _iterable(dataset),
+                               num_workers=workers, drop_last=drop_last, mode=mode,
+                               rebatched_worker_size=rebatch)
 
 
-def _imagenet(args: Any, train: bool, transform: Any) -> Any:
-    from torchvision.datasets import ImageFolder
-    from utils.errors import UsageError
-    root = getattr(args, "imagenet_data_path", None)
+def _iterable(dataset: Any) -> bool:
+    return isinstance(dataset, torch.utils.data.IterableDataset)
+
+
+def _imagenet(args: Any, train: bool, transform: Callable, **sharding: Any) -> Any:
+    """An image folder or a WebDataset folder, told apart by metadata.json."""
+    root = data_setting(args, "imagenet_data_path")
     if not root:
-        raise UsageError("--data imagenet needs --imagenet-data-path pointing at a folder with train/ and validation/.")
-    split = os.path.join(root, "train" if train else "validation")
-    if not os.path.isdir(split):
-        raise UsageError(f"ImageNet folder {split} does not exist; --imagenet-data-path must hold train/ and validation/.")
-    return ImageFolder(split, transform=transform)
+        raise UsageError("--data imagenet needs --imagenet-data-path: a folder with train/ and validation/ "
+                         "class sub-folders, or a WebDataset folder from datasets/create_webdataset.py.")
+    use_boxes = bool(data_setting(args, "use_bbox_info")) and train
+    policy = CorruptImagePolicy(data_setting(args, "corrupt_images"))
+    if not os.path.isdir(root):
+        raise UsageError(f"--imagenet-data-path {root} does not exist; give a folder with train/ and validation/ "
+                         f"class sub-folders, or a WebDataset folder with metadata.json.")
+    split = SPLIT_FOLDERS[train]
+    if is_webdataset(root):
+        dataset = WebDatasetSplit(root, split, transform, shuffle=train, seed=args.seed,
+                                  percentage=float(data_setting(args, "webdataset_percentage_to_use")),
+                                  corrupt_policy=policy, use_boxes=use_boxes, **sharding)
+        if use_boxes and not dataset.has_boxes:
+            raise UsageError(f"--use-bbox-info: the WebDataset in {root} was written without bounding boxes; "
+                             f"recreate it from a source holding imagenet_2012_bounding_boxes.csv or drop the option.")
+        return dataset
+    folder = os.path.join(root, split)
+    check_folder(folder)
+    boxes = load_boxes(bbox_file(root)) if use_boxes else None
+    return ImageFolderDataset(folder, transform, policy, boxes)
 
 
-def _cifar10(train: bool, transform: Any) -> Any:
+def _cifar10(train: bool, transform: Callable) -> Any:
+    """torchvision's CIFAR-10, downloaded into data/cifar10 on first use."""
     from torchvision.datasets import CIFAR10
-    from utils.errors import UsageError
-    root = os.path.join(os.path.dirname(SAMPLE_IMAGES_DIR), "cifar10")
     try:
-        return CIFAR10(root, train=train, download=True, transform=transform)
+        return CIFAR10(CIFAR10_DIR, train=train, download=True, transform=transform)
     except (OSError, RuntimeError) as exc:
-        raise UsageError(f"CIFAR-10 is not in {root} and could not be downloaded ({exc}).") from None
+        raise UsageError(f"CIFAR-10 is not in {CIFAR10_DIR} and could not be downloaded ({exc}); connect once to "
+                         f"the internet, or copy cifar-10-python.tar.gz (or its cifar-10-batches-py folder) there."
+                         ) from None

@@ -1,0 +1,104 @@
+"""Write a small ImageNet-layout folder (train/ and validation/ class sub-folders of JPEGs) made offline
+from scikit-learn's handwritten digits (upscaled to RGB) and scikit-image's photographs: a real image
+folder for tests, demos and the host benchmark when ImageNet is not at hand."""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import functools
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from utils.errors import exit_on_usage_error
+
+PHOTO_CLASS = "photo"
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
+
+
+@functools.lru_cache(maxsize=1)
+def _digits() -> object:
+    from sklearn.datasets import load_digits
+    return load_digits()
+
+
+def digit_images(digit: int, count: int, size: int) -> List[Image.Image]:
+    """The first ``count`` 8x8 digits of class ``digit`` as ``size`` x ``size`` RGB images (ink tinted
+    by class so channels differ)."""
+    digits = _digits()
+    picked = digits.images[digits.target == digit][:count]
+    tint = np.array([255, 255 - 20 * digit, 60 + 19 * digit], dtype=np.float64)
+    out = []
+    for img in picked:
+        rgb = (img[..., None] / 16.0 * tint).clip(0, 255).astype(np.uint8)
+        out.append(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+    return out
+
+
+def photo_images(shorter_side: int) -> List[Image.Image]:
+    """scikit-image's bundled RGB photographs scaled to ``shorter_side`` (aspect ratios kept)."""
+    from skimage import data
+    out = []
+    for name in PHOTOS:
+        img = np.asarray(getattr(data, name)())
+        if img.ndim != 3:
+            continue
+        pil = Image.fromarray(img[..., :3].astype(np.uint8))
+        scale = shorter_side / min(pil.size)
+        out.append(pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), Image.BILINEAR))
+    return out
+
+
+def _save(images: Sequence[Image.Image], folder: str, stem: str, quality: int) -> List[str]:
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for k, img in enumerate(images):
+        path = os.path.join(folder, f"{stem}_{k:04d}.jpg")
+        img.save(path, quality=quality)
+        paths.append(path)
+    return paths
+
+
+def build_image_folder(root: str, *, digit_classes: int = 4, train_per_class: int = 6,
+                       validation_per_class: int = 2, photos: bool = True, size: int = 32,
+                       photo_size: int = 64, quality: int = 90) -> Dict[str, Dict[str, int]]:
+    """Write ``root/{train,validation}/<class>/*.jpg``; returns image counts per split and class.
+
+    Classes ``digit0..digit{n-1}`` hold digits; class ``photo`` (when ``photos``) holds the photographs,
+    all but the last two in train/.
+    """
+    counts: Dict[str, Dict[str, int]] = {"train": {}, "validation": {}}
+    for digit in range(digit_classes):
+        name = f"digit{digit}"
+        images = digit_images(digit, train_per_class + validation_per_class, size)
+        counts["train"][name] = len(_save(images[:train_per_class], os.path.join(root, "train", name), name, quality))
+        counts["validation"][name] = len(_save(images[train_per_class:], os.path.join(root, "validation", name),
+                                               name, quality))
+    if photos:
+        pictures = photo_images(photo_size)
+        for split, part in (("train", pictures[:-2]), ("validation", pictures[-2:])):
+            counts[split][PHOTO_CLASS] = len(_save(part, os.path.join(root, split, PHOTO_CLASS), PHOTO_CLASS, quality))
+    return counts
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    from utils.argparser import new_parser
+    parser = new_parser(__doc__)
+    parser.add_argument("folder", help="Output folder (train/ and validation/ are created in it)")
+    parser.add_argument("--digit-classes", type=int, default=10, choices=range(1, 11), metavar="1..10",
+                        help="Digit classes to write")
+    parser.add_argument("--train-per-class", type=int, default=100, help="Training images per digit class")
+    parser.add_argument("--validation-per-class", type=int, default=20, help="Validation images per digit class")
+    parser.add_argument("--size", type=int, default=64, help="Side of the digit images in pixels")
+    parser.add_argument("--no-photos", action="store_true", help="Leave out the photo class")
+    args = parser.parse_args(argv)
+    counts = build_image_folder(args.folder, digit_classes=args.digit_classes, train_per_class=args.train_per_class,
+                                validation_per_class=args.validation_per_class, photos=not args.no_photos,
+                                size=args.size)
+    for split, per_class in counts.items():
+        print(f"{split}: {sum(per_class.values())} images in {len(per_class)} classes")
+
+
+if __name__ == "__main__":
+    main()
