@@ -26,15 +26,19 @@ def combined_batch_size(options: Options, batch_size: int) -> int:
 class ProcessShardSampler(Sampler):
     """Every process sees a disjoint, equally sized share; shuffled with a seed common to all processes."""
 
-    def __init__(self, length: int, process_id: int, num_processes: int, shuffle: bool, seed: int) -> None:
+    def __init__(self, length: int, process_id: int, num_processes: int, shuffle: bool, seed: int,
+                 drop_last: bool = True) -> None:
         self.length, self.pid, self.nproc = length, process_id, num_processes
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.shuffle, self.seed, self.epoch, self.drop_last = shuffle, seed, 0, drop_last
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.length // self.nproc
+        """Equal shares (drop_last); otherwise the first ``length % nproc`` processes take one more."""
+        if self.drop_last:
+            return self.length // self.nproc
+        return len(range(self.pid, self.length, self.nproc))
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
@@ -106,7 +110,7 @@ class DataLoader(torch.utils.data.DataLoader):
         self._rebatch = worker_batch != self._combined_batch_size
         sampler = kwargs.pop("sampler", None)
         if sampler is None and not isinstance(dataset, IterableDataset) and auto_distributed_partitioning:
-            sampler = ProcessShardSampler(len(dataset), pid, nproc, shuffle, seed)
+            sampler = ProcessShardSampler(len(dataset), pid, nproc, shuffle, seed, drop_last)
             shuffle = False
         if persistent_workers is None:
             persistent_workers = num_workers > 0
@@ -123,7 +127,7 @@ class DataLoader(torch.utils.data.DataLoader):
     def __len__(self) -> int:
         if not self._rebatch:
             return super().__len__()
-        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
+        n = len(self.dataset) if isinstance(self.dataset, IterableDataset) else len(self.sampler)
         full, rest = divmod(n, self._combined_batch_size)
         return full + (1 if rest and not self._drop_last_combined else 0)
 
