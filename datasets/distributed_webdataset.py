@@ -1,0 +1,75 @@
+"""Write the per-instance leftover shards of a WebDataset folder for runs on N instances.
+
+Full shards are dealt whole to the instances; the ones that do not divide evenly (and the short last
+shard) are split sample by sample. Without this script every instance reads those leftover shards
+whole and keeps its own samples; with it, each instance reads one small shard holding exactly those
+samples. The files go to ``<folder>/distributed/<N>-instances/`` and are used automatically when the
+loader runs on N instances with all of the data (``--webdataset-percentage-to-use 100``)."""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import webdataset as wds
+
+from datasets.shard_plan import deal, leftover_parts
+from datasets.webdataset_format import LEFTOVER_FILE, leftover_folder, load_metadata, shard_entry, split_shards
+from utils.argparser import new_parser
+from utils.errors import UsageError, exit_on_usage_error
+
+
+def write_instance_leftovers(folder: str, split: str, shards: Sequence[Any], instance: int, num_instances: int,
+                             where: str) -> List[Dict[str, Any]]:
+    """Write instance ``instance``'s leftover samples of ``split`` to one shard; its entries (none if empty)."""
+    parts = leftover_parts(deal(shards, num_instances)[1], instance, num_instances)
+    if not parts:
+        return []
+    name = f"{split}-leftover-{instance:03d}.tar"
+    count = 0
+    with wds.TarWriter(os.path.join(where, name), mtime=0.0) as writer:
+        for part in parts:
+            for index, sample in enumerate(wds.tarfile_samples([{"url": part.path}])):
+                if index % part.stride == part.offset:
+                    writer.write({k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"})
+                    count += 1
+    return [shard_entry(where, name, count)]
+
+
+def write_leftovers(folder: str, num_instances: int) -> Dict[str, Any]:
+    """Write all splits' leftover shards for ``num_instances`` and their index; returns the index."""
+    if num_instances < 2:
+        raise UsageError(f"--num-instances must be at least 2, got {num_instances}; one instance reads every shard.")
+    if not os.path.isdir(folder):
+        raise UsageError(f"Dataset folder {folder} does not exist.")
+    meta = load_metadata(folder)
+    where = leftover_folder(folder, num_instances)
+    os.makedirs(where, exist_ok=True)
+    splits = {}
+    for split in meta["splits"]:
+        shards = split_shards(folder, meta, split)
+        splits[split] = [write_instance_leftovers(folder, split, shards, i, num_instances, where)
+                         for i in range(num_instances)]
+    index = {"instances": num_instances, "dataset_checksum": meta["checksum"], "splits": splits}
+    with open(os.path.join(where, LEFTOVER_FILE), "w") as f:
+        json.dump(index, f, indent=1)
+    return index
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    parser = new_parser(__doc__)
+    parser.add_argument("--imagenet-data-path", "--target", dest="folder", required=True,
+                        help="WebDataset folder (with metadata.json) written by create_webdataset.py")
+    parser.add_argument("--num-instances", type=int, required=True, help="Instances (poprun --num-instances) to serve")
+    args = parser.parse_args(argv)
+    index = write_leftovers(args.folder, args.num_instances)
+    for split, per_instance in index["splits"].items():
+        counts = [sum(e["samples"] for e in entries) for entries in per_instance]
+        print(f"{split}: leftover samples per instance {counts}")
+    print(f"Wrote {os.path.join(leftover_folder(args.folder, args.num_instances), LEFTOVER_FILE)}")
+    return index
+
+
+if __name__ == "__main__":
+    main()
