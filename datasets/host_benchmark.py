@@ -1,0 +1,87 @@
+"""Host data-loading throughput: the training (or validation) input pipeline alone, no model, so you can
+tell whether the host keeps up with the device. Uses the same get_data and poptorch.DataLoader as
+training; every epoch prints ``Throughput of the epoch:X img/sec`` (images / wall time of the epoch)."""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import os
+import time
+from typing import List, Optional, Sequence
+
+import datasets
+from datasets.pil_info import pil_description
+from utils import distributed
+from utils.argparser import NORMALIZATION_LOCATIONS, PRECISIONS, new_parser
+from utils.backend import select_backend
+from utils.errors import UsageError, exit_on_usage_error
+
+
+def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = new_parser(__doc__)
+    p = parser.add_argument
+    p("--batch-size", type=int, default=256, help="Host batch size (the combined batch a device call consumes)")
+    p("--data", choices=["imagenet", "real", "cifar10"], default="imagenet",
+      help="imagenet: --imagenet-data-path (image or WebDataset folder); real: data/images; cifar10: torchvision's")
+    p("--split", choices=["train", "validation"], default="train",
+      help="train: random-resized crop + flip; validation: resize + centre crop")
+    p("--disable-async-loading", action="store_true", help="Load in the caller instead of on a background thread")
+    p("--normalization-location", choices=NORMALIZATION_LOCATIONS, default=None,
+      help="host: normalise here; ipu: leave it to the device; none: scale to 0..1 (unset: host, ipu with 8-bit IO)")
+    p("--dataloader-worker", type=int, default=min(8, os.cpu_count() or 1), help="Loader worker processes")
+    p("--eight-bit-io", action="store_true", help="Send uint8 images (normalised on the device)")
+    p("--dataloader-rebatch-size", type=int, default=None,
+      help="Worker-side batch size, rebatched into full host batches (async loading only)")
+    p("--precision", choices=PRECISIONS, default="16.16", help="16.x: images cast to half on the host")
+    p("--input-size", type=int, default=224, help="Image side in pixels")
+    p("--epochs", type=int, default=2, help="Epochs to time (the first includes starting the workers)")
+    p("--seed", type=int, default=0, help="Seed of the augmentations and shuffling")
+    datasets.add_data_options(parser)
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "input_size", "epochs"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+    if args.dataloader_worker < 0:
+        raise UsageError(f"--dataloader-worker must be 0 or more, got {args.dataloader_worker}.")
+    if args.normalization_location is None or (args.eight_bit_io and args.normalization_location == "host"):
+        args.normalization_location = "ipu" if args.eight_bit_io else "host"
+    return args
+
+
+def run(args: argparse.Namespace) -> List[float]:
+    """Time ``args.epochs`` epochs; returns the throughput of each in images per second."""
+    backend = select_backend("auto", "auto")
+    info = distributed.instance_info()
+    opts = backend.poptorch.Options()
+    opts.randomSeed(args.seed)
+    if info.size > 1:
+        opts.Distributed.configureProcessId(info.rank, info.size)
+    loader = datasets.get_data(args, opts, backend.poptorch, train=args.split == "train", input_size=args.input_size,
+                               half_dtype=backend.half_dtype, async_dataloader=not args.disable_async_loading)
+    if len(loader) == 0:
+        raise UsageError(f"The {args.split} data holds fewer images than one batch of {args.batch_size}; "
+                         f"lower --batch-size.")
+    print(f"{info.prefix} {args.data} {args.split}: {len(loader)} batches of {args.batch_size} per epoch, "
+          f"{args.dataloader_worker} workers, {'sync' if args.disable_async_loading else 'async'} loading; "
+          f"{pil_description()}".strip())
+    rates = []
+    for _ in range(args.epochs):
+        images = 0
+        start = time.perf_counter()
+        for batch, _labels in loader:
+            images += batch.shape[0]
+        rate = images / (time.perf_counter() - start)
+        rates.append(rate)
+        print(f"{info.prefix} Throughput of the epoch:{rate:.1f} img/sec".strip(), flush=True)
+    skipped = datasets.skipped_images(loader)
+    if skipped:
+        print(f"{info.prefix} Skipped {skipped} corrupt images.".strip())
+    return rates
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> List[float]:
+    return run(parse_arguments(argv))
+
+
+if __name__ == "__main__":
+    main()
