@@ -100,13 +100,14 @@ def _imagenet(args: Any, train: bool, transform: Callable, **sharding: Any) -> A
                          "class sub-folders, or a WebDataset folder from datasets/create_webdataset.py.")
     use_boxes = bool(data_setting(args, "use_bbox_info")) and train
     policy = CorruptImagePolicy(data_setting(args, "corrupt_images"))
+    percentage = float(data_setting(args, "webdataset_percentage_to_use"))
     if not os.path.isdir(root):
         raise UsageError(f"--imagenet-data-path {root} does not exist; give a folder with train/ and validation/ "
                          f"class sub-folders, or a WebDataset folder with metadata.json.")
     split = SPLIT_FOLDERS[train]
     if is_webdataset(root):
         dataset = WebDatasetSplit(root, split, transform, shuffle=train, seed=args.seed,
-                                  percentage=float(data_setting(args, "webdataset_percentage_to_use")),
+                                  percentage=percentage,
                                   corrupt_policy=policy, use_boxes=use_boxes, **sharding)
         if use_boxes and not dataset.has_boxes:
             raise UsageError(f"--use-bbox-info: the WebDataset in {root} was written without bounding boxes; "
