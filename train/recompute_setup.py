@@ -1,0 +1,60 @@
+"""Where recomputation checkpoints go: module outputs chosen by regex (manual) or every block (auto).
+
+A checkpoint is ``poptorch.recomputationCheckpoint`` applied to a module's output through a forward
+hook; PopTorch keeps those tensors and recomputes the rest in backward (portable_poptorch recomputes
+each marked module's inside, see portable_poptorch/recompute.py).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Dict, List
+
+from torch import nn
+
+from models import NormalizeInputModel
+from utils.errors import UsageError
+
+SEPARATOR = "/"
+
+
+def module_paths(model: nn.Module) -> Dict[str, nn.Module]:
+    """Modules by path relative to the classifier, written with '/' as pipeline splits are."""
+    root = model.model if isinstance(model, NormalizeInputModel) else model
+    return {name.replace(".", SEPARATOR): mod for name, mod in root.named_modules() if name}
+
+
+def auto_checkpoints(paths: Dict[str, nn.Module]) -> List[str]:
+    """Every block: non-leaf modules two levels down (e.g. layer2/1, _blocks/4), else the top-level ones."""
+    blocks = [p for p, m in paths.items() if p.count(SEPARATOR) == 1 and next(m.children(), None) is not None]
+    return blocks or [p for p in paths if SEPARATOR not in p]
+
+
+def matching_checkpoints(paths: Dict[str, nn.Module], patterns: List[str]) -> List[str]:
+    chosen: List[str] = []
+    for pattern in patterns:
+        try:
+            rule = re.compile(pattern)
+        except re.error as exc:
+            raise UsageError(f"--recompute-checkpoints {pattern!r} is not a valid regular expression ({exc}).") from None
+        hits = [p for p in paths if rule.fullmatch(p)]
+        if not hits:
+            examples = ", ".join(list(paths)[:8])
+            raise UsageError(f"--recompute-checkpoints {pattern!r} matches no module; module paths look like {examples}.")
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+
+
+def apply_recomputation(model: nn.Module, args: Any, checkpoint_fn: Callable[[Any], Any]) -> List[str]:
+    """Mark the chosen modules' outputs with ``checkpoint_fn``; returns their paths."""
+    if args.recompute_mode == "none":
+        return []
+    paths = module_paths(model)
+    chosen = matching_checkpoints(paths, args.recompute_checkpoints)
+    if args.recompute_mode == "auto":
+        chosen += [p for p in auto_checkpoints(paths) if p not in chosen]
+
+    def mark(module: nn.Module, inputs: Any, output: Any) -> Any:
+        return checkpoint_fn(output) if hasattr(output, "shape") else output
+    for path in chosen:
+        paths[path].register_forward_hook(mark)
+    return chosen

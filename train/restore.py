@@ -1,0 +1,41 @@
+"""Resume training from a checkpoint: ``restore.py --checkpoint-path FILE``.
+
+The model, optimiser state, learning-rate and loss-scaling schedules, augmentation and global RNG
+states come from the checkpoint, so the following epochs match an uninterrupted run with the same
+seed (exactly so with --dataloader-worker 0; worker processes keep RNG state a checkpoint cannot
+hold). Options typed on the command line override the recorded ones, e.g. --epoch to train longer.
+New checkpoints go to the folder of the restored one.
+"""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import os
+from typing import Any, Dict, Optional, Sequence
+
+from train.arguments import check_training_args, explicit_options, training_parser
+from train.checkpoint import load_checkpoint
+from train.train import run_training
+from train.validate import args_from_checkpoint
+from utils.errors import UsageError, exit_on_usage_error
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    parser = training_parser("Resume training from a checkpoint written by train.py")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cli = parser.parse_args(argv)
+    if not cli.checkpoint_path or os.path.isdir(cli.checkpoint_path):
+        raise UsageError("restore.py needs --checkpoint-path naming one checkpoint file (<model>_<data>_<epoch>.pt).")
+    ckpt = load_checkpoint(cli.checkpoint_path)
+    args = args_from_checkpoint(ckpt, cli, explicit_options(parser, argv))
+    args.resumed_from = cli.checkpoint_path
+    args.checkpoint_path = os.path.dirname(os.path.abspath(cli.checkpoint_path))
+    args.notes = []
+    args = check_training_args(args)
+    if int(ckpt["epoch"]) >= args.epoch:
+        raise UsageError(f"Checkpoint {cli.checkpoint_path!r} is from epoch {ckpt['epoch']} of a {args.epoch}-epoch run; "
+                         f"pass --epoch with a larger total to train further.")
+    return run_training(args, resume=ckpt)
+
+
+if __name__ == "__main__":
+    main()

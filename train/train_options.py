@@ -1,0 +1,53 @@
+"""Training and validation arguments -> PopTorch ``Options`` (same calls on IPUs and portable_poptorch)."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from utils.backend import Backend
+from utils.distributed import InstanceInfo
+from utils.ipu_settings import common_options, inference_options, num_stages
+
+# PopART's RecomputeType values, for the real poptorch.
+RECOMPUTE_STANDARD = 1
+RECOMPUTE_ALL = 3
+
+
+def training_options(args: Any, backend: Backend, info: InstanceInfo) -> Any:
+    """Common options plus gradient accumulation (mean-reduced), All outputs and the training switches."""
+    poptorch = backend.poptorch
+    opts = common_options(args, backend, info)
+    opts.Training.gradientAccumulation(args.gradient_accumulation)
+    opts.Training.accumulationAndReplicationReductionType(poptorch.ReductionType.Mean)
+    opts.outputMode(poptorch.OutputMode.All)
+    if args.data == "synthetic":
+        opts.enableSyntheticData(True)
+    if args.enable_stochastic_rounding:
+        opts.Precision.enableStochasticRounding(True)
+    if args.enable_fp_exceptions:
+        opts.Precision.setFloatingPointBehaviour(inv=True, div0=True, oflo=True)
+    if args.auto_loss_scaling:
+        opts.Training.setAutomaticLossScaling(True)
+    if args.offload_optimizer or args.enable_optimizer_rts:
+        settings = poptorch.TensorLocationSettings()
+        if args.offload_optimizer:
+            settings.useOnChipStorage(False)
+        if args.enable_optimizer_rts:
+            settings.useReplicatedTensorSharding(True)
+        opts.TensorLocations.setOptimizerLocation(settings)
+    if args.disable_stable_batchnorm:
+        opts.enableStableNorm(False)
+    if not backend.is_portable and args.recompute_mode != "none":
+        opts._Popart.set("autoRecomputation", RECOMPUTE_STANDARD if args.recompute_mode == "auto" else RECOMPUTE_ALL)
+    return opts
+
+
+def validation_args(args: Any) -> Any:
+    """Validation runs in one process with at least one device iteration per pipeline stage."""
+    val = copy.copy(args)
+    val.device_iterations = max(args.device_iterations, num_stages(args))
+    return val
+
+
+def validation_options(args: Any, backend: Backend) -> Any:
+    return inference_options(validation_args(args), backend, InstanceInfo(0, 1, 0))

@@ -1,0 +1,75 @@
+"""What a training run writes besides log.txt: ``training.csv`` (one row per log point),
+``training.png`` (loss and accuracy per epoch) and, with ``--wandb``, the same rows to W&B."""
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any, Dict, List, Optional
+
+CSV_FIELDS = ["epoch", "iteration", "loss", "accuracy", "learning_rate", "loss_scaling", "img_per_sec",
+              "latency_ms", "validation_accuracy"]
+
+
+class TrainingLog:
+    """Appends log points to training.csv and redraws the per-epoch plot after each epoch."""
+
+    def __init__(self, folder: str, wandb_run: Any = None, append: bool = False) -> None:
+        self.csv_path = os.path.join(folder, "training.csv")
+        self.png_path = os.path.join(folder, "training.png")
+        self.wandb_run = wandb_run
+        self.epochs: List[Dict[str, Optional[float]]] = []
+        if not (append and os.path.exists(self.csv_path)):
+            with open(self.csv_path, "w", newline="") as f:
+                csv.writer(f).writerow(CSV_FIELDS)
+
+    def log_point(self, row: Dict[str, Any]) -> None:
+        with open(self.csv_path, "a", newline="") as f:
+            csv.DictWriter(f, CSV_FIELDS).writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})
+        if self.wandb_run is not None:
+            self.wandb_run.log({k: v for k, v in row.items() if v is not None})
+
+    def end_epoch(self, epoch: int, loss: float, accuracy: float, validation_accuracy: Optional[float]) -> None:
+        self.epochs.append({"epoch": epoch, "loss": loss, "accuracy": accuracy,
+                            "validation_accuracy": validation_accuracy})
+        self.plot()
+
+    def plot(self) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+        epochs = [e["epoch"] for e in self.epochs]
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+        ax_loss.plot(epochs, [e["loss"] for e in self.epochs], marker="o")
+        ax_loss.set(xlabel="epoch", ylabel="training loss", title="Loss")
+        ax_acc.plot(epochs, [e["accuracy"] for e in self.epochs], marker="o", label="train")
+        validated = [(e["epoch"], e["validation_accuracy"]) for e in self.epochs if e["validation_accuracy"] is not None]
+        if validated:
+            ax_acc.plot(*zip(*validated), marker="s", label="validation")
+        ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+        ax_acc.legend()
+        fig.tight_layout()
+        fig.savefig(self.png_path)
+        plt.close(fig)
+
+    def close(self) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
+def _fmt(value: Any) -> Any:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def start_wandb(args: Any, folder: str) -> Any:
+    """A W&B run logging into the run folder; offline unless the user has configured an API key."""
+    try:
+        import wandb
+    except ImportError:
+        from utils.errors import UsageError
+        raise UsageError("--wandb needs the optional wandb package; install it with pip install wandb.") from None
+    if not os.environ.get("WANDB_API_KEY"):
+        os.environ.setdefault("WANDB_MODE", "offline")
+    return wandb.init(project="portable-poptorch-cnns", name=os.path.basename(folder), dir=folder,
+                      config={k: v for k, v in vars(args).items() if not k.startswith("_")})

@@ -1,0 +1,150 @@
+"""Validate one checkpoint or every checkpoint of a folder: ``validate.py --checkpoint-path FILE|DIR``.
+
+Every validation sample counts once: the last partial host batch is padded to full size and the
+padding is left out of the accuracy, which is correct predictions / samples over the whole set.
+Options given on the command line override those the checkpoint recorded (e.g. --batch-size,
+--device, --imagenet-data-path).
+"""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import os
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
+
+import torch
+
+import datasets
+from train.arguments import explicit_options, training_parser
+from train.checkpoint import list_checkpoints, load_checkpoint
+from train.train_options import validation_args, validation_options
+from utils import distributed
+from utils.backend import Backend, select_backend
+from utils.errors import UsageError, exit_on_usage_error
+from utils.logger import RunLogger
+from utils.model_setup import prepare_model
+
+CIFAR10_SIZE = 32
+
+
+def train_input_size(args: Any) -> int:
+    """Image side: --input-size, else 32 for CIFAR-10, else the model's own size."""
+    if getattr(args, "input_size", None):
+        return args.input_size
+    if args.data == "cifar10":
+        return CIFAR10_SIZE
+    from utils.model_setup import input_size
+    return input_size(args)
+
+
+def padded_batches(loader: Iterable, combined: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor, int]]:
+    """(images, labels, valid count) host batches, the last one padded with copies of its first sample."""
+    for images, labels in loader:
+        n = labels.shape[0]
+        if n < combined:
+            pad = combined - n
+            images = torch.cat([images, images[:1].expand(pad, *images.shape[1:])])
+            labels = torch.cat([labels, labels.new_full((pad,), -1)])
+        yield images, labels, n
+
+
+def validation_loader(args: Any, opts: Any, backend: Backend) -> Iterable:
+    """Validation data as full host batches plus a padded last one (all samples, no shuffling)."""
+    poptorch = backend.poptorch
+    loader = datasets.get_data(args, opts, poptorch, train=False, input_size=train_input_size(args),
+                               half_dtype=backend.half_dtype, batches=args.iterations)
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None:
+        return loader
+    return poptorch.DataLoader(opts, dataset, batch_size=args.batch_size, shuffle=False,
+                               num_workers=args.dataloader_worker, drop_last=False)
+
+
+def accuracy(inference_model: Any, batches: Iterable[Tuple[torch.Tensor, torch.Tensor, int]]) -> float:
+    """Top-1 accuracy in percent over the valid samples of ``batches``."""
+    correct, total = 0, 0
+    for images, labels, n in batches:
+        logits = inference_model(images)
+        predictions = logits.reshape(labels.shape[0], -1).argmax(-1)
+        correct += int((predictions[:n] == labels[:n]).sum())
+        total += n
+    if total == 0:
+        raise UsageError("The validation set holds no sample; check --imagenet-data-path or the data mode.")
+    return 100.0 * correct / total
+
+
+def run_validation(model: torch.nn.Module, args: Any, backend: Backend, log: Callable[[str], None]) -> float:
+    """Validate ``model`` (the classifier, not the loss wrapper) and log PopTorch-style accuracy."""
+    opts = validation_options(args, backend)
+    val_args = validation_args(args)
+    loader = validation_loader(val_args, opts, backend)
+    combined = val_args.batch_size * val_args.device_iterations * val_args.replicas
+    was_training = model.training
+    model.eval()
+    inference_model = backend.poptorch.inferenceModel(model, opts)
+    try:
+        acc = accuracy(inference_model, padded_batches(loader, combined))
+    finally:
+        inference_model.detachFromDevice()
+        model.train(was_training)
+    log(f"Accuracy on test set: {acc:0.2f}%")
+    return acc
+
+
+def args_from_checkpoint(ckpt: Dict[str, Any], cli: argparse.Namespace, explicit: Iterable[str]) -> argparse.Namespace:
+    """The checkpoint's options, over the parser defaults, under the options typed on this command line."""
+    merged = dict(vars(cli))
+    merged.update(ckpt["args"])
+    for name in explicit:
+        if name not in ("checkpoint_path", "config"):
+            merged[name] = getattr(cli, name)
+    merged["weights"] = None
+    return argparse.Namespace(**merged)
+
+
+def model_from_checkpoint(ckpt: Dict[str, Any], args: Any, backend: Backend, path: str,
+                          log: Callable[[str], None]) -> torch.nn.Module:
+    """The classifier the checkpoint was trained as, with its weights; a mismatch is a usage error."""
+    model = prepare_model(args, backend, int(ckpt["num_classes"]), lambda _: None, pretrained=False)
+    try:
+        model.load_state_dict(ckpt["model_state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise UsageError(f"Checkpoint {path!r} holds a {ckpt['args'].get('model')} model that does not fit "
+                         f"{args.model} as configured here ({detail}).") from None
+    log(f"Loaded {os.path.basename(path)} (epoch {ckpt['epoch']}, model {args.model}).")
+    return model
+
+
+def parse_arguments(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, set]:
+    parser = training_parser("Validate checkpoints written by train.py")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cli = parser.parse_args(argv)
+    if not cli.checkpoint_path:
+        raise UsageError("validate.py needs --checkpoint-path naming a checkpoint file or a folder of checkpoints.")
+    return cli, explicit_options(parser, argv)
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    cli, explicit = parse_arguments(argv)
+    path = cli.checkpoint_path
+    files = list_checkpoints(path) if os.path.isdir(path) else [path]
+    results: Dict[str, float] = {}
+    logger: Optional[RunLogger] = None
+    for file in files:
+        ckpt = load_checkpoint(file)
+        args = args_from_checkpoint(ckpt, cli, explicit)
+        backend = select_backend(args.device, args.half_dtype)
+        if logger is None:
+            logger = RunLogger(args, distributed.InstanceInfo(0, 1, 0), folder=None)
+        model = model_from_checkpoint(ckpt, args, backend, file, logger.log)
+        results[file] = run_validation(model, args, backend, logger.log)
+    if logger is not None:
+        logger.write_json("validation.json", results)
+        logger.close()
+    return results
+
+
+if __name__ == "__main__":
+    main()
