@@ -14,7 +14,8 @@ def pil_distribution() -> str:
     both may be installed when one sits on PYTHONPATH."""
     imported = os.path.realpath(PIL.__file__)
     for dist in importlib.metadata.distributions():
-        if os.path.realpath(str(dist.locate_file("PIL/__init__.py"))) == imported:
+        owns = any(str(f) == "PIL/__init__.py" for f in (dist.files or []))
+        if owns and os.path.realpath(str(dist.locate_file("PIL/__init__.py"))) == imported:
             return str(dist.metadata["Name"]).lower()
     return "unknown"
 
