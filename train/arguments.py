@@ -62,7 +62,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     p("--label-smoothing", type=float, default=0.0, help="Label smoothing factor in [0, 1)")
     p("--lr-schedule", choices=LR_SCHEDULES, default="step", help="Learning-rate schedule")
     p("--lr-decay", type=float, default=0.5,
-      help="step: factor at each --lr-epoch-decay epoch; exponential: factor per epoch")
+      help="step: factor at each --lr-epoch-decay epoch; exponential: factor at every LR update")
     p("--lr-epoch-decay", type=float, nargs="+", default=[], help="Epochs at which the step schedule multiplies the LR")
     p("--warmup-epoch", type=float, default=0, help="Epochs of linear learning-rate warm-up")
     p("--lr-scheduler-freq", type=float, default=0,

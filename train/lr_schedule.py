@@ -1,10 +1,14 @@
 """Learning-rate schedules as a pure function of training progress, so a restored run recomputes the
 exact rate of any step from its epoch alone.
 
-The base schedule (step, cosine or exponential) is evaluated at progress rounded down to the
+The base schedule is evaluated at progress rounded down to the
 scheduler period (``--lr-scheduler-freq`` updates per epoch; 0 means every optimiser step) and is
 then scaled by a linear warm-up over ``--warmup-epoch`` epochs. A step's rate is the schedule at
 the progress reached when the step ends, so the first step of a warm-up does not use a zero rate.
+
+step multiplies by ``decay`` at each epoch of ``decay_epochs``; cosine anneals to 0 at the last epoch;
+exponential multiplies by ``decay`` at every update, as the original's ExponentialLR stepped once per
+scheduler period (so ``--lr-scheduler-freq 0.424 --lr-decay 0.97`` is 0.97 every 2.36 epochs).
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ class LearningRateSchedule:
             return self.base_lr * self.decay ** sum(1 for e in self.decay_epochs if p >= e)
         if self.schedule == "cosine":
             return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * min(p, self.epochs) / self.epochs))
-        return self.base_lr * self.decay ** p
+        return self.base_lr * self.decay ** round(p * self.updates_per_epoch)
 
     def lr_at(self, progress: float) -> float:
         lr = self._base(progress)
