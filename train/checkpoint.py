@@ -81,7 +81,8 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise UsageError(f"Checkpoint {path!r} could not be read as a PyTorch file ({exc}).") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"Checkpoint {path!r} could not be read as a PyTorch file ({reason}).") from None
     needed = ("model_state_dict", "args", "epoch")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in needed):
         raise UsageError(f"File {path!r} is not a train.py checkpoint (it lacks {', '.join(needed)}).")
