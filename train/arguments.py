@@ -10,6 +10,7 @@ import math
 import os
 from typing import List, Optional, Sequence, Set
 
+from datasets import add_data_options
 from utils.argparser import add_common_options, new_parser, parse_with_config
 from utils.errors import UsageError
 
@@ -38,12 +39,11 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     p("--data", choices=DATA_MODES, default="cifar10",
       help="cifar10 (downloaded), imagenet (folder with train/ and validation/), generated (random host "
            "data sent every step) or synthetic (data made on the device, no host-device IO)")
-    p("--imagenet-data-path", type=str, default=None, help="Folder holding train/ and validation/ class sub-folders")
     p("--iterations", type=int, default=100, help="Host calls per epoch for generated and synthetic data")
     p("--input-size", type=int, default=None,
       help="Image side in pixels (default: the model's own size; 32 for cifar10)")
     p("--train-crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("MIN", "MAX"),
-      help="Area range of the random-resized crop of training images (ImageNet/CIFAR-10 folders)")
+      help="Area range of the random-resized crop of training images (image folders)")
     p("--gradient-accumulation", type=int, default=1, help="Micro-batches accumulated per optimiser step")
     p("--epoch", "--epochs", dest="epoch", type=int, default=10, help="Number of training epochs")
     p("--optimizer", choices=OPTIMIZERS, default="sgd", help="Optimiser")
@@ -79,7 +79,6 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     p("--offload-optimizer", action="store_true", help="Keep optimiser state off-chip (no effect off IPU)")
     p("--enable-optimizer-rts", action="store_true", help="Shard optimiser state over replicas (no effect off IPU)")
     p("--disable-stable-batchnorm", action="store_true", help="IPU's faster, less stable batch norm (no effect off IPU)")
-    p("--use-bbox-info", action="store_true", help="Bounding-box aware crops on IPU datasets (not supported here; ignored)")
     p("--validation-mode", choices=VALIDATION_MODES, default="after",
       help="Validate never, during training (every --validation-frequency epochs and after the last) or after it")
     p("--validation-frequency", type=int, default=4, help="Epochs between validations in --validation-mode during")
@@ -95,6 +94,7 @@ def training_parser(description: str = "CNN training (PopTorch on IPU; portable_
     parser = new_parser(description)
     add_common_options(parser)
     add_training_options(parser)
+    add_data_options(parser)
     return parser
 
 

@@ -15,6 +15,7 @@ import datasets
 from train.arguments import loss_scaling_steps, parse_arguments
 from train.augmentations import CoefficientSampler
 from train.checkpoint import checkpoint_name, plain, rng_state, save_checkpoint, set_rng_state
+from train.data_state import augmentation_state, load_augmentation_state, set_crop_scale
 from train.losses import TrainingModelWithLoss
 from train.lr_schedule import schedule_from_args
 from train.optimizers import get_optimizer, set_learning_rate, set_loss_scaling
@@ -44,16 +45,6 @@ def num_classes_of(args: argparse.Namespace, train_data: Any) -> int:
     return datasets.DATASETS_INFO[args.data]["num_classes"]
 
 
-def set_train_crop_scale(train_data: Any, args: argparse.Namespace, backend: Backend) -> None:
-    """Swap in the random-resized crop range asked for (the datasets package uses torchvision's)."""
-    dataset = getattr(train_data, "dataset", None)
-    if list(args.train_crop_scale) == [0.08, 1.0] or getattr(dataset, "transform", None) is None:
-        return
-    to_input = datasets.ToModelInput(args.normalization_location, args.eight_bit_io,
-                                     datasets.input_dtype(args, backend.half_dtype))
-    dataset.transform = datasets.train_transform(train_input_size(args), to_input, scale=args.train_crop_scale)
-
-
 class Run:
     """One training run: everything built from the options, then the epoch loop."""
 
@@ -72,7 +63,8 @@ class Run:
         self.train_data = datasets.get_data(
             args, self.opts, poptorch, train=True, input_size=train_input_size(args),
             half_dtype=self.backend.half_dtype, batches=args.iterations, async_dataloader=args.dataloader_worker > 0)
-        set_train_crop_scale(self.train_data, args, self.backend)
+        if list(args.train_crop_scale) != [0.08, 1.0] and not set_crop_scale(self.train_data, args.train_crop_scale):
+            self.logger.once(f"--train-crop-scale has no effect with --data {args.data} (no random-resized crop).")
         self.steps_per_epoch = len(self.train_data)
         if self.steps_per_epoch == 0:
             raise UsageError(f"The training set holds fewer samples than one host batch "
@@ -112,6 +104,8 @@ class Run:
             self.sampler.load_state_dict(ckpt["augmentation_rng"])
         if "rng_state" in ckpt:
             set_rng_state(ckpt["rng_state"])
+        if "data_augmentation_rng" in ckpt:
+            load_augmentation_state(self.train_data, ckpt["data_augmentation_rng"])
         self.start_epoch = int(ckpt["epoch"]) + 1
         self.log(f"Resuming training at epoch {self.start_epoch}/{self.args.epoch}.")
 
@@ -219,6 +213,7 @@ class Run:
             "optimizer_state_dict": self.optimizer.state_dict(),
             "lr_schedule": self.schedule.state_dict(), "loss_scaling": float(getattr(self.optimizer, "loss_scaling", 1.0)),
             "augmentation_rng": self.sampler.state_dict(), "rng_state": rng_state(),
+            "data_augmentation_rng": augmentation_state(self.train_data),
             "loss": result["loss"], "train_accuracy": result["accuracy"],
             "validation_accuracy": result["validation_accuracy"], "args": plain(vars(args)),
         }

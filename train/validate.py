@@ -49,14 +49,8 @@ def padded_batches(loader: Iterable, combined: int) -> Iterator[Tuple[torch.Tens
 
 def validation_loader(args: Any, opts: Any, backend: Backend) -> Iterable:
     """Validation data as full host batches plus a padded last one (all samples, no shuffling)."""
-    poptorch = backend.poptorch
-    loader = datasets.get_data(args, opts, poptorch, train=False, input_size=train_input_size(args),
-                               half_dtype=backend.half_dtype, batches=args.iterations)
-    dataset = getattr(loader, "dataset", None)
-    if dataset is None:
-        return loader
-    return poptorch.DataLoader(opts, dataset, batch_size=args.batch_size, shuffle=False,
-                               num_workers=args.dataloader_worker, drop_last=False)
+    return datasets.get_data(args, opts, backend.poptorch, train=False, input_size=train_input_size(args),
+                             half_dtype=backend.half_dtype, batches=args.iterations, drop_last=False)
 
 
 def accuracy(inference_model: Any, batches: Iterable[Tuple[torch.Tensor, torch.Tensor, int]]) -> float:
