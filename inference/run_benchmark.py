@@ -28,8 +28,7 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--data", choices=["real", "synthetic", "generated", "imagenet"], default="real",
                         help="real: sample images in data/images; generated: random host data sent every step; "
                              "synthetic: data made on the device, no host-device IO; imagenet: validation folder")
-    parser.add_argument("--imagenet-data-path", type=str, default=None,
-                        help="Folder with validation/ class sub-folders (for --data imagenet)")
+    datasets.add_data_options(parser)
     parser.add_argument("--iterations", type=int, default=100, help="Measured host calls (program iterations)")
     parser.add_argument("--warmup-iterations", type=int, default=2,
                         help="Calls after compilation run before measuring, excluded from the figures")
