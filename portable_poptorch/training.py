@@ -29,6 +29,10 @@ backward on its own micro-batch. Choices where PopTorch leaves room, all documen
 - ``Training.setAutomaticLossScaling(True)``: dynamic loss scaling (see ``loss_scaling.py``).
 - Recomputation: see ``recompute.py``; requested with ``recomputationCheckpoint`` marks or
   ``_Popart.set("autoRecomputation", n)`` with n > 0.
+- Several instances (processes joined through ``torch.distributed``, as poprun/popdist runs): the
+  weights are broadcast from instance 0 at compile time and each step's gradients are all-reduced
+  (averaged with Mean reduction, summed with Sum), so all instances' replicas form one data-parallel
+  group as on IPUs.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from torch.func import functional_call
 from torch.utils import _pytree as pytree
 
 from . import batching
+from .distributed_sync import all_reduce_gradients, broadcast_from_first, world_size
 from .blocks import count_stages, marked_blocks, record_runtime_blocks, stage_assignment, stop_recording_blocks
 from .device import place_stages, stage_devices, synchronize
 from .enums import ReductionType
@@ -218,6 +223,8 @@ class TrainingExecutor:
         if not names and self._recompute_requested():
             names = [""]
         self._regions += wrap_regions(self._user_model, names)
+        if world_size() > 1:
+            broadcast_from_first(list(self._user_model.parameters()) + list(self._user_model.buffers()))
         if self.options.synthetic_data:
             self._synthetic = self._make_synthetic(example)
         if getattr(self.optimizer, "variable_attrs", None) is not None:
@@ -325,6 +332,8 @@ class TrainingExecutor:
     def _apply_step(self, params: List[torch.Tensor], scale: float) -> None:
         """Remove the loss scaling, apply automatic loss scaling and clipping, then step."""
         unscale_(params, scale)
+        if world_size() > 1:
+            all_reduce_gradients(params, mean=self.options.Training.reduction_type == ReductionType.Mean)
         if getattr(self.options.Training, "automatic_loss_scaling", False):
             if not self._als.update(self.optimizer, all_finite(params)):
                 self._log.append("Automatic loss scaling skipped a step with non-finite gradients.")

@@ -1,6 +1,7 @@
 """portable_poptorch.trainingModel and optim: PopTorch's training semantics checked against plain PyTorch."""
 import copy
 import math
+import os
 
 import pytest
 import torch
@@ -421,3 +422,36 @@ def test_default_optimizer_is_poptorch_sgd():
     model = make()
     tm = poptorch.trainingModel(model, opts())
     assert isinstance(tm.optimizer, optim.SGD) and tm.optimizer.param_groups[0]["lr"] == 0.01
+
+
+def _instance(rank, world, port, out_dir):
+    """One of two instances: its own half of the batch, one replica, weights broadcast from instance 0."""
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        x, y = data(8)
+        model = make(seed=rank)
+        o = opts()
+        o.Distributed.configureProcessId(rank, world)
+        train(model, o, x[rank * 4:(rank + 1) * 4], y[rank * 4:(rank + 1) * 4], calls=2)
+        torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_instances_synchronise_like_replicas(tmp_path):
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_instance, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    x, y = data(8)
+    replicated = make()
+    train(replicated, opts(r=2), x, y, calls=2)
+    for rank in range(2):
+        state = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for name, value in replicated.state_dict().items():
+            if name.endswith("weight") or name.endswith("bias"):
+                assert torch.allclose(state[name], value, atol=1e-6), (rank, name)
