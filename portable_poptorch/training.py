@@ -227,6 +227,8 @@ class TrainingExecutor:
             broadcast_from_first(list(self._user_model.parameters()) + list(self._user_model.buffers()))
         if self.options.synthetic_data:
             self._synthetic = self._make_synthetic(example)
+        if self.options.executable_cache_dir:
+            self._log.append("Executable caching (torch.compile) applies to inference models; training runs eagerly.")
         if getattr(self.optimizer, "variable_attrs", None) is not None:
             self._constants = _attr_values(self.optimizer, self.optimizer.variable_attrs.constants())
         synchronize(self.device)

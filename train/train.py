@@ -81,7 +81,7 @@ class Run:
                      f"{', ...' if len(marks) > 6 else ''}")
         wrapped = TrainingModelWithLoss(self.model, self.num_classes, args.label_smoothing,
                                         args.mixup_enabled, args.cutmix_enabled)
-        self.optimizer = get_optimizer(args, self.model, poptorch.optim)
+        self.optimizer = get_optimizer(args, self.model, poptorch.optim, float32_master=self.float32_master())
         self.sampler = CoefficientSampler(args, seed=args.seed + self.info.rank)
         self.schedule = schedule_from_args(args, self.steps_per_epoch)
         self.loss_scaling = loss_scaling_steps(args)
@@ -92,6 +92,12 @@ class Run:
         wandb_run = start_wandb(args, self.logger.path) if args.wandb and self.info.rank == 0 else None
         self.history = TrainingLog(self.logger.path, wandb_run) if self.info.rank == 0 else None
         self.epoch_results: List[Dict[str, Any]] = []
+
+    def float32_master(self) -> bool:
+        """Off IPU there is no stochastic rounding to keep small updates of half weights, so a 16.16 model
+        gets float32 master weights in the optimiser (its weights and compute stay half)."""
+        half_model = self.args.precision == "16.16" and self.backend.half_dtype != torch.float32
+        return self.backend.is_portable and half_model
 
     def opts_batch(self) -> int:
         a = self.args
@@ -127,6 +133,23 @@ class Run:
     # ------------------------------------------------------------------ training
     def inputs(self, images: torch.Tensor, labels: torch.Tensor) -> tuple:
         return (images, labels, *self.sampler.sample(labels.shape[0]))
+
+    def profile_one_step(self) -> Dict[str, Any]:
+        """--profile: one training call under torch.profiler (portable) or with Poplar's report set up by env."""
+        images, labels = next(iter(self.train_data))
+        if not self.backend.is_portable:
+            self.training_model(*self.inputs(images, labels))
+            return {"profiled": True}
+        self.training_model.compile(*self.inputs(images, labels))
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.backend.device == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        path = os.path.join(self.logger.path, "profile_trace.json")
+        with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+            self.training_model(*self.inputs(images, labels))
+        prof.export_chrome_trace(path)
+        self.log(f"Profile of one training step written to {path}; --profile was set, exiting.")
+        return {"profile": path}
 
     def compile_only(self) -> Dict[str, Any]:
         images, labels = next(iter(self.train_data))
@@ -241,6 +264,8 @@ class Run:
             self.logger.once(message)
         if self.args.compile_only:
             return self.finish(self.compile_only(), no_effect)
+        if self.args.profile:
+            return self.finish(self.profile_one_step(), no_effect)
         for epoch in range(self.start_epoch, self.args.epoch + 1):
             self.epoch_results.append(self.train_epoch(epoch))
         for message in getattr(self.training_model, "portableMessages", lambda: [])():
