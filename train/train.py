@@ -138,8 +138,10 @@ class Run:
         """--profile: one training call under torch.profiler (portable) or with Poplar's report set up by env."""
         images, labels = next(iter(self.train_data))
         if not self.backend.is_portable:
+            os.environ.setdefault("POPLAR_ENGINE_OPTIONS",
+                                  f'{{"autoReport.all":"true","autoReport.directory":"{self.logger.path}"}}')
             self.training_model(*self.inputs(images, labels))
-            return {"profiled": True}
+            return {"profile": self.logger.path}
         self.training_model.compile(*self.inputs(images, labels))
         activities = [torch.profiler.ProfilerActivity.CPU]
         if self.backend.device == "cuda":
