@@ -2,7 +2,7 @@
 that makes a classifier return ``(accuracy, loss)`` as PopTorch's trainingModel expects."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -33,12 +33,15 @@ class TrainingModelWithLoss(nn.Module):
 
     Mixup and cutmix mix each sample with its neighbours inside the micro-batch the device sees (mixup
     with the previous sample, cutmix with the one two places back), using coefficients sampled on the
-    host. Accuracy is top-1 against each sample's own label.
+    host. Accuracy is top-1 against each sample's own label. ``identity_loss`` is the backend's
+    ``poptorch.identity_loss``, which marks a hand-written loss as the one to minimise on IPUs.
     """
 
     def __init__(self, model: nn.Module, num_classes: int, label_smoothing: float = 0.0,
-                 use_mixup: bool = False, use_cutmix: bool = False) -> None:
+                 use_mixup: bool = False, use_cutmix: bool = False,
+                 identity_loss: Optional[Callable[..., torch.Tensor]] = None) -> None:
         super().__init__()
+        self.identity_loss = identity_loss
         self.model = model
         self.num_classes = num_classes
         self.label_smoothing = float(label_smoothing)
@@ -55,5 +58,7 @@ class TrainingModelWithLoss(nn.Module):
             images, targets = cutmix(images, targets, cutmix_params)
         logits = self.model(images)
         loss = soft_cross_entropy(logits, targets, self.label_smoothing)
+        if self.identity_loss is not None:
+            loss = self.identity_loss(loss, reduction="none")
         accuracy = (logits.argmax(-1) == labels).float().mean()
         return accuracy, loss

@@ -79,8 +79,8 @@ class Run:
         if marks:
             self.log(f"Recomputation checkpoints on {len(marks)} module outputs: {', '.join(marks[:6])}"
                      f"{', ...' if len(marks) > 6 else ''}")
-        wrapped = TrainingModelWithLoss(self.model, self.num_classes, args.label_smoothing,
-                                        args.mixup_enabled, args.cutmix_enabled)
+        wrapped = TrainingModelWithLoss(self.model, self.num_classes, args.label_smoothing, args.mixup_enabled,
+                                        args.cutmix_enabled, identity_loss=poptorch.identity_loss)
         self.optimizer = get_optimizer(args, self.model, poptorch.optim, float32_master=self.float32_master())
         self.sampler = CoefficientSampler(args, seed=args.seed + self.info.rank)
         self.schedule = schedule_from_args(args, self.steps_per_epoch)
