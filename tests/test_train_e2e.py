@@ -52,46 +52,37 @@ def rows(log_root):
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return write_digits(str(tmp_path_factory.mktemp("digits")))
-
-
-@pytest.fixture(scope="module")
-def trained(digits, tmp_path_factory):
-    """One 5-epoch training run on the digits, shared by the tests that inspect its results."""
-    out = tmp_path_factory.mktemp("run")
+def train_digits(digits, out):
+    """One 4-epoch training run on the digits with a checkpoint per epoch."""
     ckpts, logs = out / "ckpts", out / "logs"
     proc = run("train.py", ["--data", "imagenet", "--imagenet-data-path", digits, *FAST, "--batch-size", "32",
-                            "--epoch", "5", "--optimizer", "adamw", "--lr", "0.002", "--lr-schedule", "cosine",
+                            "--epoch", "4", "--optimizer", "adamw", "--lr", "0.002", "--lr-schedule", "cosine",
                             "--validation-mode", "after", "--checkpoint-path", ckpts, "--log-path", logs])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return types.SimpleNamespace(proc=proc, ckpts=str(ckpts), logs=logs)
 
 
-@pytest.mark.slow
-def test_training_on_digits_learns_and_reports(trained):
+def check_training_report(trained):
     out = trained.proc.stdout
     accuracy = float(ACCURACY.findall(out)[-1])
     assert accuracy > 80.0, out
-    for epoch in range(1, 6):
-        assert f"Epoch {epoch}/5" in out
+    for epoch in range(1, 5):
+        assert f"Epoch {epoch}/4" in out
         assert re.search(rf"Epoch {epoch}: Train accuracy is [\d.]+%", out)
-    assert len(re.findall(r"Throughput of the epoch:[\d.]+ img/sec", out)) == 5
+    assert len(re.findall(r"Throughput of the epoch:[\d.]+ img/sec", out)) == 4
     assert "Loss:" in trained.proc.stderr and "Accuracy:" in trained.proc.stderr
     table = rows(trained.logs)
-    assert len(table) == 5 and float(table[-1]["epoch"]) == 5.0
+    assert len(table) == 4 and float(table[-1]["epoch"]) == 4.0
     assert float(table[-1]["loss"]) < float(table[0]["loss"])
     assert all(float(r["img_per_sec"]) > 0 and float(r["latency_ms"]) > 0 and r["learning_rate"] for r in table)
     (folder,) = glob.glob(os.path.join(str(trained.logs), "*"))
     assert os.path.getsize(os.path.join(folder, "training.png")) > 0
-    assert sorted(os.listdir(trained.ckpts)) == [f"resnet18_imagenet_{e}.pt" for e in range(1, 6)]
+    assert sorted(os.listdir(trained.ckpts)) == [f"resnet18_imagenet_{e}.pt" for e in range(1, 5)]
 
 
-@pytest.mark.slow
-def test_validate_reproduces_printed_accuracy(trained, tmp_path):
+def check_validate_reproduces_printed_accuracy(trained, tmp_path):
     printed = ACCURACY.findall(trained.proc.stdout)[-1]
-    last = os.path.join(trained.ckpts, "resnet18_imagenet_5.pt")
+    last = os.path.join(trained.ckpts, "resnet18_imagenet_4.pt")
     single = run("validate.py", ["--checkpoint-path", last, "--log-path", tmp_path])
     assert single.returncode == 0, single.stderr[-2000:]
     assert ACCURACY.findall(single.stdout) == [printed]
@@ -99,18 +90,17 @@ def test_validate_reproduces_printed_accuracy(trained, tmp_path):
                 cwd=TRAIN_DIR)
     assert every.returncode == 0, every.stderr[-2000:]
     accuracies = ACCURACY.findall(every.stdout)
-    assert len(accuracies) == 5 and accuracies[-1] == printed
+    assert len(accuracies) == 4 and accuracies[-1] == printed
 
 
-@pytest.mark.slow
-def test_weight_avg_equals_manual_average(trained, tmp_path):
+def check_weight_avg_equals_manual_average(trained, tmp_path):
     folder = tmp_path / "ckpts"
     shutil.copytree(trained.ckpts, folder)
     proc = run("weight_avg.py", ["--checkpoint-path", folder, "--weight-avg-N", "3"])
     assert proc.returncode == 0, proc.stderr
     states = [torch.load(folder / f"resnet18_imagenet_{e}.pt", weights_only=True)["model_state_dict"]
-              for e in (3, 4, 5)]
-    averaged = torch.load(folder / "resnet18_imagenet_5_mean_avg.pt", weights_only=True)
+              for e in (2, 3, 4)]
+    averaged = torch.load(folder / "resnet18_imagenet_4_mean_avg.pt", weights_only=True)
     for key, value in averaged["model_state_dict"].items():
         if value.is_floating_point():
             assert torch.allclose(value, sum(s[key] for s in states) / 3, atol=1e-6), key
@@ -119,12 +109,22 @@ def test_weight_avg_equals_manual_average(trained, tmp_path):
     proc = run("weight_avg.py", ["--checkpoint-path", folder, "--weight-avg-N", "2",
                                  "--weight-avg-strategy", "exponential", "--weight-avg-exp-decay", "0.9"])
     assert proc.returncode == 0, proc.stderr
-    exp = torch.load(folder / "resnet18_imagenet_5_exponential_avg.pt", weights_only=True)["model_state_dict"]
+    exp = torch.load(folder / "resnet18_imagenet_4_exponential_avg.pt", weights_only=True)["model_state_dict"]
     key = "conv1.weight"
     assert torch.allclose(exp[key], 0.9 * states[1][key] + 0.1 * states[2][key], atol=1e-6)
-    validated = run("validate.py", ["--checkpoint-path", folder / "resnet18_imagenet_5_mean_avg.pt",
+    validated = run("validate.py", ["--checkpoint-path", folder / "resnet18_imagenet_4_mean_avg.pt",
                                     "--log-path", tmp_path])
     assert validated.returncode == 0 and float(ACCURACY.findall(validated.stdout)[0]) > 50.0
+
+
+@pytest.mark.slow
+def test_digits_training_then_validate_and_average(tmp_path):
+    """Learning well above chance, the printed report and files, validate.py and weight_avg.py on its checkpoints
+    (one test, so parallel workers do not each repeat the training)."""
+    trained = train_digits(write_digits(str(tmp_path / "digits")), tmp_path / "run")
+    check_training_report(trained)
+    check_validate_reproduces_printed_accuracy(trained, tmp_path)
+    check_weight_avg_equals_manual_average(trained, tmp_path)
 
 
 @pytest.mark.slow
