@@ -25,7 +25,7 @@ get_data:
 	bash datasets/get_images.sh
 
 test:
-	$(PY) -m pytest -n auto tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto tests
 
 benchmark:
 	$(PY) inference/run_benchmark.py --data generated --model resnet18 --batch-size 8 --device-iterations 4 --iterations 10 --precision 32.32 --random-weights

@@ -78,6 +78,15 @@ def count_stages(marks: List[Tuple[Optional[str], Optional[int]]]) -> int:
     return len(ids)
 
 
+def static_stage_count(model: nn.Module) -> int:
+    """Stages from BeginBlock marks, counting the implicit stage 0 of layers before the first mark."""
+    marks = count_stages([m for _, _, m in marked_blocks(model)])
+    modules = dict(model.named_modules())
+    used = {stage for name, stage in stage_assignment(model).items()
+            if any(True for _ in modules[name].parameters(recurse=False))}
+    return max(marks, len(used))
+
+
 def stage_assignment(model: nn.Module) -> Dict[str, int]:
     """Map each module path to its stage index, by definition order between BeginBlock marks."""
     stage = 0
@@ -137,4 +146,4 @@ def recomputationCheckpoint(*tensors: torch.Tensor) -> Any:
 
 __all__ = ["BeginBlock", "Block", "AutoStage", "PipelinedExecution", "ShardedExecution",
            "SerialPhasedExecution", "ParallelPhasedExecution", "Stage", "identity_loss",
-           "recomputationCheckpoint", "marked_blocks", "count_stages", "stage_assignment"]
+           "recomputationCheckpoint", "marked_blocks", "count_stages", "stage_assignment", "static_stage_count"]

@@ -12,15 +12,16 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from . import batching
-from .blocks import count_stages, marked_blocks, record_runtime_blocks, stop_recording_blocks
+from .blocks import count_stages, record_runtime_blocks, static_stage_count, stop_recording_blocks
 from .cuda_graph import GraphedStep
 from .device import apply_partials_type, place_stages, stage_devices, synchronize
 from .enums import OutputMode
 from .errors import ConfigError
 from .options import Options
+from .reporting import ExecutorReporting
 
 
-class InferenceExecutor:
+class InferenceExecutor(ExecutorReporting):
     """Wraps a model; each call runs ``deviceIterations`` micro-steps over one host batch."""
 
     def __init__(self, model: nn.Module, options: Optional[Options] = None) -> None:
@@ -49,7 +50,7 @@ class InferenceExecutor:
 
     def _attach(self) -> None:
         model = copy.deepcopy(self._user_model).eval()
-        self._n_stages = count_stages([m for _, _, m in marked_blocks(model)])
+        self._n_stages = static_stage_count(model)
         place_stages(model, stage_devices(self.device, self._n_stages, self.options.Portable.device_list))
         if self.options.Portable.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -209,21 +210,6 @@ class InferenceExecutor:
             if i + 1 < steps:
                 pending = issue(i + 1)
             yield self._prepare(chunk)
-
-    def getLatency(self) -> Tuple[float, float, float]:
-        """(min, max, mean) seconds from input copy issued to output on host, per micro-batch of the last call."""
-        lat = self._latencies
-        if not lat:
-            return (0.0, 0.0, 0.0)
-        return (min(lat), max(lat), sum(lat) / len(lat))
-
-    def latencySamples(self) -> List[float]:
-        """Per-micro-batch latencies of the last call in seconds (portable extension, for percentiles)."""
-        return list(self._latencies)
-
-    def portableMessages(self) -> List[str]:
-        """Things the executor fell back on, for the harness log (portable extension)."""
-        return list(self._log)
 
     def copyWeightsToDevice(self) -> None:
         """Refresh the device copy from the host model's current weights."""

@@ -47,12 +47,13 @@ from torch.utils import _pytree as pytree
 
 from . import batching
 from .distributed_sync import all_reduce_gradients, broadcast_from_first, world_size
-from .blocks import count_stages, marked_blocks, record_runtime_blocks, stage_assignment, stop_recording_blocks
-from .device import place_stages, stage_devices, synchronize
+from .blocks import count_stages, record_runtime_blocks, static_stage_count, stop_recording_blocks
+from .device import apply_partials_type, place_stages, stage_devices, synchronize
 from .enums import ReductionType
 from .errors import ConfigError
 from .loss_scaling import AutoLossScaler, all_finite, clip_, unscale_
 from .options import Options
+from .reporting import ExecutorReporting
 from .recompute import MarkProbe, unwrap_regions, wrap_regions
 from .training_outputs import TrainingOutputs
 
@@ -69,15 +70,6 @@ def _loss_of(out: Any) -> torch.Tensor:
     return loss.reshape(())
 
 
-def _static_stages(model: nn.Module) -> int:
-    """Stages from BeginBlock marks, counting the implicit stage 0 of layers before the first mark."""
-    marks = count_stages([m for _, _, m in marked_blocks(model)])
-    modules = dict(model.named_modules())
-    used = {stage for name, stage in stage_assignment(model).items()
-            if any(True for _ in modules[name].parameters(recurse=False))}
-    return max(marks, len(used))
-
-
 def _attr_values(optimizer: torch.optim.Optimizer, names: List[str]) -> Dict[str, Any]:
     values: Dict[str, Any] = {}
     for name in names:
@@ -88,7 +80,7 @@ def _attr_values(optimizer: torch.optim.Optimizer, names: List[str]) -> Dict[str
     return values
 
 
-class TrainingExecutor:
+class TrainingExecutor(ExecutorReporting):
     """Wraps a model whose forward returns ``(output, loss)``; each call trains on one host batch."""
 
     def __init__(self, model: nn.Module, options: Optional[Options] = None,
@@ -124,8 +116,9 @@ class TrainingExecutor:
     # ----------------------------------------------------------------- placement
     def _attach(self) -> None:
         model = self._user_model
-        self._n_stages = max(self._n_stages, _static_stages(model))
+        self._n_stages = max(self._n_stages, static_stage_count(model))
         place_stages(model, stage_devices(self.device, self._n_stages, self.options.Portable.device_list))
+        apply_partials_type(self.options.Precision.partials_type, self.device)
         if self.options.Portable.channels_last:
             model.to(memory_format=torch.channels_last)
         self._move_optimizer_state()
@@ -383,21 +376,6 @@ class TrainingExecutor:
         for attr in ("loss_scaling", "max_grad_norm"):
             if hasattr(optimizer, attr):
                 setattr(bound, attr, getattr(optimizer, attr))
-
-    # ----------------------------------------------------------------- reporting
-    def getLatency(self) -> Tuple[float, float, float]:
-        """(min, max, mean) seconds from the input copy to the end of each optimiser step of the last call."""
-        lat = self._latencies
-        if not lat:
-            return (0.0, 0.0, 0.0)
-        return (min(lat), max(lat), sum(lat) / len(lat))
-
-    def latencySamples(self) -> List[float]:
-        return list(self._latencies)
-
-    def portableMessages(self) -> List[str]:
-        """Things the executor fell back on, for the harness log (portable extension)."""
-        return list(dict.fromkeys(self._log))
 
 
 def trainingModel(model: nn.Module, options: Optional[Options] = None,

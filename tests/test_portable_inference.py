@@ -207,3 +207,10 @@ def test_host_pipeline_eight_bit_and_host_normalisation_agree():
     assert eight_bit.dtype == torch.uint8
     wrapped = poptorch.inferenceModel(NormalizeInputModel(model), poptorch.Options())
     torch.testing.assert_close(wrapped(eight_bit), model(host), rtol=1e-4, atol=1e-5)
+
+
+def test_layers_before_the_first_block_are_stage_zero():
+    model = tiny_model()
+    model[3] = poptorch.BeginBlock(model[3], ipu_id=1)  # conv/bn before it form the implicit stage 0
+    with pytest.raises(poptorch.ConfigError, match="2 pipeline stages"):
+        poptorch.inferenceModel(model, poptorch.Options())(host_batch(1))
