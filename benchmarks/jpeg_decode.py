@@ -14,27 +14,22 @@ import glob
 import io
 import json
 import os
-import platform
 import subprocess
 import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
+
+from portable_poptorch.device import device_name
 
 DEFAULT_IMAGES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "images")
 Result = Dict[str, object]
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return device_name(torch.device("cpu"))
 
 
 def load_images(folder: Optional[str]) -> List[bytes]:

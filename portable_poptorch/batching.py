@@ -87,3 +87,16 @@ def to_host(tree: Any) -> Any:
 
 def iter_leaves(tree: Any) -> Iterable[torch.Tensor]:
     return [x for x in pytree.tree_leaves(tree) if isinstance(x, torch.Tensor)]
+
+
+def synthetic_like(tree: Any, device: torch.device) -> Any:
+    """Random tensors shaped like ``tree``'s, made on ``device`` once (enableSyntheticData)."""
+    def make(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor):
+            return t
+        if t.dtype.is_floating_point:
+            return torch.randn(t.shape, dtype=t.dtype, device=device)
+        if t.dtype == torch.uint8:
+            return torch.randint(0, 256, t.shape, dtype=t.dtype, device=device)
+        return torch.zeros(t.shape, dtype=t.dtype, device=device)
+    return pytree.tree_map(make, tree)

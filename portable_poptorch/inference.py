@@ -101,15 +101,7 @@ class InferenceExecutor(ExecutorReporting):
 
     def _make_synthetic(self, step_inputs: Any) -> Any:
         """Input created once on the device; never transferred again (enableSyntheticData)."""
-        def make(t: Any) -> Any:
-            if not isinstance(t, torch.Tensor):
-                return t
-            if t.dtype.is_floating_point:
-                return torch.randn(t.shape, dtype=t.dtype, device=self.device)
-            if t.dtype == torch.uint8:
-                return torch.randint(0, 256, t.shape, dtype=t.dtype, device=self.device)
-            return torch.zeros(t.shape, dtype=t.dtype, device=self.device)
-        return self._prepare(pytree.tree_map(make, step_inputs))
+        return self._prepare(batching.synthetic_like(step_inputs, self.device))
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
         """Place the model on the device, check PopTorch's rules and warm up one micro-step."""

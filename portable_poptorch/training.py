@@ -258,15 +258,7 @@ class TrainingExecutor(ExecutorReporting):
 
     def _make_synthetic(self, example: Tuple[Any, ...]) -> Any:
         """Inputs created once on the device and reused by every micro-step (enableSyntheticData)."""
-        def make(t: Any) -> Any:
-            if not isinstance(t, torch.Tensor):
-                return t
-            if t.dtype.is_floating_point:
-                return torch.randn(t.shape, dtype=t.dtype, device=t.device)
-            if t.dtype == torch.uint8:
-                return torch.randint(0, 256, t.shape, dtype=t.dtype, device=t.device)
-            return torch.zeros(t.shape, dtype=t.dtype, device=t.device)
-        return self._prepare(pytree.tree_map(make, example))
+        return self._prepare(batching.synthetic_like(example, self._input_device()))
 
     def isCompiled(self) -> bool:
         return self._compiled

@@ -446,7 +446,7 @@ def test_instances_synchronise_like_replicas(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_instance, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(_instance, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     x, y = data(8)
     replicated = make()
     train(replicated, opts(r=2), x, y, calls=2)
