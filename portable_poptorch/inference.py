@@ -1,7 +1,6 @@
 """``poptorch.inferenceModel`` on CUDA/CPU with PopTorch's batch, output-mode and latency semantics."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import time
@@ -9,7 +8,6 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
-from torch.utils import _pytree as pytree
 
 from . import batching
 from .blocks import count_stages, record_runtime_blocks, static_stage_count, stop_recording_blocks
@@ -93,11 +91,7 @@ class InferenceExecutor(ExecutorReporting):
                 f"inference needs device iterations >= number of stages ({self._n_stages}).")
 
     def _prepare(self, inputs: Any) -> Any:
-        if self.options.Portable.channels_last:
-            inputs = pytree.tree_map(
-                lambda t: t.contiguous(memory_format=torch.channels_last)
-                if isinstance(t, torch.Tensor) and t.dim() == 4 else t, inputs)
-        return inputs
+        return batching.memory_format(inputs, self.options.Portable.channels_last)
 
     def _make_synthetic(self, step_inputs: Any) -> Any:
         """Input created once on the device; never transferred again (enableSyntheticData)."""

@@ -43,7 +43,6 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.utils import _pytree as pytree
 
 from . import batching
 from .distributed_sync import all_reduce_gradients, broadcast_from_first, world_size
@@ -180,11 +179,7 @@ class TrainingExecutor(ExecutorReporting):
             f"device iterations ({di}) x gradient accumulation ({ga}) x replicas ({r}) micro-batches")
 
     def _prepare(self, inputs: Any) -> Any:
-        if self.options.Portable.channels_last:
-            inputs = pytree.tree_map(
-                lambda t: t.contiguous(memory_format=torch.channels_last)
-                if isinstance(t, torch.Tensor) and t.dim() == 4 else t, inputs)
-        return inputs
+        return batching.memory_format(inputs, self.options.Portable.channels_last)
 
     def _autocast(self) -> Any:
         dtype = self.options.Portable.compute_dtype
