@@ -5,7 +5,7 @@ import argparse
 import os
 import time
 from contextlib import nullcontext
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -67,8 +67,9 @@ def profiler(args: argparse.Namespace, backend: Backend, log_dir: str) -> Any:
 
 
 def benchmark(model: Any, data: Iterator[Any], args: argparse.Namespace, logger: RunLogger,
-              info: distributed.InstanceInfo) -> List[metrics.Step]:
-    """Run warm-up then measured calls; each call is timed on the host around a synchronous call."""
+              info: distributed.InstanceInfo) -> Tuple[List[metrics.Step], List[float]]:
+    """Run warm-up then measured calls; each call is timed on the host around a synchronous call.
+    Returns the measured steps and the per-micro-batch latencies (seconds) when the backend gives them."""
     steps: List[metrics.Step] = []
     total = args.warmup_iterations + args.iterations
     bar = tqdm(total=args.iterations, disable=not sys.stderr.isatty(), desc="Measuring", leave=False)
@@ -90,8 +91,7 @@ def benchmark(model: Any, data: Iterator[Any], args: argparse.Namespace, logger:
                 samples.extend(sample_fn())
             bar.update(1)
     bar.close()
-    benchmark.latency_samples = samples  # type: ignore[attr-defined]
-    return steps
+    return steps, samples
 
 
 @exit_on_usage_error
@@ -133,10 +133,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         yield first_images, first_labels
         yield from stream
     with profiler(args, backend, logger.path):
-        steps = benchmark(inference_model, replay(), args, logger, info)
+        steps, samples = benchmark(inference_model, replay(), args, logger, info)
     summary = metrics.summarise(steps)
     report(args, summary, info, backend, logger, first_images.dtype)
-    samples = getattr(benchmark, "latency_samples", [])
     results = {
         "model": args.model, "batch_size": args.batch_size, "data": args.data, "precision": args.precision,
         "replicas": args.replicas, "device_iterations": args.device_iterations, "instances": info.size,

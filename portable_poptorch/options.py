@@ -94,8 +94,6 @@ class _TensorLocationOptions(_Section):
     def numIOTiles(self, count: int) -> "_TensorLocationOptions":
         """IO tiles overlap transfers with compute; mapped to side-stream copies on CUDA."""
         self.num_io_tiles = int(count)
-        if count > 0 and not torch.cuda.is_available():
-            self._log.add("TensorLocations.numIOTiles", count, "overlapped IO needs CUDA streams; no effect on CPU")
         return self
 
     def setOptimizerLocation(self, settings: Any) -> "_TensorLocationOptions":
@@ -297,5 +295,9 @@ class Options:
         return self
 
     def no_effect(self) -> List[Dict[str, str]]:
-        """Options set on this object that change nothing on CUDA/CPU, for results.json."""
-        return list(self._no_effect_log.entries.values())
+        """Options set on this object that change nothing on the device they run on, for results.json."""
+        entries = list(self._no_effect_log.entries.values())
+        if self.TensorLocations.num_io_tiles > 0 and self.Portable.resolved_device().type != "cuda":
+            entries.append({"option": "TensorLocations.numIOTiles", "value": repr(self.TensorLocations.num_io_tiles),
+                            "reason": "overlapped IO needs CUDA streams; no effect on CPU"})
+        return entries
