@@ -22,6 +22,7 @@ import models
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "inference"))
 import run_benchmark  # noqa: E402
 from portable_poptorch.device import device_name, synchronize
+from utils.host_memory import configure_host_allocator
 
 
 def hand_loop(model_name: str, batch: int, steps: int, calls: int, device: torch.device, dtype: torch.dtype,
@@ -44,13 +45,14 @@ def hand_loop(model_name: str, batch: int, steps: int, calls: int, device: torch
     return batch * steps * calls / elapsed
 
 
-def harness(model_name: str, batch: int, steps: int, calls: int, device: str, precision: str, fmt: str) -> float:
+def harness(model_name: str, batch: int, steps: int, calls: int, device: str, precision: str, fmt: str,
+            allocator: str) -> float:
     with tempfile.TemporaryDirectory() as logs, contextlib.redirect_stdout(io.StringIO()):
         results = run_benchmark.main([
             "--data", "synthetic", "--model", model_name, "--batch-size", str(batch),
             "--device-iterations", str(steps), "--iterations", str(calls), "--warmup-iterations", "1",
             "--precision", precision, "--random-weights", "--device", device, "--memory-format", fmt,
-            "--log-path", logs])
+            "--host-allocator", allocator, "--log-path", logs])
     return results["metrics"]["throughput_mean"]
 
 
@@ -63,14 +65,19 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=6, help="Interleaved repeats (order alternates); medians are compared")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", default="32.32", choices=["32.32", "16.16"])
+    p.add_argument("--host-allocator", choices=["resident", "default"], default="resident",
+                   help="Host allocator for both sides (set once for the process, so the hand loop runs under "
+                        "the same one as the harness)")
     args = p.parse_args()
     device = torch.device(args.device)
+    allocator = configure_host_allocator(args.host_allocator, device.type)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     dtype = torch.float32 if args.precision == "32.32" else torch.float16
     fmt = "channels_last" if device.type == "cuda" else "contiguous"
     print(f"device: {device_name(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
-          f"batch {args.batch_size}, device iterations {args.device_iterations}, precision {args.precision}, {fmt}")
+          f"batch {args.batch_size}, device iterations {args.device_iterations}, precision {args.precision}, {fmt}; "
+          f"host allocator for both: {allocator['mode']}")
     for name in args.models:
         hand: List[float] = []
         tool: List[float] = []
@@ -78,7 +85,7 @@ def main() -> None:
             runs = [lambda: hand.append(hand_loop(name, args.batch_size, args.device_iterations, args.iterations,
                                                   device, dtype, fmt == "channels_last")),
                     lambda: tool.append(harness(name, args.batch_size, args.device_iterations, args.iterations,
-                                                args.device, args.precision, fmt))]
+                                                args.device, args.precision, fmt, args.host_allocator))]
             for run in (runs if r % 2 == 0 else runs[::-1]):  # alternate the order so drift cancels
                 run()
         h, t = statistics.median(hand), statistics.median(tool)

@@ -14,8 +14,9 @@ import datasets
 from utils import distributed, metrics
 from utils.argparser import add_common_options, new_parser, parse_with_config
 from utils.backend import Backend, select_backend
+from utils.backend_report import report_backend
 from utils.errors import exit_on_usage_error
-from utils.ipu_settings import inference_options, no_effect_report, num_stages
+from utils.ipu_settings import inference_options, num_stages
 from utils.logger import RunLogger
 from utils.model_setup import input_size, prepare_model
 
@@ -111,16 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     data = datasets.get_data(args, opts, backend.poptorch, train=False, input_size=size,
                              half_dtype=backend.half_dtype, batches=args.warmup_iterations + args.iterations)
     inference_model = backend.poptorch.inferenceModel(model, opts)
-    from portable_poptorch.device import device_name
-    dev_name = "IPU" if not backend.is_portable else device_name(torch.device(backend.device))
-    logger.log(f"Backend: {backend.name} on {backend.device} ({dev_name}); torch {torch.__version__}")
-    no_effect = no_effect_report(opts, args, backend)
-    for entry in no_effect:
-        logger.once(f"Option {entry['option']}={entry['value']} has no effect on {backend.device} "
-                    f"({entry['reason']}); recorded in results.json.")
-    if backend.note and args.precision.startswith("16"):
-        logger.once(backend.note)
-        no_effect.append({"option": "precision", "value": args.precision, "reason": backend.note})
+    dev_name, no_effect, allocator = report_backend(args, opts, backend, logger)
     stream = batches(data, args.warmup_iterations + args.iterations)
     first_images, first_labels = next(stream)
     start = time.perf_counter()
@@ -146,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         "warmup_iterations_excluded": args.warmup_iterations, "metrics": summary,
         "latency_p50_ms": metrics.percentile(samples, 50) * 1e3 if samples else None,
         "latency_p99_ms": metrics.percentile(samples, 99) * 1e3 if samples else None,
-        "no_effect": no_effect,
+        "host_allocator": allocator, "no_effect": no_effect,
     }
     if info.rank == 0:
         logger.write_json("results.json", results)

@@ -102,6 +102,9 @@ def test_generated_run_from_repo_root_writes_log_folder(tmp_path):
     assert results["backend"] == "portable" and results["device"] == "cpu"
     assert results["torch_version"] and results["device_name"]
     assert any(e["option"] == "setAvailableMemoryProportion" for e in results["no_effect"])
+    assert results["host_allocator"]["mode"] == "resident"
+    assert results["host_allocator"]["mmap_threshold_bytes"] == 32 << 20
+    assert result.stdout.count("Host allocator:") == 1
 
 
 def test_preset_with_override_and_eight_bit_io(tmp_path):
@@ -119,10 +122,13 @@ def test_preset_with_override_and_eight_bit_io(tmp_path):
 def test_pipelined_synthetic_run(tmp_path):
     result = run(["--data", "synthetic", "--model", "resnet18", "--batch-size", "1", "--device-iterations", "2",
                   "--pipeline-splits", "layer3", "--iterations", "1", "--warmup-iterations", "0",
-                  "--precision", "32.32", "--random-weights"], tmp_path=tmp_path)
+                  "--precision", "32.32", "--random-weights", "--host-allocator", "default"], tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert FINAL.search(result.stdout).group(4) == "2"
     assert "Latency: min=N/A ms" in result.stdout
+    folder, = glob.glob(str(tmp_path / "*"))
+    assert json.load(open(os.path.join(folder, "results.json")))["host_allocator"]["mode"] == "default"
+    assert "glibc defaults (--host-allocator default)" in result.stdout
 
 
 @pytest.mark.parametrize("args,message", [

@@ -25,8 +25,9 @@ from train.training_log import TrainingLog, start_wandb
 from train.validate import model_from_checkpoint, run_validation, train_input_size
 from utils import distributed
 from utils.backend import Backend, select_backend
+from utils.backend_report import report_backend
 from utils.errors import UsageError, exit_on_usage_error
-from utils.ipu_settings import no_effect_report, num_stages
+from utils.ipu_settings import num_stages
 from utils.logger import RunLogger
 from utils.model_setup import prepare_model
 
@@ -117,17 +118,7 @@ class Run:
 
     # ------------------------------------------------------------------ reporting
     def report_backend(self) -> List[Dict[str, str]]:
-        from portable_poptorch.device import device_name
-        dev = "IPU" if not self.backend.is_portable else device_name(torch.device(self.backend.device))
-        self.device_name = dev
-        self.log(f"Backend: {self.backend.name} on {self.backend.device} ({dev}); torch {torch.__version__}")
-        no_effect = no_effect_report(self.opts, self.args, self.backend)
-        for entry in no_effect:
-            self.logger.once(f"Option {entry['option']}={entry['value']} has no effect on {self.backend.device} "
-                             f"({entry['reason']}); recorded in results.json.")
-        if self.backend.note and self.args.precision.startswith("16"):
-            self.logger.once(self.backend.note)
-            no_effect.append({"option": "precision", "value": self.args.precision, "reason": self.backend.note})
+        self.device_name, no_effect, self.host_allocator = report_backend(self.args, self.opts, self.backend, self.logger)
         return no_effect
 
     # ------------------------------------------------------------------ training
@@ -281,6 +272,7 @@ class Run:
                    "device_iterations": args.device_iterations, "instances": self.info.size,
                    "pipeline_stages": num_stages(args), "backend": self.backend.name, "device": self.backend.device,
                    "device_name": getattr(self, "device_name", "?"), "torch_version": torch.__version__,
+                   "host_allocator": getattr(self, "host_allocator", None),
                    "epochs": self.epoch_results, "no_effect": no_effect, "log_path": self.logger.path, **extra}
         if self.info.rank == 0:
             self.logger.write_json("results.json", results)

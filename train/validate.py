@@ -20,6 +20,7 @@ from train.train_options import validation_args, validation_options
 from utils import distributed
 from utils.backend import Backend, select_backend
 from utils.errors import UsageError, exit_on_usage_error
+from utils.host_memory import configure_host_allocator
 from utils.logger import RunLogger
 from utils.model_setup import prepare_model
 
@@ -132,6 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
         backend = select_backend(args.device, args.half_dtype)
         if logger is None:
             logger = RunLogger(args, distributed.InstanceInfo(0, 1, 0), folder=None)
+            logger.once(configure_host_allocator(getattr(args, "host_allocator", "resident"), backend.device)["note"])
         model = model_from_checkpoint(ckpt, args, backend, file, logger.log)
         results[file] = run_validation(model, args, backend, logger.log)
     if logger is not None:

@@ -82,6 +82,9 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
            "(AVX512-BF16/AMX), float32 on other CPUs (said in the log and results.json)")
     p("--memory-format", choices=["auto", "contiguous", "channels_last"], default="auto",
       help="Activation layout off IPU: auto = channels_last on CUDA, contiguous on CPU")
+    p("--host-allocator", choices=["resident", "default"], default="resident",
+      help="CPU runs: resident = glibc keeps freed buffers up to 32 MiB for reuse, so activations are not "
+           "page-faulted in again every step; default = glibc's own settings")
     p("--log-path", type=str, default="logs", help="Parent folder of the run's log folder")
 
 
