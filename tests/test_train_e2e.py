@@ -2,6 +2,7 @@
 resuming, weight averaging, presets and usage errors."""
 import csv
 import glob
+import json
 import os
 import re
 import shutil
@@ -161,6 +162,9 @@ def test_pipelined_replicated_mixed_precision_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Epoch 1: Train accuracy is" in proc.stdout and ACCURACY.search(proc.stdout)
     assert "Recomputation checkpoints on" in proc.stdout
+    assert proc.stdout.count("Host allocator: buffers up to 32 MiB") == 1
+    results_file, = glob.glob(os.path.join(str(tmp_path), "*", "results.json"))
+    assert json.load(open(results_file))["host_allocator"]["mode"] == "resident"
 
 
 def test_preset_compiles(tmp_path):
