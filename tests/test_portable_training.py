@@ -436,6 +436,7 @@ def _instance(rank, world, port, out_dir):
         o.Distributed.configureProcessId(rank, world)
         train(model, o, x[rank * 4:(rank + 1) * 4], y[rank * 4:(rank + 1) * 4], calls=2)
         torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # as utils.distributed.shutdown: no instance tears down mid-collective
     finally:
         dist.destroy_process_group()
 

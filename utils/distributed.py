@@ -73,5 +73,8 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
+    """Tear the group down once every instance has finished its last collective; an instance tearing
+    down (rank 0 also hosts the rendezvous store) while another is still mid-collective can abort it."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
