@@ -15,7 +15,9 @@ from utils import distributed, metrics
 from utils.argparser import add_common_options, new_parser, parse_with_config
 from utils.backend import Backend, select_backend
 from utils.backend_report import report_backend
+from utils import peak_memory
 from utils.errors import exit_on_usage_error
+from utils.executor_report import executor_report, log_compiled
 from utils.ipu_settings import inference_options, num_stages
 from utils.logger import RunLogger
 from utils.model_setup import input_size, prepare_model
@@ -68,7 +70,7 @@ def profiler(args: argparse.Namespace, backend: Backend, log_dir: str) -> Any:
 
 
 def benchmark(model: Any, data: Iterator[Any], args: argparse.Namespace, logger: RunLogger,
-              info: distributed.InstanceInfo) -> Tuple[List[metrics.Step], List[float]]:
+              info: distributed.InstanceInfo, portable: bool) -> Tuple[List[metrics.Step], List[float]]:
     """Run warm-up then measured calls; each call is timed on the host around a synchronous call.
     Returns the measured steps and the per-micro-batch latencies (seconds) when the backend gives them."""
     steps: List[metrics.Step] = []
@@ -87,9 +89,8 @@ def benchmark(model: Any, data: Iterator[Any], args: argparse.Namespace, logger:
         logger.log(f"{info.prefix} Throughput: {n / elapsed:.2f} imgs/sec; Latency range: {shown} ms{warm}".strip())
         if i >= args.warmup_iterations:
             steps.append(metrics.Step(n, elapsed, latency))
-            sample_fn = getattr(model, "latencySamples", None)
-            if sample_fn is not None and not synthetic:
-                samples.extend(sample_fn())
+            if portable and not synthetic:
+                samples.extend(model.latencySamples())
             bar.update(1)
     bar.close()
     return steps, samples
@@ -112,20 +113,25 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     data = datasets.get_data(args, opts, backend.poptorch, train=False, input_size=size,
                              half_dtype=backend.half_dtype, batches=args.warmup_iterations + args.iterations)
     inference_model = backend.poptorch.inferenceModel(model, opts)
-    dev_name, no_effect, allocator = report_backend(args, opts, backend, logger)
+    env = report_backend(args, opts, backend, logger)
     stream = batches(data, args.warmup_iterations + args.iterations)
     first_images, first_labels = next(stream)
     start = time.perf_counter()
     inference_model.compile(first_images)
-    logger.log(f"Compiled and loaded the model in {time.perf_counter() - start:.2f} s (excluded from the figures).")
-    for message in getattr(inference_model, "portableMessages", lambda: [])():
-        logger.once(message)
+    compile_s = time.perf_counter() - start
+    executor = executor_report(inference_model, backend, compile_s)
+    log_compiled(executor, compile_s, logger.log, logger.once)
+    if backend.is_portable:
+        for message in inference_model.portableMessages():
+            logger.once(message)
+    peak_memory.reset()
 
     def replay() -> Iterator[Any]:
         yield first_images, first_labels
         yield from stream
     with profiler(args, backend, logger.path):
-        steps, samples = benchmark(inference_model, replay(), args, logger, info)
+        steps, samples = benchmark(inference_model, replay(), args, logger, info, backend.is_portable)
+    memory = peak_memory.peaks(backend.device)
     summary = metrics.summarise(steps)
     report(args, summary, info, backend, logger, first_images.dtype)
     results = {
@@ -133,12 +139,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         "replicas": args.replicas, "device_iterations": args.device_iterations, "instances": info.size,
         "pipeline_stages": num_stages(args), "input_dtype": str(first_images.dtype),
         "half_dtype": str(backend.half_dtype),
-        "backend": backend.name, "device": backend.device, "device_name": dev_name,
+        "backend": backend.name, "device": backend.device, "device_name": env.device_name,
+        "executor": executor["executor"], "executor_reason": executor["reason"],
+        "executor_trials": executor["trials"], "compile_s": round(compile_s, 3), **memory,
+        "cpu_threads": env.cpu_threads,
         "torch_version": torch.__version__, "poptorch_version": getattr(backend.poptorch, "__version__", "?"),
         "warmup_iterations_excluded": args.warmup_iterations, "metrics": summary,
         "latency_p50_ms": metrics.percentile(samples, 50) * 1e3 if samples else None,
         "latency_p99_ms": metrics.percentile(samples, 99) * 1e3 if samples else None,
-        "host_allocator": allocator, "no_effect": no_effect,
+        "host_allocator": env.host_allocator, "no_effect": env.no_effect,
     }
     if info.rank == 0:
         logger.write_json("results.json", results)

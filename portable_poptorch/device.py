@@ -1,7 +1,8 @@
 """Device placement, synchronisation and the half type of each device."""
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+import contextlib
+from typing import Any, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -71,3 +72,34 @@ def apply_partials_type(partials: Optional[torch.dtype], device: torch.device) -
     if device.type == "cuda" and partials in (torch.half, torch.float16):
         torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = True
         torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(device: torch.device) -> Iterator[None]:
+    """Let cuDNN time its kernels while the step is compiled (fixed shapes), restoring the flag after."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Run a probe or trial step that leaves the model's buffers and the RNG streams as they were."""
+    saved_buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" and torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved_buffers:
+                b.copy_(value)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)

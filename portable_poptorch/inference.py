@@ -1,8 +1,8 @@
 """``poptorch.inferenceModel`` on CUDA/CPU with PopTorch's batch, output-mode and latency semantics."""
 from __future__ import annotations
 
+import contextlib
 import copy
-import os
 import time
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -11,35 +11,25 @@ from torch import nn
 
 from . import batching
 from .blocks import count_stages, record_runtime_blocks, static_stage_count, stop_recording_blocks
-from .cuda_graph import GraphedStep
-from .device import apply_partials_type, place_stages, stage_devices, synchronize
+from .device import apply_partials_type, cudnn_benchmark, place_stages, stage_devices, synchronize
 from .enums import OutputMode
 from .errors import ConfigError
 from .options import Options
-from .reporting import ExecutorReporting
+from .executor_base import ExecutorBase
 
 
-class InferenceExecutor(ExecutorReporting):
-    """Wraps a model; each call runs ``deviceIterations`` micro-steps over one host batch."""
+class InferenceExecutor(ExecutorBase):
+    """Wraps a model; each call runs ``deviceIterations`` micro-steps over one host batch.
+
+    The micro-step is compiled before the first call by the step compiler the options name (see
+    ``compilers``); ``auto`` times the available ones on the first micro-batch and keeps the fastest.
+    """
 
     def __init__(self, model: nn.Module, options: Optional[Options] = None) -> None:
-        self._user_model = model
-        self.options = options or Options()
-        self.device = self.options.Portable.resolved_device()
+        super().__init__(model, options)
         self._device_model: Optional[nn.Module] = None
         self._step: Optional[Callable[..., Any]] = None
-        self._graph: Optional[GraphedStep] = None
-        self._synthetic: Any = None
-        self._latencies: List[float] = []
-        self._compiled = False
-        self._n_stages = 1
-        self._log: List[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        user = self.__dict__.get("_user_model")
-        if user is None:
-            raise AttributeError(name)
-        return getattr(user, name)
+        self._static_outputs = False
 
     @property
     def output_mode(self) -> OutputMode:
@@ -52,34 +42,14 @@ class InferenceExecutor(ExecutorReporting):
         place_stages(model, stage_devices(self.device, self._n_stages, self.options.Portable.device_list))
         if self.options.Portable.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        apply_partials_type(self.options.Precision.partials_type, self.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
         self._device_model = model
-        self._step = self._make_step(model)
-
-    def _make_step(self, model: nn.Module) -> Callable[..., Any]:
-        dtype = self.options.Portable.compute_dtype
-        fn: Callable[..., Any] = model
-        if self.options.executable_cache_dir:
-            os.makedirs(self.options.executable_cache_dir, exist_ok=True)
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(self.options.executable_cache_dir)
-            os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-            fn = torch.compile(model)
-        if dtype is None:
-            return fn
-
-        def autocast_step(*args: Any) -> Any:
-            with torch.autocast(self.device.type, dtype=dtype):
-                return fn(*args)
-        return autocast_step
 
     def _check_stages(self, example: Tuple[Any, ...]) -> None:
         """PopTorch needs at least one device iteration per pipeline stage in inference."""
         runtime = record_runtime_blocks()
         try:
-            with torch.inference_mode():
-                self._step(*example)
+            with torch.inference_mode(), self._autocast():
+                self._device_model(*example)
         finally:
             stop_recording_blocks()
         if runtime:
@@ -90,33 +60,26 @@ class InferenceExecutor(ExecutorReporting):
                 f"The model has {self._n_stages} pipeline stages but device iterations is {di}; "
                 f"inference needs device iterations >= number of stages ({self._n_stages}).")
 
-    def _prepare(self, inputs: Any) -> Any:
-        return batching.memory_format(inputs, self.options.Portable.channels_last)
-
-    def _make_synthetic(self, step_inputs: Any) -> Any:
-        """Input created once on the device; never transferred again (enableSyntheticData)."""
-        return self._prepare(batching.synthetic_like(step_inputs, self.device))
+    def _autocast(self) -> Any:
+        dtype = self.options.Portable.compute_dtype
+        return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
-        """Place the model on the device, check PopTorch's rules and warm up one micro-step."""
-        if kwargs:
-            args = args + tuple(kwargs.values())
+        """Place the model on the device, check PopTorch's rules and compile the micro-step."""
+        args = self._bind(args, kwargs)
         per_step = self._per_step(args)
         if self._device_model is None:
             self._attach()
         example = self._prepare(batching.to_device(batching.slice_step(args, 0, per_step), self.device, False))
         self._check_stages(example)
         if self.options.synthetic_data:
-            self._synthetic = self._make_synthetic(batching.slice_step(args, 0, per_step))
-        use_graph = (self.device.type == "cuda" and self.options.Portable.cuda_graphs
-                     and self._n_stages == 1 and not self.options.executable_cache_dir)
-        if use_graph:
-            try:
-                with torch.inference_mode():
-                    self._graph = GraphedStep(self._step, example)
-            except Exception as exc:  # graph capture is an optimisation; eager is always correct
-                self._graph = None
-                self._log.append(f"CUDA graph capture failed ({exc}); running eagerly.")
+            self._synthetic = self._make_synthetic(batching.slice_step(args, 0, per_step), self.device)
+        apply_partials_type(self.options.Precision.partials_type, self.device)
+        cuda_graphs = self.device.type == "cuda" and self.options.Portable.cuda_graphs and self._n_stages == 1
+        with cudnn_benchmark(self.device):
+            selection = self._select_step(self._device_model, example, cuda_graphs)
+        self._step = selection.step
+        self._static_outputs = selection.static_outputs
         synchronize(self.device)
         self._compiled = True
 
@@ -127,19 +90,15 @@ class InferenceExecutor(ExecutorReporting):
             args, {}, di * r, f"device iterations ({di}) x replicas ({r}) micro-batches")
         return micro * r
 
-    def isCompiled(self) -> bool:
-        return self._compiled
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs:
-            args = args + tuple(kwargs.values())
+        args = self._bind(args, kwargs)
         steps = self.options.device_iterations
         per_step = self._per_step(args)
         if not self._compiled:
             self.compile(*args)
         collector = batching.OutputCollector(self.output_mode, self.options.output_return_period, steps)
         cuda = self.device.type == "cuda"
-        step_fn = self._graph if self._graph is not None else self._step
+        step_fn = self._step
         t0 = time.perf_counter()
         if cuda:
             start = torch.cuda.Event(enable_timing=True)
@@ -157,7 +116,7 @@ class InferenceExecutor(ExecutorReporting):
             for i in range(steps):
                 step_in = self._synthetic if chunks is None else next(chunks)
                 out = step_fn(*step_in)
-                collector.add(i, out, clone=self._graph is not None)
+                collector.add(i, out, clone=self._static_outputs)
                 if cuda:
                     ev = torch.cuda.Event(enable_timing=True)
                     ev.record()
@@ -198,17 +157,18 @@ class InferenceExecutor(ExecutorReporting):
             yield self._prepare(chunk)
 
     def copyWeightsToDevice(self) -> None:
-        """Refresh the device copy from the host model's current weights."""
+        """Refresh the device copy from the host model's weights; compiled steps hold the weights
+        frozen in, so the next call compiles again (from the cache when one is set)."""
         if self._device_model is not None:
-            state = self._user_model.state_dict()
-            self._device_model.load_state_dict(state)
+            self._device_model.load_state_dict(self._user_model.state_dict())
+            self._step, self._compiled = None, False
 
     def copyWeightsToHost(self) -> None:
         return None
 
     def detachFromDevice(self) -> None:
         """Free the device copy; the next call attaches again."""
-        self._device_model, self._step, self._graph, self._synthetic = None, None, None, None
+        self._device_model, self._step, self._synthetic = None, None, None
         self._compiled = False
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -222,9 +182,6 @@ class InferenceExecutor(ExecutorReporting):
 
     def destroy(self) -> None:
         self.detachFromDevice()
-
-    def setOptions(self, options: Options) -> None:
-        self.options = options
 
     def _debugGetDeviceModel(self) -> Optional[nn.Module]:
         return self._device_model

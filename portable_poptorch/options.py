@@ -176,6 +176,15 @@ class _PortableOptions(_Section):
         self.cuda_graphs = True
         self.channels_last = False
         self.device_list: Optional[List[str]] = None
+        self.executor_name = "auto"
+
+    def executor(self, name: str) -> "_PortableOptions":
+        """Step compiler: auto (fastest timed here), eager, inductor, onnxruntime or openvino."""
+        from .compilers import EXECUTORS
+        if name not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {name!r}.")
+        self.executor_name = name
+        return self
 
     def device(self, name: str) -> "_PortableOptions":
         self.device_name = name
@@ -260,9 +269,14 @@ class Options:
         return self
 
     def enableExecutableCaching(self, path: str) -> "Options":
-        """Maps to the Inductor cache: the micro-step is compiled with torch.compile, cached in ``path``."""
+        """Compiled artefacts (Inductor's cache, ONNX Runtime models, OpenVINO IR and blobs) and auto's
+        executor choice are written to ``path`` and reused by later runs with the same key."""
         self.executable_cache_dir = os.fspath(path) if path else None
         return self
+
+    def cache_dir(self) -> Optional[str]:
+        """The executable cache: the option, else PopTorch's POPTORCH_CACHE_DIR environment variable."""
+        return self.executable_cache_dir or os.environ.get("POPTORCH_CACHE_DIR") or None
 
     def setAvailableMemoryProportion(self, proportions: Dict[str, float]) -> "Options":
         self.available_memory_proportion = dict(proportions)

@@ -44,15 +44,16 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from . import batching
+from . import batching, compilers
+from .compilers.training import select_training, uncompile
 from .distributed_sync import all_reduce_gradients, broadcast_from_first, world_size
 from .blocks import count_stages, record_runtime_blocks, static_stage_count, stop_recording_blocks
-from .device import apply_partials_type, place_stages, stage_devices, synchronize
+from .device import apply_partials_type, device_name, place_stages, preserved_state, stage_devices, synchronize
 from .enums import ReductionType
 from .errors import ConfigError
 from .loss_scaling import AutoLossScaler, all_finite, clip_, unscale_
 from .options import Options
-from .reporting import ExecutorReporting
+from .executor_base import ExecutorBase
 from .recompute import MarkProbe, unwrap_regions, wrap_regions
 from .training_outputs import TrainingOutputs
 
@@ -79,35 +80,22 @@ def _attr_values(optimizer: torch.optim.Optimizer, names: List[str]) -> Dict[str
     return values
 
 
-class TrainingExecutor(ExecutorReporting):
+class TrainingExecutor(ExecutorBase):
     """Wraps a model whose forward returns ``(output, loss)``; each call trains on one host batch."""
 
     def __init__(self, model: nn.Module, options: Optional[Options] = None,
                  optimizer: Optional[torch.optim.Optimizer] = None) -> None:
-        self._user_model = model
-        self.options = options or Options()
-        self.device = self.options.Portable.resolved_device()
+        super().__init__(model, options)
         if optimizer is None:
             from .optim import SGD
             optimizer = SGD(model.parameters(), lr=0.01)
         self.optimizer = optimizer
         self._attached = False
-        self._compiled = False
-        self._n_stages = 1
         self._replica_buffers: List[Dict[str, torch.Tensor]] = []
         self._regions: List[nn.Module] = []
-        self._synthetic: Any = None
-        self._latencies: List[float] = []
-        self._log: List[str] = []
         self._constants: Dict[str, Any] = {}
         self._als = AutoLossScaler()
         model.train()
-
-    def __getattr__(self, name: str) -> Any:
-        user = self.__dict__.get("_user_model")
-        if user is None:
-            raise AttributeError(name)
-        return getattr(user, name)
 
     def __repr__(self) -> str:
         return f"TrainingExecutor({self._user_model!r})"
@@ -166,6 +154,7 @@ class TrainingExecutor(ExecutorReporting):
                     value.copy_(buffers[name])
 
     def destroy(self) -> None:
+        uncompile(self._user_model)
         unwrap_regions(self._regions)
         self._regions = []
         self.detachFromDevice()
@@ -177,9 +166,6 @@ class TrainingExecutor(ExecutorReporting):
         return batching.steps_per_call(
             args, {}, di * ga * r,
             f"device iterations ({di}) x gradient accumulation ({ga}) x replicas ({r}) micro-batches")
-
-    def _prepare(self, inputs: Any) -> Any:
-        return batching.memory_format(inputs, self.options.Portable.channels_last)
 
     def _autocast(self) -> Any:
         dtype = self.options.Portable.compute_dtype
@@ -196,8 +182,7 @@ class TrainingExecutor(ExecutorReporting):
         A probe forward on the first micro-batch finds runtime ``Block``s and recomputation marks;
         buffers and RNG state are restored afterwards so the probe leaves no trace.
         """
-        if kwargs:
-            args = args + tuple(kwargs.values())
+        args = self._bind(args, kwargs)
         micro = self._micro_batch(args)
         if not self._attached:
             self._attach()
@@ -214,9 +199,8 @@ class TrainingExecutor(ExecutorReporting):
         if world_size() > 1:
             broadcast_from_first(list(self._user_model.parameters()) + list(self._user_model.buffers()))
         if self.options.synthetic_data:
-            self._synthetic = self._make_synthetic(example)
-        if self.options.executable_cache_dir:
-            self._log.append("Executable caching (torch.compile) applies to inference models; training runs eagerly.")
+            self._synthetic = self._make_synthetic(example, self._input_device())
+        self._compile_step(example)
         if getattr(self.optimizer, "variable_attrs", None) is not None:
             self._constants = _attr_values(self.optimizer, self.optimizer.variable_attrs.constants())
         synchronize(self.device)
@@ -226,24 +210,32 @@ class TrainingExecutor(ExecutorReporting):
         first = next(self._user_model.parameters(), None)
         return first.device if first is not None else self.device
 
+    def _compile_step(self, example: Tuple[Any, ...]) -> None:
+        """Compile forward and backward as the options ask; the trial step leaves no trace."""
+        model = self._user_model
+        start = time.perf_counter()
+
+        def trial() -> None:
+            with preserved_state(model, self.device):
+                (_loss_of(self._forward(0, example)) * 0.0).backward()
+                for p in model.parameters():
+                    p.grad = None
+            synchronize(self.device)
+        ctx = self._compile_context(cuda_graphs=False)
+        key = "train-" + compilers.choice_key(model, example, device_name(self.device), ctx.threads, ctx.compute_dtype)
+        self._selection = select_training(self.options.Portable.executor_name, model, trial, ctx, key)
+        self._log.extend(ctx.notes)
+        self._compile_seconds = time.perf_counter() - start
+
     def _probe(self, example: Tuple[Any, ...]) -> List[str]:
         model = self._user_model
-        saved_buffers = [(b, b.detach().clone()) for b in model.buffers()]
-        cpu_rng = torch.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and self.device.type == "cuda" else None
         runtime = record_runtime_blocks()
         try:
-            with torch.no_grad(), MarkProbe(model) as probe, self._autocast():
+            with preserved_state(model, self.device), torch.no_grad(), MarkProbe(model) as probe, self._autocast():
                 model.train()
                 model(*example)
         finally:
             stop_recording_blocks()
-            with torch.no_grad():
-                for b, value in saved_buffers:
-                    b.copy_(value)
-            torch.set_rng_state(cpu_rng)
-            if cuda_rng is not None:
-                torch.cuda.set_rng_state_all(cuda_rng)
         if runtime:
             self._n_stages = max(self._n_stages, count_stages(runtime))
         names, unmatched = probe.marked_modules()
@@ -251,17 +243,9 @@ class TrainingExecutor(ExecutorReporting):
             self._log.append(f"{unmatched} recomputation checkpoint(s) were not on a module's output and are ignored.")
         return names
 
-    def _make_synthetic(self, example: Tuple[Any, ...]) -> Any:
-        """Inputs created once on the device and reused by every micro-step (enableSyntheticData)."""
-        return self._prepare(batching.synthetic_like(example, self._input_device()))
-
-    def isCompiled(self) -> bool:
-        return self._compiled
-
     # ----------------------------------------------------------------- execution
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs:
-            args = args + tuple(kwargs.values())
+        args = self._bind(args, kwargs)
         micro = self._micro_batch(args)
         if not self._compiled:
             self.compile(*args)

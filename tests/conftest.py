@@ -1,7 +1,15 @@
-"""Tests import the repo's top-level packages directly, as the scripts do."""
+"""Tests import the repo's top-level packages directly, as the scripts do.
+
+Compiled artefacts and auto's executor choices are shared by every test of a session (and every
+xdist worker) through PopTorch's POPTORCH_CACHE_DIR, so a model is compiled once per session.
+"""
 import os
 import sys
+import tempfile
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+os.environ.setdefault("POPTORCH_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"portable_poptorch_tests_{_RUN}"))

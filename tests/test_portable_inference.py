@@ -177,15 +177,6 @@ def test_async_rebatched_loader_gives_full_batches():
     assert torch.cat(labels).tolist() == list(range(40))
 
 
-@pytest.mark.slow
-def test_executable_cache_compiles_with_inductor_into_the_folder(tmp_path):
-    model, x = tiny_model(), host_batch(4)
-    opts = poptorch.Options().deviceIterations(2).enableExecutableCaching(str(tmp_path / "cache"))
-    out = poptorch.inferenceModel(model, opts)(x)
-    torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-5)
-    assert "fxgraph" in os.listdir(tmp_path / "cache")
-
-
 def test_resnet_split_by_module_paths_equals_unsplit():
     import models
     reference = models.get_model("resnet18", pretrained=False, log=lambda _: None).eval()

@@ -29,12 +29,12 @@ SEED_000 = [
 CPU_DEVICE_ITERATION_BUDGET = 2
 
 
-def run(args, cwd=INFERENCE_DIR, tmp_path=None):
+def run(args, cwd=INFERENCE_DIR, tmp_path=None, env=None):
     script = "run_benchmark.py" if cwd == INFERENCE_DIR else os.path.join("inference", "run_benchmark.py")
     cmd = [sys.executable, script] + args
     if tmp_path is not None:
         cmd += ["--log-path", str(tmp_path)]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
 
 
 def seed_args(line):
@@ -183,9 +183,34 @@ def test_readme_documents_every_option():
 
 def test_profile_writes_a_trace_in_the_log_folder(tmp_path):
     result = run(["--data", "generated", "--model", "resnet18", "--batch-size", "1", "--iterations", "1",
-                  "--warmup-iterations", "0", "--precision", "32.32", "--random-weights", "--profile"],
-                 tmp_path=tmp_path)
+                  "--warmup-iterations", "0", "--precision", "32.32", "--random-weights", "--profile",
+                  "--executor", "eager"], tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     folder, = glob.glob(str(tmp_path / "*"))
     trace = json.load(open(os.path.join(folder, "profile_trace.json")))
     assert any("conv" in str(e.get("name", "")).lower() for e in trace["traceEvents"])
+
+
+def test_results_record_executor_compile_time_memory_and_threads(tmp_path):
+    result = run(["--data", "generated", "--model", "resnet18", "--batch-size", "2", "--iterations", "2",
+                  "--precision", "32.32", "--random-weights", "--executor", "onnxruntime"], tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder, = glob.glob(str(tmp_path / "*"))
+    results = json.load(open(os.path.join(folder, "results.json")))
+    assert results["executor"] == "onnxruntime" and results["compile_s"] > 0
+    assert results["executor_reason"] == "asked for with --executor onnxruntime"
+    assert 50 < results["peak_host_rss_mb"] <= results["process_max_rss_mb"]
+    assert results["cpu_threads"]["intra_op_threads"] >= 1
+    assert "with the onnxruntime executor in" in result.stdout and "(excluded from the figures)" in result.stdout
+    assert "CPU threads:" in result.stdout
+
+
+def test_executor_that_cannot_run_here_is_a_usage_error(tmp_path):
+    broken = tmp_path / "shadow" / "openvino"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('simulated: OpenVINO absent')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "shadow"))
+    result = run(["--data", "generated", "--model", "resnet18", "--iterations", "1", "--random-weights",
+                  "--executor", "openvino", "--device", "cpu"], tmp_path=tmp_path / "logs", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: --executor openvino cannot run here: openvino is not installed" in result.stderr

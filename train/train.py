@@ -118,7 +118,9 @@ class Run:
 
     # ------------------------------------------------------------------ reporting
     def report_backend(self) -> List[Dict[str, str]]:
-        self.device_name, no_effect, self.host_allocator = report_backend(self.args, self.opts, self.backend, self.logger)
+        record = report_backend(self.args, self.opts, self.backend, self.logger)
+        self.device_name, no_effect, self.host_allocator = record.device_name, record.no_effect, record.host_allocator
+        self.cpu_threads = record.cpu_threads
         return no_effect
 
     # ------------------------------------------------------------------ training
@@ -273,6 +275,7 @@ class Run:
                    "pipeline_stages": num_stages(args), "backend": self.backend.name, "device": self.backend.device,
                    "device_name": getattr(self, "device_name", "?"), "torch_version": torch.__version__,
                    "host_allocator": getattr(self, "host_allocator", None),
+                   "cpu_threads": getattr(self, "cpu_threads", None),
                    "epochs": self.epoch_results, "no_effect": no_effect, "log_path": self.logger.path, **extra}
         if self.info.rank == 0:
             self.logger.write_json("results.json", results)

@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from portable_poptorch.compilers import EXECUTORS
+
 from .errors import UsageError
 
 PRECISION_ALIASES = {"full": "32.32", "half": "16.16"}
@@ -72,7 +74,12 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     p("--efficientnet-group-dim", type=int, default=1, help="Channels per group of EfficientNet depthwise convs")
     p("--profile", action="store_true", help="Write a profile (torch.profiler trace off IPU) to the run's log folder")
     p("--model-cache-path", type=str, default=None,
-      help="Executable cache; off IPU the model is compiled with torch.compile and Inductor caches here")
+      help="Executable cache (PopTorch's enableExecutableCaching; POPTORCH_CACHE_DIR when unset): off IPU the "
+           "compiled artefacts (Inductor cache, ONNX Runtime model, OpenVINO IR) and auto's executor choice")
+    p("--executor", choices=EXECUTORS, default="auto",
+      help="Off IPU, what compiles the model before the first call: auto (times every available executor on "
+           "the first micro-batch and keeps the fastest), eager, inductor (torch.compile), onnxruntime, "
+           "openvino (the last two on the CPU only). On IPU PopTorch compiles; the option is recorded")
     p("--weights", type=str, default=None, help="Load model weights from this file (state_dict or checkpoint)")
     p("--seed", type=int, default=0, help="Random seed")
     p("--device", choices=["auto", "ipu", "cuda", "cpu"], default="auto",

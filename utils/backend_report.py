@@ -1,17 +1,30 @@
-"""What a run says once about where it runs: backend, device, options without effect, host allocator."""
+"""What a run says once about where it runs: backend, device, options without effect, host allocator,
+CPU threads."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+import dataclasses
+from typing import Any, Dict, List
 
 import torch
 
 from .backend import Backend
+from .cpu_threads import configure_cpu_threads
 from .host_memory import configure_host_allocator
 from .ipu_settings import no_effect_report
 
 
-def report_backend(args: Any, opts: Any, backend: Backend, logger: Any) -> Tuple[str, List[Dict[str, str]], Dict[str, Any]]:
-    """Log the backend line and the one-off notes; returns (device name, no-effect entries, allocator record)."""
+@dataclasses.dataclass
+class BackendRecord:
+    """The run's environment as recorded in results.json."""
+
+    device_name: str
+    no_effect: List[Dict[str, str]]
+    host_allocator: Dict[str, Any]
+    cpu_threads: Dict[str, Any]
+
+
+def report_backend(args: Any, opts: Any, backend: Backend, logger: Any) -> BackendRecord:
+    """Log the backend line and the one-off notes, set the CPU threads; returns what to record."""
     from portable_poptorch.device import device_name
     dev = "IPU" if not backend.is_portable else device_name(torch.device(backend.device))
     logger.log(f"Backend: {backend.name} on {backend.device} ({dev}); torch {torch.__version__}")
@@ -27,4 +40,6 @@ def report_backend(args: Any, opts: Any, backend: Backend, logger: Any) -> Tuple
     logger.once(allocator["note"])
     if mode == "resident" and allocator["mode"] != "resident":
         no_effect.append({"option": "host_allocator", "value": "resident", "reason": allocator["reason"]})
-    return dev, no_effect, allocator
+    threads = configure_cpu_threads()
+    logger.once(threads["note"])
+    return BackendRecord(dev, no_effect, allocator, {k: v for k, v in threads.items() if k != "note"})

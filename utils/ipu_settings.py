@@ -59,6 +59,7 @@ def _base_options(backend: Backend, info: InstanceInfo, stages: int) -> Any:
 
 def _portable_settings(opts: Any, args: Any, backend: Backend, info: InstanceInfo) -> None:
     opts.Portable.device(backend.device)
+    opts.Portable.executor(getattr(args, "executor", "auto"))
     if args.precision == "16.32":
         opts.Portable.autocast(backend.half_dtype)
     fmt = args.memory_format
@@ -81,6 +82,9 @@ def inference_options(args: Any, backend: Backend, info: InstanceInfo) -> Any:
 def no_effect_report(opts: Any, args: Any, backend: Backend) -> List[Dict[str, str]]:
     """Options accepted but without effect on this backend, for results.json and one log line each."""
     if not backend.is_portable:
+        executor = getattr(args, "executor", "auto")
+        if executor != "auto":
+            return [{"option": "executor", "value": executor, "reason": "PopTorch compiles with PopART on IPU"}]
         return []
     entries = list(opts.no_effect())
     for var in ENGINE_ENV_VARS:

@@ -1,0 +1,120 @@
+"""What every step compiler provides: a callable running one micro-step, built before the first call.
+
+PopTorch compiles a whole graph before the first call; here a *step compiler* turns the model's
+forward into a callable that takes the micro-step's device tensors and returns torch tensors on the
+same device. The inference executor wraps it with PopTorch's batch, output-mode and latency logic.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import os
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+Step = Callable[..., Any]
+
+
+class CompilerUnavailable(RuntimeError):
+    """The compiler cannot run this model here (library missing, device or dtype unsupported)."""
+
+
+@dataclasses.dataclass
+class CompileContext:
+    """Everything a compiler needs besides the model and the example inputs."""
+
+    device: torch.device
+    threads: int
+    cache_dir: Optional[str] = None        # artefacts are written/reused here when set
+    artefact_key: str = ""                 # model structure + weights + input shapes + versions
+    compute_dtype: Optional[torch.dtype] = None   # autocast dtype (precision 16.32), None = off
+    cuda_graphs: bool = False               # eager steps may be replayed from CUDA graphs
+    notes: List[str] = dataclasses.field(default_factory=list)
+
+    def artefact_path(self, compiler: str, suffix: str) -> Optional[str]:
+        """Where ``compiler`` keeps its artefact for this key, or None without a cache folder."""
+        if not self.cache_dir:
+            return None
+        folder = os.path.join(self.cache_dir, compiler)
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, self.artefact_key + suffix)
+
+
+class StepCompiler:
+    """One way of running the micro-step: eager, Inductor, ONNX Runtime or OpenVINO."""
+
+    name = ""
+
+    def static_outputs(self, ctx: CompileContext) -> bool:
+        """True when the step returns buffers that the next call overwrites (callers clone them)."""
+        return False
+
+    def environment_problem(self, ctx: CompileContext) -> Optional[str]:
+        """Why this compiler cannot run at all here (library missing, device unsupported), or None."""
+        return None
+
+    def model_problem(self, model: nn.Module, ctx: CompileContext) -> Optional[str]:
+        """Why this compiler cannot run this model (e.g. its precision) here, or None."""
+        return None
+
+    def unavailable_reason(self, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext) -> Optional[str]:
+        """Why this compiler cannot run ``model`` on ``ctx.device`` here, or None when it can."""
+        return self.environment_problem(ctx) or self.model_problem(model, ctx)
+
+    def compile(self, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext) -> Step:
+        """A callable running one micro-step; may raise CompilerUnavailable."""
+        raise NotImplementedError
+
+
+def import_problem(module: str) -> Optional[str]:
+    """None when ``module`` imports; otherwise why, with the install command."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        return f"{module} is not installed or does not import ({exc}); pip install {module}"
+    return None
+
+
+def model_dtypes(model: nn.Module) -> set:
+    """Floating dtypes of the model's parameters and buffers."""
+    return {t.dtype for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()}
+
+
+def float32_only(model: nn.Module, ctx: CompileContext, who: str) -> Optional[str]:
+    """Runtimes fed an exported float32 graph cannot run half weights or autocast."""
+    dtypes = model_dtypes(model) - {torch.float32}
+    if dtypes:
+        names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
+        return f"{who} runs float32 graphs here; this model holds {names} weights"
+    if ctx.compute_dtype not in (None, torch.float32):
+        return f"{who} cannot run autocast to {str(ctx.compute_dtype).replace('torch.', '')} (precision 16.32)"
+    return None
+
+
+@contextlib.contextmanager
+def scoped_environ(values: Dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a compile and restore them afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def write_atomically(path: str, write: Callable[[str], None]) -> None:
+    """Write through ``write(tmp_path)`` then rename, so a killed run never leaves a half artefact."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

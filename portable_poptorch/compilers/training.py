@@ -1,0 +1,92 @@
+"""The training step's compiler: the model's forward and backward through torch.compile, or eager.
+
+Exported-graph runtimes (ONNX Runtime, OpenVINO) run inference graphs only. The model is compiled in
+place (``nn.Module.compile``), so replicas' ``functional_call`` and recomputation wrappers run the
+compiled forward too; AOTAutograd compiles the matching backward. The optimiser step stays eager.
+``auto`` times one forward+backward of each on the first micro-batch (weights, statistics and RNG
+are restored afterwards) and keeps the faster, caching the choice like inference does.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from torch import nn
+
+from ..errors import ConfigError
+from .base import CompileContext
+from .inductor import InductorCompiler, cache_environment
+from .selection import EXECUTORS, Selection, _load_choices, _store_choice
+
+TRAINING_EXECUTORS = ("eager", "inductor")
+
+
+def compile_in_place(model: nn.Module) -> None:
+    model.compile()
+
+
+def uncompile(model: nn.Module) -> None:
+    """Back to the eager forward (``nn.Module.compile`` keeps the compiled call in this attribute)."""
+    model._compiled_call_impl = None
+
+
+def _best_of(trial: Callable[[], None], calls: int = 2) -> float:
+    times: List[float] = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        trial()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def select_training(requested: str, model: nn.Module, trial: Callable[[], None], ctx: CompileContext,
+                    choice_key: str) -> Selection:
+    """Compile (or not) ``model`` for training; ``trial`` runs one forward+backward and leaves no trace."""
+    if requested not in EXECUTORS:
+        raise ConfigError(f"Executor {requested!r} is not one of {', '.join(EXECUTORS)}.")
+    inductor = InductorCompiler()
+    if requested not in ("auto",) + TRAINING_EXECUTORS:
+        ctx.notes.append(f"--executor {requested} runs inference graphs only; the training step is chosen as auto "
+                         "(eager or inductor).")
+        requested = "auto"
+    why = inductor.environment_problem(ctx)
+    if requested == "eager" or (requested == "auto" and why):
+        reason = "asked for with --executor eager" if requested == "eager" else f"auto: inductor unavailable ({why})"
+        return Selection("eager", model, False, reason, [])
+    if requested == "inductor":
+        if why:
+            raise ConfigError(f"--executor inductor cannot run here: {why}; use --executor auto or eager.")
+        start = time.perf_counter()
+        _compile_now(model, trial, ctx)
+        return Selection("inductor", model, False, "asked for with --executor inductor",
+                         [{"executor": "inductor", "status": "compiled", "compile_s": round(time.perf_counter() - start, 3)}])
+    cached: Optional[Dict[str, Any]] = _load_choices(ctx.cache_dir).get(choice_key)
+    if cached and cached.get("executor") in TRAINING_EXECUTORS:
+        if cached["executor"] == "inductor":
+            _compile_now(model, trial, ctx)
+        return Selection(cached["executor"], model, False,
+                         f"auto chose {cached['executor']}, the faster training step when timed in an earlier run "
+                         f"(choice cached in {ctx.cache_dir})", [dict(t, cached=True) for t in cached.get("trials", [])])
+    trial()
+    eager_s = _best_of(trial)
+    start = time.perf_counter()
+    _compile_now(model, trial, ctx)
+    compile_s = time.perf_counter() - start
+    inductor_s = _best_of(trial)
+    trials = [{"executor": "eager", "status": "timed", "ms_per_call": round(eager_s * 1e3, 3)},
+              {"executor": "inductor", "status": "timed", "compile_s": round(compile_s, 3),
+               "ms_per_call": round(inductor_s * 1e3, 3)}]
+    name = "inductor" if inductor_s < eager_s else "eager"
+    if name == "eager":
+        uncompile(model)
+    _store_choice(ctx.cache_dir, choice_key, {"executor": name, "trials": trials})
+    reason = (f"auto chose {name}, the faster forward+backward on the first micro-batch: "
+              f"eager {eager_s * 1e3:.2f} ms, inductor {inductor_s * 1e3:.2f} ms")
+    return Selection(name, model, False, reason, trials)
+
+
+def _compile_now(model: nn.Module, trial: Callable[[], None], ctx: CompileContext) -> None:
+    """Compile in place and run the trial once, so compilation happens now and not in measured steps."""
+    compile_in_place(model)
+    with cache_environment(ctx):
+        trial()

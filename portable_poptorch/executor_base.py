@@ -1,0 +1,97 @@
+"""What the inference and training executors share: the wrapped model, argument binding, inputs
+made on the device, the chosen step compiler and the reporting interface."""
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from . import batching, compilers
+from .device import device_name
+from .errors import ConfigError
+from .options import Options
+from .reporting import ExecutorReporting
+
+
+class ExecutorBase(ExecutorReporting):
+    """Common state of a wrapped model; subclasses implement ``compile`` and ``__call__``."""
+
+    def __init__(self, model: nn.Module, options: Optional[Options] = None) -> None:
+        self._user_model = model
+        self.options = options or Options()
+        self.device = self.options.Portable.resolved_device()
+        self._compiled = False
+        self._n_stages = 1
+        self._synthetic: Any = None
+        self._latencies: List[float] = []
+        self._log: List[str] = []
+        self._compile_seconds = 0.0
+        self._selection: Optional[compilers.Selection] = None
+
+    def __getattr__(self, name: str) -> Any:
+        user = self.__dict__.get("_user_model")
+        if user is None:
+            raise AttributeError(name)
+        return getattr(user, name)
+
+    def _bind(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, ...]:
+        """Positional arguments in the order of the model's forward, keyword arguments bound by name
+        (defaults filled in), as PopTorch binds them when it traces the model."""
+        if not kwargs:
+            return tuple(args)
+        try:
+            bound = inspect.signature(self._user_model.forward).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"The model's forward does not accept these arguments: {exc}.") from None
+        bound.apply_defaults()
+        if bound.kwargs:
+            raise ConfigError(f"Keyword-only forward arguments {sorted(bound.kwargs)} are not supported; "
+                              "make them positional-or-keyword.")
+        return tuple(bound.args)
+
+    def _prepare(self, inputs: Any) -> Any:
+        return batching.memory_format(inputs, self.options.Portable.channels_last)
+
+    def _make_synthetic(self, example: Any, device: torch.device) -> Any:
+        """Input created once on the device; never transferred again (enableSyntheticData)."""
+        return self._prepare(batching.synthetic_like(example, device))
+
+    def _compile_context(self, cuda_graphs: bool) -> compilers.CompileContext:
+        return compilers.CompileContext(
+            device=self.device, threads=torch.get_num_threads(), cache_dir=self.options.cache_dir(),
+            compute_dtype=self.options.Portable.compute_dtype, cuda_graphs=cuda_graphs)
+
+    def _select_step(self, model: nn.Module, example: Tuple[Any, ...], cuda_graphs: bool) -> compilers.Selection:
+        """Compile the micro-step with the executor the options ask for; the time is kept apart."""
+        start = time.perf_counter()
+        ctx = self._compile_context(cuda_graphs)
+        name = device_name(self.device)
+        dtype = ctx.compute_dtype
+        if ctx.cache_dir:
+            ctx.artefact_key = compilers.artefact_key(model, example, name, ctx.threads, dtype)
+        key = compilers.choice_key(model, example, name, ctx.threads, dtype)
+        selection = compilers.select(self.options.Portable.executor_name, model, example, ctx, key)
+        self._log.extend(ctx.notes)
+        self._selection = selection
+        self._compile_seconds = time.perf_counter() - start
+        return selection
+
+    def isCompiled(self) -> bool:
+        return self._compiled
+
+    def setOptions(self, options: Options) -> None:
+        self.options = options
+
+    def compileSeconds(self) -> float:
+        """Seconds the last compile took (portable extension; excluded from the figures)."""
+        return self._compile_seconds
+
+    def executorReport(self) -> Dict[str, Any]:
+        """Which step compiler runs the model and why (portable extension, for the log and results)."""
+        sel = self._selection
+        return {"executor": sel.name if sel else None, "reason": sel.reason if sel else "",
+                "trials": sel.trials if sel else [], "compile_s": round(self._compile_seconds, 3),
+                "intra_op_threads": torch.get_num_threads()}
