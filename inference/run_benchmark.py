@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 import datasets
-from utils import distributed, metrics
+from utils import distributed, metrics, sweep
 from utils.argparser import add_common_options, new_parser, parse_with_config
 from utils.backend import Backend, select_backend
 from utils.backend_report import report_backend
@@ -28,6 +28,9 @@ CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs.
 def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = new_parser("CNN inference benchmark (PopTorch on IPU; portable_poptorch on CUDA/CPU)")
     add_common_options(parser)
+    for action in parser._actions:
+        if any(flag in sweep.SWEEP_FLAGS for flag in action.option_strings):
+            action.help += "; several values run every combination in turn (a sweep: table, sweep.csv, sweep.png)"
     parser.add_argument("--data", choices=["real", "synthetic", "generated", "imagenet"], default="real",
                         help="real: sample images in data/images; generated: random host data sent every step; "
                              "synthetic: data made on the device, no host-device IO; imagenet: validation folder")
@@ -98,6 +101,23 @@ def benchmark(model: Any, data: Iterator[Any], args: argparse.Namespace, logger:
 
 @exit_on_usage_error
 def main(argv: Optional[Sequence[str]] = None) -> dict:
+    """One run, or with several values of --batch-size/--model/--executor, one run per combination."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    runs = sweep.combinations(argv)
+    if len(runs) == 1:
+        return run_one(runs[0])
+    parsed = [parse_arguments(words) for words in runs]  # every combination is checked before any runs
+    rows, results = [], []
+    for words in runs:
+        result = run_one(words)
+        results.append(result)
+        rows.append(sweep.row(result, result.get("log_folder", "")))
+    info = distributed.instance_info()
+    files = sweep.summarise(rows, parsed[0].log_path, print) if info.rank == 0 else {}
+    return {"sweep": results, **files}
+
+
+def run_one(argv: Sequence[str]) -> dict:
     args = parse_arguments(argv)
     info = distributed.instance_info()
     backend = select_backend(args.device, args.half_dtype)
@@ -147,7 +167,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         "warmup_iterations_excluded": args.warmup_iterations, "metrics": summary,
         "latency_p50_ms": metrics.percentile(samples, 50) * 1e3 if samples else None,
         "latency_p99_ms": metrics.percentile(samples, 99) * 1e3 if samples else None,
-        "host_allocator": env.host_allocator, "no_effect": env.no_effect,
+        "host_allocator": env.host_allocator, "no_effect": env.no_effect, "log_folder": logger.path,
     }
     if info.rank == 0:
         logger.write_json("results.json", results)
