@@ -152,6 +152,10 @@ def run_one(argv: Sequence[str]) -> dict:
     with profiler(args, backend, logger.path):
         steps, samples = benchmark(inference_model, replay(), args, logger, info, backend.is_portable)
     memory = peak_memory.peaks(backend.device)
+    compiled_here = [t for t in executor["trials"] if t.get("status") in ("timed", "compiled") and not t.get("cached")]
+    logger.once(f"Peak host memory of the measured calls: {memory['peak_host_rss_mb']:.0f} MB; the process's peak, "
+                f"{memory['process_max_rss_mb']:.0f} MB, includes compiling "
+                f"{len(compiled_here) or 1} executor(s) before measuring.")
     summary = metrics.summarise(steps)
     report(args, summary, info, backend, logger, first_images.dtype)
     results = {

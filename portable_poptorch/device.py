@@ -67,11 +67,21 @@ def place_stages(model: nn.Module, devices: List[torch.device]) -> None:
             mod.register_forward_pre_hook(pre_hook)
 
 
-def apply_partials_type(partials: Optional[torch.dtype], device: torch.device) -> None:
-    """Half partials map to CUDA's reduced-precision matmul reductions; CPU has no such switch."""
-    if device.type == "cuda" and partials in (torch.half, torch.float16):
-        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = True
-        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True
+@contextlib.contextmanager
+def partials_scope(partials: Optional[torch.dtype], device: torch.device) -> Iterator[None]:
+    """Half partials map to CUDA's reduced-precision matmul reductions while the model runs; the
+    process-wide flags are restored afterwards. The CPU has no such switch."""
+    if device.type != "cuda" or partials not in (torch.half, torch.float16):
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    saved = (matmul.allow_fp16_reduced_precision_reduction, matmul.allow_bf16_reduced_precision_reduction)
+    matmul.allow_fp16_reduced_precision_reduction = True
+    matmul.allow_bf16_reduced_precision_reduction = True
+    try:
+        yield
+    finally:
+        matmul.allow_fp16_reduced_precision_reduction, matmul.allow_bf16_reduced_precision_reduction = saved
 
 
 @contextlib.contextmanager

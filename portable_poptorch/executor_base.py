@@ -2,15 +2,16 @@
 made on the device, the chosen step compiler and the reporting interface."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from . import batching, compilers
-from .device import device_name
+from .device import device_name, partials_scope
 from .errors import ConfigError
 from .options import Options
 from .reporting import ExecutorReporting
@@ -30,6 +31,36 @@ class ExecutorBase(ExecutorReporting):
         self._log: List[str] = []
         self._compile_seconds = 0.0
         self._selection: Optional[compilers.Selection] = None
+        self._rng_state: Optional[Tuple[torch.Tensor, List[torch.Tensor]]] = None
+
+    @contextlib.contextmanager
+    def _device_scope(self) -> Iterator[None]:
+        """Process-wide settings the options ask for (RNG seed, partials type), set only while this
+        model compiles or runs, as PopTorch scopes them to its model."""
+        with partials_scope(self.options.Precision.partials_type, self.device), self._rng_scope():
+            yield
+
+    @contextlib.contextmanager
+    def _rng_scope(self) -> Iterator[None]:
+        seed = self.options.random_seed
+        if seed is None:
+            yield
+            return
+        cuda = self.device.type == "cuda" and torch.cuda.is_available()
+        saved = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else [])
+        if self._rng_state is None:
+            torch.manual_seed(seed)
+        else:
+            torch.set_rng_state(self._rng_state[0])
+            if cuda:
+                torch.cuda.set_rng_state_all(self._rng_state[1])
+        try:
+            yield
+        finally:
+            self._rng_state = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else [])
+            torch.set_rng_state(saved[0])
+            if cuda:
+                torch.cuda.set_rng_state_all(saved[1])
 
     def __getattr__(self, name: str) -> Any:
         user = self.__dict__.get("_user_model")

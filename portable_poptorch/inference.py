@@ -11,11 +11,14 @@ from torch import nn
 
 from . import batching
 from .blocks import count_stages, record_runtime_blocks, static_stage_count, stop_recording_blocks
-from .device import apply_partials_type, cudnn_benchmark, place_stages, stage_devices, synchronize
+from .device import cudnn_benchmark, place_stages, stage_devices, synchronize
 from .enums import OutputMode
 from .errors import ConfigError
 from .options import Options
 from .executor_base import ExecutorBase
+
+
+RUNTIMES_HOLDING_WEIGHTS = ("onnxruntime", "openvino")
 
 
 class InferenceExecutor(ExecutorBase):
@@ -65,6 +68,10 @@ class InferenceExecutor(ExecutorBase):
         return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
+        with self._device_scope():
+            self._compile(*args, **kwargs)
+
+    def _compile(self, *args: Any, **kwargs: Any) -> None:
         """Place the model on the device, check PopTorch's rules and compile the micro-step."""
         args = self._bind(args, kwargs)
         per_step = self._per_step(args)
@@ -74,12 +81,13 @@ class InferenceExecutor(ExecutorBase):
         self._check_stages(example)
         if self.options.synthetic_data:
             self._synthetic = self._make_synthetic(batching.slice_step(args, 0, per_step), self.device)
-        apply_partials_type(self.options.Precision.partials_type, self.device)
         cuda_graphs = self.device.type == "cuda" and self.options.Portable.cuda_graphs and self._n_stages == 1
         with cudnn_benchmark(self.device):
             selection = self._select_step(self._device_model, example, cuda_graphs)
         self._step = selection.step
         self._static_outputs = selection.static_outputs
+        if selection.name in RUNTIMES_HOLDING_WEIGHTS:
+            self._device_model = None  # the runtime holds its own copy of the weights; keep one, not two
         synchronize(self.device)
         self._compiled = True
 
@@ -91,11 +99,15 @@ class InferenceExecutor(ExecutorBase):
         return micro * r
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._device_scope():
+            return self._run(*args, **kwargs)
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:
         args = self._bind(args, kwargs)
         steps = self.options.device_iterations
         per_step = self._per_step(args)
         if not self._compiled:
-            self.compile(*args)
+            self._compile(*args)
         collector = batching.OutputCollector(self.output_mode, self.options.output_return_period, steps)
         cuda = self.device.type == "cuda"
         step_fn = self._step
@@ -159,9 +171,8 @@ class InferenceExecutor(ExecutorBase):
     def copyWeightsToDevice(self) -> None:
         """Refresh the device copy from the host model's weights; compiled steps hold the weights
         frozen in, so the next call compiles again (from the cache when one is set)."""
-        if self._device_model is not None:
-            self._device_model.load_state_dict(self._user_model.state_dict())
-            self._step, self._compiled = None, False
+        if self.isAttachedToDevice():
+            self._device_model, self._step, self._compiled = None, None, False
 
     def copyWeightsToHost(self) -> None:
         return None
@@ -174,11 +185,11 @@ class InferenceExecutor(ExecutorBase):
             torch.cuda.empty_cache()
 
     def attachToDevice(self) -> None:
-        if self._device_model is None:
+        if not self.isAttachedToDevice():
             self._attach()
 
     def isAttachedToDevice(self) -> bool:
-        return self._device_model is not None
+        return self._device_model is not None or self._step is not None
 
     def destroy(self) -> None:
         self.detachFromDevice()

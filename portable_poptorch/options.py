@@ -260,8 +260,9 @@ class Options:
         return self.outputMode(mode, anchor_return_period)
 
     def randomSeed(self, seed: int) -> "Options":
+        """Seed of the model's random operations; the executors keep their own random stream from it,
+        so the process's global RNG is left alone, as PopTorch seeds only the device."""
         self.random_seed = int(seed)
-        torch.manual_seed(self.random_seed)
         return self
 
     def enableSyntheticData(self, enabled: bool) -> "Options":

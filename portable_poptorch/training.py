@@ -48,7 +48,7 @@ from . import batching, compilers
 from .compilers.training import select_training, uncompile
 from .distributed_sync import all_reduce_gradients, broadcast_from_first, world_size
 from .blocks import count_stages, record_runtime_blocks, static_stage_count, stop_recording_blocks
-from .device import apply_partials_type, device_name, place_stages, preserved_state, stage_devices, synchronize
+from .device import device_name, place_stages, preserved_state, stage_devices, synchronize
 from .enums import ReductionType
 from .errors import ConfigError
 from .loss_scaling import AutoLossScaler, all_finite, clip_, unscale_
@@ -105,7 +105,6 @@ class TrainingExecutor(ExecutorBase):
         model = self._user_model
         self._n_stages = max(self._n_stages, static_stage_count(model))
         place_stages(model, stage_devices(self.device, self._n_stages, self.options.Portable.device_list))
-        apply_partials_type(self.options.Precision.partials_type, self.device)
         if self.options.Portable.channels_last:
             model.to(memory_format=torch.channels_last)
         self._move_optimizer_state()
@@ -177,6 +176,10 @@ class TrainingExecutor(ExecutorBase):
         return bool(self.options._Popart.values.get("autoRecomputation", 0))
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
+        with self._device_scope():
+            self._compile(*args, **kwargs)
+
+    def _compile(self, *args: Any, **kwargs: Any) -> None:
         """Place the model, check PopTorch's rules and set up recomputation; weights are not changed.
 
         A probe forward on the first micro-batch finds runtime ``Block``s and recomputation marks;
@@ -245,10 +248,14 @@ class TrainingExecutor(ExecutorBase):
 
     # ----------------------------------------------------------------- execution
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._device_scope():
+            return self._run(*args, **kwargs)
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:
         args = self._bind(args, kwargs)
         micro = self._micro_batch(args)
         if not self._compiled:
-            self.compile(*args)
+            self._compile(*args)
         elif not self._attached:
             self._attach()
         model = self._user_model

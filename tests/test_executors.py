@@ -235,3 +235,26 @@ def test_compiled_training_ends_with_the_eager_weights():
 def test_training_runtime_only_executor_is_said_and_runs_as_auto():
     _, report = _train("onnxruntime", calls=1)
     assert report["executor"] in ("eager", "inductor") and report["reason"].startswith("auto")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="no CUDA GPU here: eager with CUDA graphs and inductor with CUDA graphs run where one exists")
+@pytest.mark.parametrize("executor", ["eager", "inductor", "auto"])
+def test_cuda_executors_equal_cpu_eager_under_every_output_mode(executor):
+    model, x = eight_bit_model("resnet18"), images(4)
+    opts = options(executor)
+    opts.Portable.device("cuda")
+    wrapped = poptorch.inferenceModel(model, opts)
+    wrapped.compile(x)
+    assert wrapped.executorReport()["executor"] in ("eager", "inductor")
+    for mode, period in MODES:
+        wrapped.options.outputMode(mode, period)
+        torch.testing.assert_close(wrapped(x), expected(model, x, mode, period), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the CPU-only runtimes' refusal on CUDA is checked where one exists")
+def test_cpu_only_runtime_on_cuda_is_a_config_error():
+    opts = options("onnxruntime")
+    opts.Portable.device("cuda")
+    with pytest.raises(poptorch.ConfigError, match="runs on the CPU only"):
+        poptorch.inferenceModel(eight_bit_model("resnet18"), opts)(images(4))

@@ -26,6 +26,7 @@ from train.validate import model_from_checkpoint, run_validation, train_input_si
 from utils import distributed
 from utils.backend import Backend, select_backend
 from utils.backend_report import report_backend
+from utils.executor_report import executor_report, log_compiled
 from utils.errors import UsageError, exit_on_usage_error
 from utils.ipu_settings import num_stages
 from utils.logger import RunLogger
@@ -146,12 +147,21 @@ class Run:
         self.log(f"Profile of one training step written to {path}; --profile was set, exiting.")
         return {"profile": path}
 
-    def compile_only(self) -> Dict[str, Any]:
+    def compile(self) -> Dict[str, Any]:
+        """Compile with the first batch before training, as PopTorch does, so epoch figures exclude it."""
         images, labels = next(iter(self.train_data))
         start = time.perf_counter()
         self.training_model.compile(*self.inputs(images, labels))
-        self.log(f"Graph compilation complete in {time.perf_counter() - start:.2f} s, --compile-only was set, exiting.")
-        return {"compiled": True}
+        seconds = time.perf_counter() - start
+        report = executor_report(self.training_model, self.backend, seconds)
+        log_compiled(report, seconds, self.log, self.logger.once)
+        return {"executor": report["executor"], "executor_reason": report["reason"],
+                "executor_trials": report["trials"], "compile_s": round(seconds, 3)}
+
+    def compile_only(self) -> Dict[str, Any]:
+        compiled = self.compile()
+        self.log(f"Graph compilation complete in {compiled['compile_s']:.2f} s, --compile-only was set, exiting.")
+        return {"compiled": True, **compiled}
 
     def train_epoch(self, epoch: int) -> Dict[str, Any]:
         args = self.args
@@ -255,17 +265,21 @@ class Run:
 
     def run(self) -> Dict[str, Any]:
         no_effect = self.report_backend()
-        for message in getattr(self.training_model, "portableMessages", lambda: [])():
-            self.logger.once(message)
+        self.say_portable_messages()
         if self.args.compile_only:
             return self.finish(self.compile_only(), no_effect)
         if self.args.profile:
             return self.finish(self.profile_one_step(), no_effect)
+        compiled = self.compile()
         for epoch in range(self.start_epoch, self.args.epoch + 1):
             self.epoch_results.append(self.train_epoch(epoch))
-        for message in getattr(self.training_model, "portableMessages", lambda: [])():
-            self.logger.once(message)
-        return self.finish(self.after_training(), no_effect)
+        self.say_portable_messages()
+        return self.finish({**compiled, **self.after_training()}, no_effect)
+
+    def say_portable_messages(self) -> None:
+        if self.backend.is_portable:
+            for message in self.training_model.portableMessages():
+                self.logger.once(message)
 
     def finish(self, extra: Dict[str, Any], no_effect: List[Dict[str, str]]) -> Dict[str, Any]:
         args = self.args

@@ -1,0 +1,96 @@
+"""train.py's CPU training throughput against a hand-written eager and a hand-written torch.compile
+training loop (forward, cross-entropy, backward, SGD step), each in its own process, order alternating.
+
+train.py runs with ``--data synthetic`` (the batch is made once, as in the hand loops), fp32, plain SGD,
+``--validation-mode none`` and its default ``--executor auto``; its figure is the epoch's images/s with
+compilation done before the epoch. The hand loops time the same number of steps after two warm-up steps.
+
+    python3 benchmarks/training_compiled.py --model resnet18 --batch-size 16 --steps 20 --rounds 3
+"""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from typing import Dict, List
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LOOPS = ("hand-eager", "hand-compiled")
+
+
+def hand_loop(kind: str, model_name: str, batch: int, steps: int) -> float:
+    import torch
+    import models
+    model = models.get_model(model_name, num_classes=10, pretrained=False, log=lambda _: None).train()
+    size = models.model_input_size(model_name)
+    x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(forward(x), y).backward()
+        optimizer.step()
+    forward = torch.compile(model) if kind == "hand-compiled" else model
+    step()
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def train_py(model_name: str, batch: int, steps: int) -> Dict[str, float]:
+    with tempfile.TemporaryDirectory() as logs:
+        cmd = [sys.executable, str(REPO / "train" / "train.py"), "--data", "synthetic", "--model", model_name,
+               "--batch-size", str(batch), "--precision", "32.32", "--iterations", str(steps), "--epoch", "1",
+               "--validation-mode", "none", "--optimizer", "sgd", "--log-path", logs, "--checkpoint-path", ""]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-3000:])
+        results = json.loads(next(pathlib.Path(logs).rglob("results.json")).read_text())
+    return {"throughput": results["epochs"][0]["throughput"], "executor": results.get("executor")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--child", choices=LOOPS, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps({"throughput": hand_loop(args.child, args.model, args.batch_size, args.steps)}))
+        return
+    import torch
+    from portable_poptorch.device import device_name
+    print(f"CPU: {device_name(torch.device('cpu'))}, torch {torch.__version__}")
+    figures: Dict[str, List[float]] = {"train.py": [], **{k: [] for k in LOOPS}}
+    executors = set()
+    for r in range(args.rounds):
+        order = ["train.py", *LOOPS] if r % 2 == 0 else [*reversed(LOOPS), "train.py"]
+        for engine in order:
+            if engine == "train.py":
+                result = train_py(args.model, args.batch_size, args.steps)
+                executors.add(result["executor"])
+            else:
+                cmd = [sys.executable, __file__, "--child", engine, "--model", args.model,
+                       "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+            figures[engine].append(result["throughput"])
+            print(f"round {r + 1}: {engine} {result['throughput']:.2f} img/s", flush=True)
+    med = {k: statistics.median(v) for k, v in figures.items()}
+    print(f"\n| {args.model} bs{args.batch_size} | train.py ({'/'.join(sorted(map(str, executors)))}) | hand eager | "
+          "hand torch.compile | train.py / hand eager | train.py / hand compiled |")
+    print(f"| img/s (median of {args.rounds}) | {med['train.py']:.2f} | {med['hand-eager']:.2f} | "
+          f"{med['hand-compiled']:.2f} | {med['train.py'] / med['hand-eager']:.3f} | "
+          f"{med['train.py'] / med['hand-compiled']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
