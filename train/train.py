@@ -2,10 +2,11 @@
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
+import contextlib
 import os
 import random
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +32,18 @@ from utils.errors import UsageError, exit_on_usage_error
 from utils.ipu_settings import num_stages
 from utils.logger import RunLogger
 from utils.model_setup import prepare_model
+
+
+@contextlib.contextmanager
+def preserved_rngs() -> Iterator[None]:
+    """Python's, NumPy's and torch's global random states restored on exit."""
+    state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    try:
+        yield
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.set_rng_state(state[2])
 
 
 def seed_everything(seed: int) -> None:
@@ -85,6 +98,7 @@ class Run:
                                         args.cutmix_enabled, identity_loss=poptorch.identity_loss)
         self.optimizer = get_optimizer(args, self.model, poptorch.optim, float32_master=self.float32_master())
         self.sampler = CoefficientSampler(args, seed=args.seed + self.info.rank)
+        self.training_executor: Optional[str] = None
         self.schedule = schedule_from_args(args, self.steps_per_epoch)
         self.loss_scaling = loss_scaling_steps(args)
         self.start_epoch = 1
@@ -106,6 +120,9 @@ class Run:
         return a.batch_size * a.device_iterations * a.replicas * a.gradient_accumulation
 
     def _resume(self, ckpt: Dict[str, Any]) -> None:
+        resolved = ckpt.get("training_executor")
+        if self.backend.is_portable and self.args.executor == "auto" and resolved in ("eager", "inductor"):
+            self.opts.Portable.executor(resolved)  # the run continues with the numerics it started with
         if "optimizer_state_dict" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
         if "augmentation_rng" in ckpt:
@@ -148,12 +165,19 @@ class Run:
         return {"profile": path}
 
     def compile(self) -> Dict[str, Any]:
-        """Compile with the first batch before training, as PopTorch does, so epoch figures exclude it."""
-        images, labels = next(iter(self.train_data))
-        start = time.perf_counter()
-        self.training_model.compile(*self.inputs(images, labels))
+        """Compile with the first batch before training, as PopTorch does, so epoch figures exclude it.
+        Drawing that batch (loader shuffling, augmentation) leaves every RNG as it was, so a run restored
+        from a checkpoint continues exactly as an uninterrupted one."""
+        augmentation, coefficients = augmentation_state(self.train_data), self.sampler.state_dict()
+        with preserved_rngs():
+            images, labels = next(iter(self.train_data))
+            start = time.perf_counter()
+            self.training_model.compile(*self.inputs(images, labels))
+        load_augmentation_state(self.train_data, augmentation)
+        self.sampler.load_state_dict(coefficients)
         seconds = time.perf_counter() - start
         report = executor_report(self.training_model, self.backend, seconds)
+        self.training_executor = report["executor"]
         log_compiled(report, seconds, self.log, self.logger.once)
         return {"executor": report["executor"], "executor_reason": report["reason"],
                 "executor_trials": report["trials"], "compile_s": round(seconds, 3)}
@@ -241,6 +265,7 @@ class Run:
             "optimizer_state_dict": self.optimizer.state_dict(),
             "lr_schedule": self.schedule.state_dict(), "loss_scaling": float(getattr(self.optimizer, "loss_scaling", 1.0)),
             "augmentation_rng": self.sampler.state_dict(), "rng_state": rng_state(),
+            "training_executor": self.training_executor,
             "data_augmentation_rng": augmentation_state(self.train_data),
             "loss": result["loss"], "train_accuracy": result["accuracy"],
             "validation_accuracy": result["validation_accuracy"], "args": plain(vars(args)),

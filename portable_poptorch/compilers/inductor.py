@@ -7,6 +7,7 @@ into the Poplar executable; on CUDA the compiled step is replayed from CUDA grap
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shutil
 from typing import Any, Tuple
@@ -27,6 +28,10 @@ class _Autocast(nn.Module):
     def forward(self, *args: Any) -> Any:
         with torch.autocast(self.device_type, dtype=self.dtype):
             return self.model(*args)
+
+
+def _is_image(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and t.dim() == 4
 
 
 def cache_environment(ctx: CompileContext) -> Any:
@@ -60,9 +65,16 @@ class InductorCompiler(StepCompiler):
         return None
 
     def compile(self, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext) -> Step:
+        channels_last = ctx.device.type == "cpu" and any(_is_image(t) for t in example)
+        if channels_last:  # oneDNN's convolutions, which frozen CPU graphs use, want NHWC
+            model = copy.deepcopy(model).to(memory_format=torch.channels_last)
         module = model if ctx.compute_dtype is None else _Autocast(model, ctx.device.type, ctx.compute_dtype)
         mode = "reduce-overhead" if ctx.device.type == "cuda" else None
         compiled = torch.compile(module, mode=mode)
+        step: Step = compiled
+        if channels_last:
+            def step(*args: Any) -> Any:
+                return compiled(*(a.contiguous(memory_format=torch.channels_last) if _is_image(a) else a for a in args))
         with cache_environment(ctx), config_patch(freezing=True), torch.inference_mode():
-            compiled(*example)  # Inductor compiles on the first call: do it now, not in the measured calls
-        return compiled
+            step(*example)  # Inductor compiles on the first call: do it now, not in the measured calls
+        return step
