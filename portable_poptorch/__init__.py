@@ -1,6 +1,6 @@
 """PopTorch API subset on CUDA/CPU, used when the real ``poptorch`` is not installed.
 
-Same names and semantics as PopTorch for the parts the CNN harness uses; see DESIGN.md §3 for the
+Same names and semantics as PopTorch for the parts the CNN harness uses; see docs/DESIGN.md §3 for the
 mapping of each concept.
 """
 import torch

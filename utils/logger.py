@@ -12,7 +12,7 @@ from .distributed import InstanceInfo
 
 
 def run_folder_name(args: Any) -> str:
-    """``<model>_bs<B>_<precision>fp_r<R>_di<D>_<rand>`` as DESIGN.md §4."""
+    """``<model>_bs<B>_<precision>fp_r<R>_di<D>_<rand>`` as docs/DESIGN.md §4."""
     return (f"{args.model}_bs{args.batch_size}_{args.precision}fp_r{args.replicas}"
             f"_di{args.device_iterations}_{secrets.token_hex(3)}")
 

@@ -1,4 +1,4 @@
-"""Throughput and latency statistics, combined across instances as DESIGN.md §5 prescribes."""
+"""Throughput and latency statistics, combined across instances as docs/DESIGN.md §5 prescribes."""
 from __future__ import annotations
 
 import dataclasses
