@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: all install get_data test benchmark clean
+.PHONY: all install get_data test test-fast benchmark clean
 
 all: install get_data
 
@@ -26,6 +26,9 @@ get_data:
 
 test:
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto tests
+
+test-fast:
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto -m "not slow" tests
 
 benchmark:
 	$(PY) inference/run_benchmark.py --data generated --model resnet18 --batch-size 8 --device-iterations 4 --iterations 10 --precision 32.32 --random-weights
