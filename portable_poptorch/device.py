@@ -1,4 +1,7 @@
-"""Device placement, synchronisation and the half type of each device."""
+"""Device placement, synchronisation and device-scoped settings.
+
+Which type 'half' is on each device is decided in one place, utils/backend.py (the harness passes it in
+through ``Options.Portable.autocast`` or a converted model)."""
 from __future__ import annotations
 
 import contextlib
@@ -14,11 +17,6 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued work so host timers measure finished work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def half_dtype(device: torch.device) -> torch.dtype:
-    """float16 on CUDA; bfloat16 on CPU, where float16 kernels are several times slower than float32."""
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
 def device_name(device: torch.device) -> str:
