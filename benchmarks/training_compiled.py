@@ -11,6 +11,7 @@ import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import tempfile
@@ -43,12 +44,14 @@ def hand_loop(kind: str, model_name: str, batch: int, steps: int) -> float:
     return batch * steps / (time.perf_counter() - start)
 
 
-def train_py(model_name: str, batch: int, steps: int) -> Dict[str, float]:
+def train_py(model_name: str, batch: int, steps: int, cache: str) -> Dict[str, float]:
+    """train.py in its own process; the executable cache is shared between rounds, as the hand loops
+    share Inductor's default cache, so later rounds do not pay auto's trial compilation again."""
     with tempfile.TemporaryDirectory() as logs:
         cmd = [sys.executable, str(REPO / "train" / "train.py"), "--data", "synthetic", "--model", model_name,
                "--batch-size", str(batch), "--precision", "32.32", "--iterations", str(steps), "--epoch", "1",
                "--validation-mode", "none", "--optimizer", "sgd", "--log-path", logs, "--checkpoint-path", ""]
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, POPTORCH_CACHE_DIR=cache))
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-3000:])
         results = json.loads(next(pathlib.Path(logs).rglob("results.json")).read_text())
@@ -71,11 +74,12 @@ def main() -> None:
     print(f"CPU: {device_name(torch.device('cpu'))}, torch {torch.__version__}")
     figures: Dict[str, List[float]] = {"train.py": [], **{k: [] for k in LOOPS}}
     executors = set()
+    cache = tempfile.mkdtemp(prefix="training_bench_cache_")
     for r in range(args.rounds):
         order = ["train.py", *LOOPS] if r % 2 == 0 else [*reversed(LOOPS), "train.py"]
         for engine in order:
             if engine == "train.py":
-                result = train_py(args.model, args.batch_size, args.steps)
+                result = train_py(args.model, args.batch_size, args.steps, cache)
                 executors.add(result["executor"])
             else:
                 cmd = [sys.executable, __file__, "--child", engine, "--model", args.model,
