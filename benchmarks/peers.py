@@ -80,7 +80,11 @@ def _peer_call(engine: str, name: str, batch: int) -> Callable[[], Any]:
 
 
 def child(engine: str, name: str, batch: int, seconds: float) -> Dict[str, float]:
-    """Runs in its own process: warm up, then time calls for about ``seconds``."""
+    """Runs in its own process: warm up, then time calls for about ``seconds``. Every engine gets one
+    intra-op thread per visible core, as run_benchmark.py gives a single instance."""
+    import torch
+    from utils.cpu_threads import visible_cores
+    torch.set_num_threads(visible_cores())
     call = _peer_call(engine, name, batch)
     call()
     start = time.perf_counter()
@@ -95,7 +99,7 @@ def child(engine: str, name: str, batch: int, seconds: float) -> Dict[str, float
 
 
 def run_engine(engine: str, name: str, batch: int, seconds: float, cache: str, iterations: Dict[Any, int]) -> Dict[str, Any]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # every engine picks its threads alike
     if engine == "run_benchmark":
         with tempfile.TemporaryDirectory() as logs:
             calls = iterations.get((name, batch), 5)
