@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import copy
 
-import torch
 from torch import nn
+
+from .pretrained import load_pretrained_state_dict
 
 MODEL_KEY = "resnext101_32x4d"
 
@@ -27,5 +28,5 @@ def build_resnext101_32x4d(num_classes: int, pretrained: bool) -> nn.Module:
     model.avg_pool = nn.AdaptiveAvgPool2d((1, 1))
     if pretrained:
         url = pretrainedmodels.pretrained_settings[MODEL_KEY]["imagenet"]["url"]
-        model.load_state_dict(torch.hub.load_state_dict_from_url(url, map_location="cpu"))
+        model.load_state_dict(load_pretrained_state_dict(url))
     return model

@@ -6,6 +6,7 @@ from typing import Callable
 from torch import nn
 
 from .errors import ModelConfigError
+from .pretrained import load_pretrained_state_dict
 
 STANDARD_EXPAND_RATIO = 6
 STANDARD_GROUP_DIM = 1
@@ -18,7 +19,7 @@ def build_efficientnet(name: str, num_classes: int, pretrained: bool,
     Swish is switched to the plain autograd version so that the model can be traced and exported.
     """
     from efficientnet_pytorch import EfficientNet
-    from efficientnet_pytorch.utils import get_model_params, load_pretrained_weights
+    from efficientnet_pytorch.utils import get_model_params
 
     if expand_ratio < 1:
         raise ModelConfigError(f"EfficientNet expand ratio must be a positive integer, got {expand_ratio}.")
@@ -31,9 +32,23 @@ def build_efficientnet(name: str, num_classes: int, pretrained: bool,
     if group_dim != STANDARD_GROUP_DIM:
         _group_depthwise_convs(model, group_dim)
     if pretrained:
-        load_pretrained_weights(model, name, load_fc=num_classes == 1000, verbose=False)
+        _load_pretrained(model, name, load_fc=num_classes == 1000)
     model.set_swish(memory_efficient=False)
     return model
+
+
+def _load_pretrained(model: nn.Module, name: str, load_fc: bool) -> None:
+    """The published ImageNet weights (hash checked, tensors only); the classifier only when it fits."""
+    from efficientnet_pytorch.utils import url_map
+
+    state = load_pretrained_state_dict(url_map[name])
+    if not load_fc:
+        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+    result = model.load_state_dict(state, strict=False)
+    missing = set(result.missing_keys) - (set() if load_fc else {"_fc.weight", "_fc.bias"})
+    if missing or result.unexpected_keys:
+        raise ModelConfigError(f"Pretrained weights for {name} do not fit the model "
+                               f"(missing {sorted(missing)[:3]}, unexpected {result.unexpected_keys[:3]}).")
 
 
 def efficientnet_builder(name: str) -> Callable[[int, bool], nn.Module]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parents[1]))
 
 from resnext101 import MODEL_NAMES, model_file  # noqa: E402
 
@@ -87,10 +88,16 @@ def build_model(name: str, weights: Path | None, random_weights: bool):
         return model.eval(), f"local:{weights}"
     if random_weights:
         return factory(num_classes=1000, pretrained=None).eval(), "random"
+    from models.pretrained import PretrainedWeightsError, load_pretrained_state_dict
+
     url = pretrainedmodels.pretrained_settings[name]["imagenet"]["url"]
+    model = factory(num_classes=1000, pretrained=None)
     try:
-        return factory(num_classes=1000, pretrained="imagenet").eval(), f"imagenet:{url}"
-    except (OSError, RuntimeError, ValueError) as error:
+        model.load_state_dict(load_pretrained_state_dict(url))
+        return model.eval(), f"imagenet:{url}"
+    except PretrainedWeightsError as error:
+        raise WeightsError(str(error)) from None
+    except (OSError, RuntimeError) as error:
         print(f"Could not load pretrained ImageNet weights from {url} ({error}).")
         print("Exporting with RANDOM weights: throughput is meaningful, predictions are not.")
         return factory(num_classes=1000, pretrained=None).eval(), "random"
