@@ -185,7 +185,7 @@ def test_presets_parse_and_command_line_wins():
 
 
 def test_checkpoint_write_is_atomic_and_listing_sorts_by_epoch(tmp_path, monkeypatch):
-    payload = {"epoch": 1, "args": {"model": "m"}, "model_state_dict": {"w": torch.ones(2)}}
+    payload = {"epoch": 1, "args": {"model": "m"}, "model_state_dict": {"w": torch.ones(2)}, "num_classes": 10}
     for epoch in (10, 2):
         save_checkpoint(str(tmp_path), f"m_generated_{epoch}.pt", dict(payload, epoch=epoch))
     save_checkpoint(str(tmp_path), "m_generated_10_mean_avg.pt", payload)

@@ -14,6 +14,8 @@ from datasets import add_data_options
 from utils.argparser import add_common_options, new_parser, parse_with_config
 from utils.errors import UsageError
 
+from .value_checks import check_training_values
+
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs.yml")
 DATA_MODES = ("cifar10", "imagenet", "synthetic", "generated")
 OPTIMIZERS = ("sgd", "sgd_combined", "adamw", "rmsprop", "rmsprop_tf")
@@ -139,6 +141,7 @@ def check_training_args(args: argparse.Namespace) -> argparse.Namespace:
         _fail(f"--initial-loss-scaling must be > 0 and at most --loss-scaling ({args.loss_scaling}), "
               f"got {args.initial_loss_scaling}.")
     _check_augmentation(args)
+    check_training_values(args)
     stages = len(args.pipeline_splits) + 1
     if stages > 1 and args.gradient_accumulation < 2 * stages - 1:
         _fail(f"--gradient-accumulation {args.gradient_accumulation} is too small for {stages} pipeline stages; "

@@ -7,13 +7,14 @@ import os
 import pickle
 import random
 import re
-import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
+from utils.atomic import FolderLock, atomic_file, remove_stale_temporaries
 from utils.errors import UsageError
+from utils.validation import check_free_space, writable_folder
 
 _EPOCH_FILE = re.compile(r"^(?P<stem>.+)_(?P<epoch>\d+)\.pt$")
 
@@ -60,18 +61,22 @@ def save_checkpoint(folder: str, name: str, payload: Dict[str, Any]) -> str:
     """Write to a temporary file in ``folder`` and rename it, so a crash never leaves half a checkpoint."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        torch.save(payload, f)
     return path
+
+
+def claim_folder(folder: str) -> Tuple[FolderLock, int]:
+    """Checks ``folder`` is writable, locks it against a second run writing the same checkpoint names,
+    and removes temporaries a killed run left; returns the lock and how many were removed."""
+    writable_folder(folder, "--checkpoint-path")
+    lock = FolderLock(folder, "--checkpoint-path")
+    return lock, remove_stale_temporaries(folder)
+
+
+def check_space_for(folder: str, payload_bytes: int) -> None:
+    """Two checkpoints' worth of space (the new file is complete before the rename)."""
+    check_free_space(folder, 2 * payload_bytes, "A checkpoint")
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
@@ -83,10 +88,40 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UsageError(f"Checkpoint {path!r} could not be read as a PyTorch file ({reason}).") from None
-    needed = ("model_state_dict", "args", "epoch")
+    needed = ("model_state_dict", "args", "epoch", "num_classes")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in needed):
         raise UsageError(f"File {path!r} is not a train.py checkpoint (it lacks {', '.join(needed)}).")
+    check_fields(ckpt, path)
     return ckpt
+
+
+def _is_count(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def check_fields(ckpt: Dict[str, Any], path: str) -> None:
+    """Each field a script reads has the type and range train.py writes, so an edited or foreign
+    checkpoint is refused with the field named instead of failing later with a KeyError."""
+    def bad(field: str, accepted: str) -> UsageError:
+        return UsageError(f"Checkpoint {path!r} has an unusable {field!r} field ({type(ckpt.get(field)).__name__} "
+                          f"{str(ckpt.get(field))[:60]!r}); accepted: {accepted}.")
+    state = ckpt["model_state_dict"]
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise bad("model_state_dict", "a non-empty mapping of parameter names to tensors")
+    if not isinstance(ckpt["args"], dict) or not isinstance(ckpt["args"].get("model"), str):
+        raise bad("args", "the mapping of options train.py recorded, with a model name")
+    if not _is_count(ckpt["epoch"], 0):
+        raise bad("epoch", "an integer >= 0")
+    if not _is_count(ckpt["num_classes"], 1):
+        raise bad("num_classes", "an integer >= 1")
+    for field in ("optimizer_state_dict", "lr_schedule", "augmentation_rng", "rng_state"):
+        if field in ckpt and not isinstance(ckpt[field], dict):
+            raise bad(field, "a mapping as train.py writes it")
+    rng = ckpt.get("rng_state")
+    if rng is not None and not (torch.is_tensor(rng.get("torch")) and isinstance(rng.get("python"), list)
+                                and isinstance(rng.get("numpy"), dict)):
+        raise bad("rng_state", "torch, python and numpy generator states as train.py writes them")
 
 
 def epoch_of(path: str) -> Optional[int]:

@@ -15,7 +15,8 @@ from tqdm import tqdm
 import datasets
 from train.arguments import loss_scaling_steps, parse_arguments
 from train.augmentations import CoefficientSampler
-from train.checkpoint import checkpoint_name, plain, rng_state, save_checkpoint, set_rng_state
+from train.checkpoint import (check_space_for, checkpoint_name, claim_folder, plain, rng_state, save_checkpoint,
+                              set_rng_state)
 from train.data_state import augmentation_state, load_augmentation_state, set_crop_scale
 from train.losses import TrainingModelWithLoss
 from train.lr_schedule import schedule_from_args
@@ -28,7 +29,7 @@ from utils import distributed
 from utils.backend import Backend, select_backend
 from utils.backend_report import report_backend
 from utils.executor_report import executor_report, log_compiled
-from utils.errors import UsageError, exit_on_usage_error
+from utils.errors import Stopped, UsageError, exit_on_usage_error, on_failure
 from utils.ipu_settings import num_stages
 from utils.logger import RunLogger
 from utils.model_setup import prepare_model
@@ -68,8 +69,15 @@ class Run:
         self.info = distributed.instance_info()
         self.backend: Backend = select_backend(args.device, args.half_dtype)
         distributed.init_process_group(self.info, self.backend.device)
+        self.folder_lock, stale = (claim_folder(args.checkpoint_path) if args.checkpoint_path and self.info.rank == 0
+                                   else (None, 0))
+        if self.folder_lock is not None:
+            on_failure(lambda _: self.folder_lock.release())
         self.logger = RunLogger(args, self.info)
         self.log = self.logger.log
+        if stale:
+            self.log(f"Removed {stale} temporary file(s) an interrupted run left in {args.checkpoint_path}.")
+        self.last_checkpoint: Optional[str] = None
         for note in getattr(args, "notes", []):
             self.logger.once(note)
         seed_everything(args.seed)
@@ -85,7 +93,10 @@ class Run:
             raise UsageError(f"The training set holds fewer samples than one host batch "
                              f"({self.opts_batch()} = batch size x device iterations x replicas x gradient "
                              f"accumulation); lower --batch-size or --gradient-accumulation.")
-        self.num_classes = int(resume["num_classes"]) if resume else num_classes_of(args, self.train_data)
+        self.num_classes = num_classes_of(args, self.train_data)
+        if resume and int(resume["num_classes"]) != self.num_classes:
+            raise UsageError(f"Checkpoint {args.resumed_from!r} was trained on {resume['num_classes']} classes but the "
+                             f"training data has {self.num_classes}; give the dataset it was trained on.")
         if resume:
             self.model = model_from_checkpoint(resume, args, self.backend, args.resumed_from, self.log)
         else:
@@ -97,6 +108,9 @@ class Run:
         wrapped = TrainingModelWithLoss(self.model, self.num_classes, args.label_smoothing, args.mixup_enabled,
                                         args.cutmix_enabled, identity_loss=poptorch.identity_loss)
         self.optimizer = get_optimizer(args, self.model, poptorch.optim, float32_master=self.float32_master())
+        if self.folder_lock is not None:
+            check_space_for(args.checkpoint_path, 3 * sum(t.numel() * t.element_size()
+                                                          for t in self.model.state_dict().values()))
         self.sampler = CoefficientSampler(args, seed=args.seed + self.info.rank)
         self.training_executor: Optional[str] = None
         self.schedule = schedule_from_args(args, self.steps_per_epoch)
@@ -270,7 +284,9 @@ class Run:
             "loss": result["loss"], "train_accuracy": result["accuracy"],
             "validation_accuracy": result["validation_accuracy"], "args": plain(vars(args)),
         }
-        return save_checkpoint(args.checkpoint_path, checkpoint_name(args.model, args.data, epoch), payload)
+        self.last_checkpoint = save_checkpoint(args.checkpoint_path, checkpoint_name(args.model, args.data, epoch),
+                                               payload)
+        return self.last_checkpoint
 
     def after_training(self) -> Dict[str, Any]:
         args = self.args
@@ -297,7 +313,12 @@ class Run:
             return self.finish(self.profile_one_step(), no_effect)
         compiled = self.compile()
         for epoch in range(self.start_epoch, self.args.epoch + 1):
-            self.epoch_results.append(self.train_epoch(epoch))
+            try:
+                self.epoch_results.append(self.train_epoch(epoch))
+            except (Stopped, KeyboardInterrupt):
+                self.log(f"Stopped during epoch {epoch}/{self.args.epoch}; the last complete checkpoint is "
+                         f"{self.last_checkpoint or 'none (no epoch finished)'}.")
+                raise
         self.say_portable_messages()
         return self.finish({**compiled, **self.after_training()}, no_effect)
 
@@ -320,6 +341,8 @@ class Run:
             self.logger.write_json("results.json", results)
         if self.history is not None:
             self.history.close()
+        if self.folder_lock is not None:
+            self.folder_lock.release()
         self.training_model.detachFromDevice()
         self.logger.close()
         distributed.shutdown()

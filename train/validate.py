@@ -14,12 +14,13 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, 
 import torch
 
 import datasets
-from train.arguments import explicit_options, training_parser
+from train.arguments import check_training_args, explicit_options, training_parser
 from train.checkpoint import list_checkpoints, load_checkpoint
 from train.train_options import validation_args, validation_options
 from utils import distributed
 from utils.backend import Backend, select_backend
 from utils.errors import UsageError, exit_on_usage_error
+from utils.option_values import checked_mapping
 from utils.host_memory import configure_host_allocator
 from utils.logger import RunLogger
 from utils.model_setup import prepare_model
@@ -67,11 +68,15 @@ def accuracy(inference_model: Any, batches: Iterable[Tuple[torch.Tensor, torch.T
     return 100.0 * correct / total
 
 
-def run_validation(model: torch.nn.Module, args: Any, backend: Backend, log: Callable[[str], None]) -> float:
-    """Validate ``model`` (the classifier, not the loss wrapper) and log PopTorch-style accuracy."""
+def run_validation(model: torch.nn.Module, args: Any, backend: Backend, log: Callable[[str], None],
+                   trained_on: Optional[Tuple[int, str]] = None) -> float:
+    """Validate ``model`` (the classifier, not the loss wrapper) and log PopTorch-style accuracy;
+    ``trained_on`` = (classes, checkpoint file) is checked against the validation data's classes."""
     opts = validation_options(args, backend)
     val_args = validation_args(args)
     loader = validation_loader(val_args, opts, backend)
+    if trained_on is not None:
+        check_classes(loader, *trained_on)
     combined = val_args.batch_size * val_args.device_iterations * val_args.replicas
     was_training = model.training
     model.eval()
@@ -85,15 +90,32 @@ def run_validation(model: torch.nn.Module, args: Any, backend: Backend, log: Cal
     return acc
 
 
+WRITTEN_PATHS = ("log_path", "model_cache_path")
+
+
 def args_from_checkpoint(ckpt: Dict[str, Any], cli: argparse.Namespace, explicit: Iterable[str]) -> argparse.Namespace:
-    """The checkpoint's options, over the parser defaults, under the options typed on this command line."""
+    """The checkpoint's options (type-checked), over the parser defaults, under the options typed on this
+    command line; folders written to (log, cache) come from this command line only, never the checkpoint."""
     merged = dict(vars(cli))
-    merged.update(ckpt["args"])
+    merged.update(checked_mapping(training_parser(), ckpt["args"], "The checkpoint's recorded options",
+                                  unknown_allowed=True))
     for name in explicit:
         if name not in ("checkpoint_path", "config"):
             merged[name] = getattr(cli, name)
+    for name in WRITTEN_PATHS:
+        if name not in explicit:
+            merged[name] = getattr(cli, name)
     merged["weights"] = None
     return argparse.Namespace(**merged)
+
+
+def check_classes(loader: Any, num_classes: int, path: str) -> None:
+    """A model trained on N classes scored on a folder of M != N classes would report a meaningless
+    accuracy; refuse it."""
+    classes = getattr(getattr(loader, "dataset", None), "classes", None)
+    if classes and len(classes) != num_classes:
+        raise UsageError(f"Checkpoint {path!r} was trained on {num_classes} classes but the validation data has "
+                         f"{len(classes)}; give the dataset it was trained on (--imagenet-data-path).")
 
 
 def model_from_checkpoint(ckpt: Dict[str, Any], args: Any, backend: Backend, path: str,
@@ -129,13 +151,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     logger: Optional[RunLogger] = None
     for file in files:
         ckpt = load_checkpoint(file)
-        args = args_from_checkpoint(ckpt, cli, explicit)
+        args = check_training_args(args_from_checkpoint(ckpt, cli, explicit))
         backend = select_backend(args.device, args.half_dtype)
         if logger is None:
             logger = RunLogger(args, distributed.InstanceInfo(0, 1, 0), folder=None)
             logger.once(configure_host_allocator(getattr(args, "host_allocator", "resident"), backend.device)["note"])
         model = model_from_checkpoint(ckpt, args, backend, file, logger.log)
-        results[file] = run_validation(model, args, backend, logger.log)
+        results[file] = run_validation(model, args, backend, logger.log, (int(ckpt["num_classes"]), file))
     if logger is not None:
         logger.write_json("validation.json", results)
         logger.close()

@@ -10,11 +10,11 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-import yaml
-
 from portable_poptorch.compilers import EXECUTORS
 
 from .errors import UsageError
+from .option_values import checked_mapping, load_yaml_mapping
+from .validation import check_common
 
 PRECISION_ALIASES = {"full": "32.32", "half": "16.16"}
 PRECISIONS = ("16.16", "16.32", "32.32")
@@ -96,8 +96,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def load_presets(config_file: str) -> Dict[str, Dict[str, Any]]:
-    with open(config_file) as f:
-        return yaml.safe_load(f) or {}
+    return load_yaml_mapping(config_file)
 
 
 def parse_with_config(parser: argparse.ArgumentParser, config_file: str,
@@ -118,21 +117,7 @@ def parse_with_config(parser: argparse.ArgumentParser, config_file: str,
 
 def _checked_preset(parser: argparse.ArgumentParser, name: str, preset: Dict[str, Any]) -> Dict[str, Any]:
     """Preset keys must be option names; values are converted and checked like command-line values."""
-    actions = {a.dest: a for a in parser._actions}
-    out = {}
-    for key, value in preset.items():
-        dest = key.replace("-", "_")
-        if dest not in actions or dest in ("help", "config"):
-            raise UsageError(f"Preset {name!r} has unknown key {key!r}; keys must be option names such as "
-                             f"batch_size, model, precision.")
-        action = actions[dest]
-        if action.type is not None and value is not None:
-            convert = action.type
-            value = [convert(v) for v in value] if isinstance(value, list) else convert(value)
-        if action.choices is not None and value is not None and value not in action.choices:
-            raise UsageError(f"Preset {name!r} sets {key} to {value!r}; accepted: {', '.join(map(str, action.choices))}.")
-        out[dest] = value
-    return out
+    return checked_mapping(parser, preset, f"Preset {name!r}", unknown_allowed=False)
 
 
 def normalise_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -160,6 +145,7 @@ def normalise_args(args: argparse.Namespace) -> argparse.Namespace:
             "--eight-bit-io needs device-side normalisation; normalisation moved to the device (ipu)."]
     if args.dataloader_worker is None:
         args.dataloader_worker = min(8, os.cpu_count() or 1)
+    check_common(args)
     return args
 
 

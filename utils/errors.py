@@ -1,13 +1,43 @@
-"""One place that turns bad user input into one clear sentence and exit code 2."""
+"""One place that turns any failure of an entry point into one sentence and a non-zero exit code.
+
+Scripts run unattended by other scripts: bad input ends with ``error: <sentence>`` and exit code 2; a
+failure mid-run (disk full, a file vanishing, SIGTERM) ends with one sentence naming what failed and a
+non-zero code, and the run's log folder records the error. ``--debug`` or ``HARNESS_DEBUG=1`` shows the
+traceback instead.
+"""
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
-from typing import Any, Callable, Tuple, Type
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Type
+
+DEBUG_ENV = "HARNESS_DEBUG"
+USAGE_EXIT = 2
+FAILURE_EXIT = 1
 
 
 class UsageError(ValueError):
     """Bad command-line input; the message names the bad value and what is accepted."""
+
+
+class Stopped(Exception):
+    """The process was asked to stop (SIGTERM or SIGINT); ``code`` is the conventional 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        self.code = 128 + signum
+        super().__init__(f"Stopped by {signal.Signals(signum).name}")
+
+
+_failure_hooks: List[Callable[[str], None]] = []
+
+
+def on_failure(hook: Callable[[str], None]) -> Callable[[], None]:
+    """Registers ``hook(message)`` to run when the entry point fails (e.g. record it in the log folder);
+    returns a function that unregisters it."""
+    _failure_hooks.append(hook)
+    return lambda: _failure_hooks.remove(hook) if hook in _failure_hooks else None
 
 
 def _usage_error_types() -> Tuple[Type[BaseException], ...]:
@@ -22,13 +52,77 @@ def _usage_error_types() -> Tuple[Type[BaseException], ...]:
     return tuple(types)
 
 
+def debug_requested(argv: Optional[Sequence[str]]) -> bool:
+    args = sys.argv[1:] if argv is None else argv
+    return "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def failure_sentence(error: BaseException) -> str:
+    """One sentence for an unexpected failure, naming the file when the OS names one."""
+    if isinstance(error, OSError):
+        what = error.strerror or str(error) or type(error).__name__
+        if error.filename is not None:
+            return f"{what}: {error.filename!r}; nothing half-written was kept."
+        return f"{what}."
+    if isinstance(error, MemoryError):
+        return "Out of host memory; lower --batch-size, --device-iterations or --replicas."
+    first = (str(error).strip().splitlines() or [""])[0][:300]
+    return (f"{type(error).__name__}: {first or 'no message'} "
+            f"(run again with --debug or {DEBUG_ENV}=1 for the traceback).")
+
+
+def _raise_stopped(signum: int, _frame: Any) -> None:
+    raise Stopped(signum)
+
+
+def _install_stop_handler() -> Any:
+    """SIGTERM stops like Ctrl-C: unwinding runs every cleanup (temporary files, log folder).
+    Returns the previous handler, or None off the main thread where handlers cannot be set."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_stopped)
+    except ValueError:
+        return None
+
+
+def _fail(message: str, code: int) -> None:
+    for hook in list(_failure_hooks):
+        try:
+            hook(message)
+        except OSError:
+            pass
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
 def exit_on_usage_error(main: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``main``; usage errors print ``error: <sentence>`` to stderr and exit with code 2."""
+    """Run ``main``; usage errors exit 2, other failures exit 1 (128 + signal when stopped), each with
+    one ``error:`` line on stderr, unless a traceback is asked for."""
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        argv = args[0] if args else kwargs.get("argv")
+        debug = debug_requested(argv)
+        previous = _install_stop_handler()
         try:
             return main(*args, **kwargs)
         except _usage_error_types() as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            if debug:
+                raise
+            _fail(str(exc), USAGE_EXIT)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            _fail("Stopped by SIGINT; files already written are complete, the current step was not finished.",
+                  128 + signal.SIGINT)
+        except Stopped as exc:
+            if debug:
+                raise
+            _fail(f"{exc}; files already written are complete, the current step was not finished.", exc.code)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: one sentence, not a traceback
+            if debug:
+                raise
+            _fail(failure_sentence(exc), FAILURE_EXIT)
+        finally:
+            _failure_hooks.clear()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     return wrapper

@@ -1,4 +1,7 @@
-"""The run's log folder: app.json (all options), log.txt (everything printed) and results.json."""
+"""The run's log folder: app.json (all options), log.txt (everything printed) and results.json.
+
+JSON files are written atomically; a run that fails writes results.json with the error instead of
+leaving a folder without results."""
 from __future__ import annotations
 
 import json
@@ -8,7 +11,9 @@ import secrets
 import sys
 from typing import Any, Dict, Optional
 
+from . import atomic
 from .distributed import InstanceInfo
+from .errors import on_failure
 
 
 def run_folder_name(args: Any) -> str:
@@ -37,6 +42,7 @@ class RunLogger:
         for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(os.path.join(self.path, log_name))):
             handler.setFormatter(fmt)
             self._logger.addHandler(handler)
+        self._unregister = on_failure(self.record_failure)
         if info.rank == 0:
             self.write_json("app.json", _jsonable(vars(args)))
 
@@ -50,10 +56,19 @@ class RunLogger:
             self.log(message)
 
     def write_json(self, name: str, data: Dict[str, Any]) -> None:
-        with open(os.path.join(self.path, name), "w") as f:
-            json.dump(data, f, indent=2, default=str)
+        atomic.write_json(os.path.join(self.path, name), data)
+
+    def record_failure(self, message: str) -> None:
+        """The run ended with ``message``: said in log.txt, and results.json records it (instance 0)."""
+        self._logger.handlers = [h for h in self._logger.handlers if not isinstance(h, logging.StreamHandler)
+                                 or isinstance(h, logging.FileHandler)]
+        self.log(f"error: {message}")
+        if self.info.rank == 0:
+            self.write_json("results.json", {"status": "failed", "error": message})
+        self.close()
 
     def close(self) -> None:
+        self._unregister()
         for handler in list(self._logger.handlers):
             handler.close()
             self._logger.removeHandler(handler)

@@ -1,0 +1,18 @@
+"""Ranges of the training options argparse cannot express (NaN, infinities, factors outside (0, 1])."""
+from __future__ import annotations
+
+import argparse
+import math
+
+from utils.validation import check_common, in_range
+
+
+def check_training_values(args: argparse.Namespace) -> None:
+    """Every training number in its accepted range, and the common options checked too, so restore.py
+    and validate.py (whose options come partly from a checkpoint) check as much as train.py."""
+    check_common(args)
+    in_range(args, "lr_decay", 0.0, 1.0, low_open=True)
+    in_range(args, "momentum", 0.0, 1.0, high_open=True)
+    in_range(args, "rmsprop_decay", 0.0, 1.0, high_open=True)
+    in_range(args, "optimizer_eps", 0.0, 1.0, low_open=True)
+    in_range(args, "lr_epoch_decay", 0.0, math.inf, low_open=True)

@@ -1,0 +1,93 @@
+"""Files written whole or not at all, leftovers of killed writes removed, one writer per folder.
+
+Every file the project produces is written under a temporary name ``.<name>.<random>.tmp`` in its final
+folder, flushed to disk and renamed, so a kill or a full disk never leaves a truncated file under the
+final name; a later start in the same folder removes the temporaries a killed run left.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+from typing import IO, Any, Iterator
+
+from .errors import UsageError
+
+TEMP_SUFFIX = ".tmp"
+LOCK_NAME = ".lock"
+
+
+def temp_name_of(name: str) -> str:
+    return f".{name}."
+
+
+@contextlib.contextmanager
+def atomic_file(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Yields a file whose content appears at ``path`` only if the block completes."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=temp_name_of(os.path.basename(path)), suffix=TEMP_SUFFIX, dir=folder)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, data: Any) -> None:
+    with atomic_file(path, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with atomic_file(path, "wb") as f:
+        f.write(data)
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def remove_stale_temporaries(folder: str) -> int:
+    """Deletes the temporaries of killed writes in ``folder`` (call only while no one else writes there,
+    e.g. under ``folder_lock``); returns how many were removed."""
+    removed = 0
+    if not os.path.isdir(folder):
+        return 0
+    for name in os.listdir(folder):
+        if is_temporary(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, name))
+                removed += 1
+    return removed
+
+
+class FolderLock:
+    """An exclusive lock on a folder for this process's lifetime (released by the kernel if killed)."""
+
+    def __init__(self, folder: str, option: str) -> None:
+        self.path = os.path.join(folder, LOCK_NAME)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise UsageError(f"{option} {folder!r} is in use by another run (process {owner}); wait for it "
+                                 f"to finish or choose another folder.") from None
+            raise
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

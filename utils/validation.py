@@ -1,0 +1,165 @@
+"""Checks of the whole input before any work: every number's range and every path the run reads or writes.
+
+Scripts are run unattended at scale, so a bad value must stop the run at once with one sentence naming
+it and what is accepted, rather than after a model is built or an epoch has trained.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import tempfile
+from typing import Iterable, Optional
+
+from .errors import UsageError
+
+SEED_LIMIT = 2 ** 32
+MAX_IMAGE_SIDE = 4096
+
+
+def flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_finite(args: argparse.Namespace) -> None:
+    """No option takes NaN or infinity: they would silently poison every step."""
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise UsageError(f"{flag(dest)} {item} is not a finite number; give a real value.")
+
+
+def at_least(args: argparse.Namespace, minimum: int, names: Iterable[str]) -> None:
+    """Each of ``names`` (when the script has it and it is set) is an integer >= ``minimum``."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < minimum:
+            raise UsageError(f"{flag(name)} must be at least {minimum}, got {value}.")
+
+
+def in_range(args: argparse.Namespace, name: str, low: float, high: float,
+             low_open: bool = False, high_open: bool = False) -> None:
+    """``args.name`` lies in the interval; brackets in the message say which ends are included."""
+    value = getattr(args, name, None)
+    if value is None:
+        return
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        too_low = item <= low if low_open else item < low
+        too_high = item >= high if high_open else item > high
+        if too_low or too_high:
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise UsageError(f"{flag(name)} must be in {interval}, got {item}.")
+
+
+def check_common(args: argparse.Namespace) -> None:
+    """All checks of the common options: values, the host batch's size, then paths."""
+    check_common_values(args)
+    check_host_batch_fits(args)
+    check_common_paths(args)
+
+
+def check_common_values(args: argparse.Namespace) -> None:
+    """Ranges of the options every harness script shares (utils.argparser.add_common_options)."""
+    check_finite(args)
+    at_least(args, 1, ("norm_num_groups", "efficientnet_expand_ratio", "efficientnet_group_dim",
+                       "dataloader_rebatch_size"))
+    at_least(args, 0, ("num_io_tiles", "dataloader_worker", "warmup_iterations"))
+    in_range(args, "norm_eps", 0.0, 1.0, low_open=True)
+    in_range(args, "batchnorm_momentum", 0.0, 1.0)
+    in_range(args, "available_memory_proportion", 0.0, 1.0, low_open=True)
+    seed = getattr(args, "seed", 0)
+    if seed is not None and not 0 <= seed < SEED_LIMIT:
+        raise UsageError(f"--seed must be in [0, {SEED_LIMIT - 1}], got {seed}.")
+    proportions = getattr(args, "available_memory_proportion", None) or []
+    stages = len(getattr(args, "pipeline_splits", []) or []) + 1
+    if len(proportions) not in (0, 1, stages):
+        raise UsageError(f"--available-memory-proportion takes one value or one per pipeline stage ({stages}), "
+                         f"got {len(proportions)} values.")
+    size = getattr(args, "input_size", None)
+    if size is not None and size > MAX_IMAGE_SIDE:
+        raise UsageError(f"--input-size must be at most {MAX_IMAGE_SIDE} pixels, got {size}.")
+
+
+def physical_memory_bytes() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_host_batch_fits(args: argparse.Namespace) -> None:
+    """A host batch larger than the machine's memory would end in an allocator traceback; refuse it."""
+    from models import model_input_size
+    image_side = getattr(args, "input_size", None) or model_input_size(args.model)
+    bytes_per_value = 1 if getattr(args, "eight_bit_io", False) else 4
+    images = (args.batch_size * args.device_iterations * args.replicas
+              * getattr(args, "gradient_accumulation", 1))
+    needed = images * 3 * image_side * image_side * bytes_per_value
+    total = physical_memory_bytes()
+    if total is not None and needed > total:
+        raise UsageError(
+            f"One host batch of {images} images of {image_side}x{image_side} needs {needed / 2 ** 30:.1f} GiB, "
+            f"more than this machine's {total / 2 ** 30:.1f} GiB; lower --batch-size, --device-iterations, "
+            f"--replicas or --gradient-accumulation.")
+
+
+def writable_folder(path: str, option: str) -> str:
+    """Creates ``path`` if needed and proves a file can be written there (read-only mounts, full disks
+    and permissions all show), so a run never finds out after its work is done."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{option} {path!r} is a file, not a folder; give a folder to write to.")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as error:
+        raise UsageError(f"{option} {path!r} cannot be written to ({error.strerror or error}); "
+                         f"give a writable folder.") from None
+    return path
+
+
+def existing_file(path: Optional[str], option: str) -> Optional[str]:
+    if path is None:
+        return None
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path!r} is a folder; give a file.")
+    if not os.path.isfile(path):
+        raise UsageError(f"{option} {path!r} does not exist; give an existing file.")
+    return path
+
+
+def existing_folder(path: Optional[str], option: str) -> Optional[str]:
+    if path is None:
+        return None
+    if not os.path.isdir(path):
+        what = "is a file" if os.path.exists(path) else "does not exist"
+        raise UsageError(f"{option} {path!r} {what}; give an existing folder.")
+    return path
+
+
+def check_common_paths(args: argparse.Namespace) -> None:
+    """Files read must exist, folders written must be writable (checked before any model is built)."""
+    existing_file(getattr(args, "weights", None), "--weights")
+    existing_folder(getattr(args, "imagenet_data_path", None), "--imagenet-data-path")
+    if getattr(args, "log_path", None):
+        writable_folder(args.log_path, "--log-path")
+    if getattr(args, "model_cache_path", None):
+        writable_folder(args.model_cache_path, "--model-cache-path")
+
+
+def check_free_space(folder: str, needed_bytes: int, what: str) -> None:
+    """Refuses a run whose output cannot fit, instead of failing when the first file is written."""
+    free = shutil.disk_usage(folder).free
+    if needed_bytes > free:
+        raise UsageError(f"{what} needs about {_mib(needed_bytes)} but {folder!r} has {_mib(free)} free; "
+                         f"free some space or choose another folder.")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2 ** 20:.1f} MiB"
