@@ -5,7 +5,6 @@ ones. Images can be pre-resized/cropped once here (``--*-preprocess-steps``) and
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
-import json
 import multiprocessing
 import os
 import random
@@ -21,6 +20,7 @@ from datasets.corrupt import CORRUPT_IMAGE_POLICIES, DECODE_ERRORS, CorruptImage
 from datasets.webdataset_format import (FORMAT_VERSION, FORMATS, METADATA_FILE, SPLITS, combined_checksum,
                                         encode_sample, shard_entry)
 from utils.argparser import new_parser
+from utils.atomic import write_json
 from utils.errors import UsageError, exit_on_usage_error
 
 STEP_NAMES = ("resize", "center_crop")
@@ -159,8 +159,7 @@ def create(args: argparse.Namespace) -> Dict[str, Any]:
     meta = {"format_version": FORMAT_VERSION, "format": args.format, "image_quality": args.image_quality,
             "samples_per_shard": args.samples_per_shard, "seed": args.seed, "classes": classes,
             "skipped_corrupt_images": policy.skipped, "splits": splits, "checksum": combined_checksum(splits)}
-    with open(os.path.join(args.target, METADATA_FILE), "w") as f:
-        json.dump(meta, f, indent=1)
+    write_json(os.path.join(args.target, METADATA_FILE), meta)
     return meta
 
 

@@ -7,7 +7,6 @@ samples. The files go to ``<folder>/distributed/<N>-instances/`` and are used au
 loader runs on N instances with all of the data (``--webdataset-percentage-to-use 100``)."""
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -16,6 +15,7 @@ import webdataset as wds
 from datasets.shard_plan import deal, leftover_parts
 from datasets.webdataset_format import LEFTOVER_FILE, leftover_folder, load_metadata, shard_entry, split_shards
 from utils.argparser import new_parser
+from utils.atomic import write_json
 from utils.errors import UsageError, exit_on_usage_error
 
 
@@ -51,8 +51,7 @@ def write_leftovers(folder: str, num_instances: int) -> Dict[str, Any]:
         splits[split] = [write_instance_leftovers(folder, split, shards, i, num_instances, where)
                          for i in range(num_instances)]
     index = {"instances": num_instances, "dataset_checksum": meta["checksum"], "splits": splits}
-    with open(os.path.join(where, LEFTOVER_FILE), "w") as f:
-        json.dump(index, f, indent=1)
+    write_json(os.path.join(where, LEFTOVER_FILE), index)
     return index
 
 

@@ -10,7 +10,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from utils.errors import exit_on_usage_error
+from utils.atomic import atomic_file
+from utils.errors import UsageError, exit_on_usage_error
+from utils.validation import MAX_IMAGE_SIDE, at_least, writable_folder
 
 PHOTO_CLASS = "photo"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
@@ -54,7 +56,8 @@ def _save(images: Sequence[Image.Image], folder: str, stem: str, quality: int) -
     paths = []
     for k, img in enumerate(images):
         path = os.path.join(folder, f"{stem}_{k:04d}.jpg")
-        img.save(path, quality=quality)
+        with atomic_file(path) as f:
+            img.save(f, format="JPEG", quality=quality)
         paths.append(path)
     return paths
 
@@ -93,6 +96,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--size", type=int, default=64, help="Side of the digit images in pixels")
     parser.add_argument("--no-photos", action="store_true", help="Leave out the photo class")
     args = parser.parse_args(argv)
+    at_least(args, 1, ("train_per_class", "size"))
+    at_least(args, 0, ("validation_per_class",))
+    if args.size > MAX_IMAGE_SIDE:
+        raise UsageError(f"--size must be at most {MAX_IMAGE_SIDE} pixels, got {args.size}.")
+    writable_folder(args.folder, "folder")
     counts = build_image_folder(args.folder, digit_classes=args.digit_classes, train_per_class=args.train_per_class,
                                 validation_per_class=args.validation_per_class, photos=not args.no_photos,
                                 size=args.size)

@@ -1,9 +1,13 @@
 """Write the photographs bundled with scikit-image as JPEG files (the offline sample-image set)."""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
 import argparse
 import os
 
 import numpy as np
 from PIL import Image
+
+from utils.atomic import atomic_file
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field", "retina")
 
@@ -24,7 +28,8 @@ def write_samples(folder: str, quality: int = 90) -> list:
         if img.ndim != 3 or img.shape[2] < 3:
             continue
         path = os.path.join(folder, f"{name}.jpg")
-        Image.fromarray(img[..., :3].astype(np.uint8)).save(path, quality=quality)
+        with atomic_file(path) as f:
+            Image.fromarray(img[..., :3].astype(np.uint8)).save(f, format="JPEG", quality=quality)
         written.append(path)
     return written
 

@@ -64,6 +64,14 @@ def combined_checksum(splits: Dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
+def stays_inside(folder: str, name: str) -> bool:
+    """``name`` is a relative path that resolves (links followed) inside ``folder``."""
+    if not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        return False
+    root = os.path.realpath(folder)
+    return os.path.realpath(os.path.join(root, name)).startswith(root + os.sep)
+
+
 def _bad(folder: str, reason: str) -> UsageError:
     return UsageError(f"{os.path.join(folder, METADATA_FILE)} is not valid: {reason}; recreate the folder with "
                       f"datasets/create_webdataset.py.")
@@ -104,6 +112,8 @@ def _check_split(folder: str, split: str, info: Any) -> None:
               and isinstance(entry.get("sha256"), str) and _SHA256.match(entry["sha256"]))
         if not ok:
             raise _bad(folder, f"split {split!r} has a shard entry {entry!r} without file, samples and sha256")
+        if not stays_inside(folder, entry["file"]):
+            raise _bad(folder, f"shard {entry['file']!r} of split {split!r} points outside the dataset folder")
         if not os.path.isfile(os.path.join(folder, entry["file"])):
             raise _bad(folder, f"shard {entry['file']} of split {split!r} is missing")
         total += entry["samples"]
@@ -177,7 +187,15 @@ def load_written_leftovers(folder: str, meta: Dict[str, Any], split: str, num_in
                          f"--num-instances {num_instances}.") from None
     if entries is None:
         return None
-    shards = [[Shard(os.path.join(where, e["file"]), int(e["samples"])) for e in instance] for instance in entries]
+    try:
+        outside = [e["file"] for instance in entries for e in instance if not stays_inside(where, str(e["file"]))]
+        shards = [[Shard(os.path.join(where, e["file"]), int(e["samples"])) for e in instance] for instance in entries]
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(f"{path} is not valid; delete it or rerun datasets/distributed_webdataset.py "
+                         f"--num-instances {num_instances}.") from None
+    if outside:
+        raise UsageError(f"{path} names shard {outside[0]!r} outside {where}; delete it or rerun "
+                         f"datasets/distributed_webdataset.py --num-instances {num_instances}.")
     missing = [s.path for instance in shards for s in instance if not os.path.isfile(s.path)]
     if len(shards) != num_instances or missing:
         raise UsageError(f"{path} does not match its shards ({missing[0] if missing else 'wrong instance count'}); "

@@ -329,7 +329,7 @@ def test_flag_errors_are_one_line():
     result = run_script("resnext_inference_launch.py", "--batch_size", "zero")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "Flags parsing error: argument --batch_size/-batch_size: --batch_size must be an integer, got 'zero'; "
+        "error: Flags parsing error: argument --batch_size/-batch_size: --batch_size must be an integer, got 'zero'; "
         "run with -help to list the flags."
     ]
 
@@ -349,7 +349,7 @@ def test_get_model_mismatched_weights_exits_2(tmp_path):
         str(tmp_path / "models"),
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("Could not load resnext101_32x4d weights from")
+    assert result.stderr.startswith("error: Could not load resnext101_32x4d weights from")
     assert "Missing key(s)" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "models").exists()

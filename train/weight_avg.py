@@ -17,6 +17,7 @@ from train.arguments import add_weight_avg_options
 from train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from utils.argparser import new_parser
 from utils.errors import UsageError, exit_on_usage_error
+from utils.validation import existing_folder, writable_folder
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -82,6 +83,8 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         raise UsageError(f"--weight-avg-exp-decay must be in [0, 1], got {args.weight_avg_exp_decay}.")
     if args.weight_avg_N == 0 or args.weight_avg_N < -1:
         raise UsageError(f"--weight-avg-N must be a positive count or -1 (all checkpoints), got {args.weight_avg_N}.")
+    existing_folder(args.checkpoint_path, "--checkpoint-path")
+    writable_folder(args.checkpoint_path, "--checkpoint-path")
     return args
 
 

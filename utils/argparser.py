@@ -93,6 +93,8 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
       help="CPU runs: resident = glibc keeps freed buffers up to 32 MiB for reuse, so activations are not "
            "page-faulted in again every step; default = glibc's own settings")
     p("--log-path", type=str, default="logs", help="Parent folder of the run's log folder")
+    p("--debug", action="store_true", help="Show the Python traceback of a failure instead of one error line "
+                                           "(also HARNESS_DEBUG=1)")
 
 
 def load_presets(config_file: str) -> Dict[str, Dict[str, Any]]:

@@ -12,7 +12,7 @@ import fcntl
 import json
 import os
 import tempfile
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Optional
 
 from .errors import UsageError
 
@@ -55,14 +55,15 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
-def remove_stale_temporaries(folder: str) -> int:
-    """Deletes the temporaries of killed writes in ``folder`` (call only while no one else writes there,
-    e.g. under ``folder_lock``); returns how many were removed."""
+def remove_stale_temporaries(folder: str, only_for: Optional[str] = None) -> int:
+    """Deletes the temporaries of killed writes in ``folder`` (all of them only while no one else writes
+    there, e.g. under ``FolderLock``; else ``only_for`` one final file name); returns how many."""
     removed = 0
     if not os.path.isdir(folder):
         return 0
+    prefix = temp_name_of(only_for) if only_for else "."
     for name in os.listdir(folder):
-        if is_temporary(name):
+        if is_temporary(name) and name.startswith(prefix):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(folder, name))
                 removed += 1

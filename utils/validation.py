@@ -69,6 +69,7 @@ def check_common_values(args: argparse.Namespace) -> None:
     in_range(args, "norm_eps", 0.0, 1.0, low_open=True)
     in_range(args, "batchnorm_momentum", 0.0, 1.0)
     in_range(args, "available_memory_proportion", 0.0, 1.0, low_open=True)
+    in_range(args, "webdataset_percentage_to_use", 0.0, 100.0, low_open=True)
     seed = getattr(args, "seed", 0)
     if seed is not None and not 0 <= seed < SEED_LIMIT:
         raise UsageError(f"--seed must be in [0, {SEED_LIMIT - 1}], got {seed}.")

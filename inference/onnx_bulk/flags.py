@@ -75,7 +75,7 @@ class _OneLineParser(argparse.ArgumentParser):
     """Report flag errors in one line, as absl does, instead of argparse's usage block."""
 
     def error(self, message: str):
-        sys.stderr.write(f"Flags parsing error: {message}; run with -help to list the flags.\n")
+        sys.stderr.write(f"error: Flags parsing error: {message}; run with -help to list the flags.\n")
         raise SystemExit(2)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,10 +20,20 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parents[1]))
 
 from resnext101 import MODEL_NAMES, model_file  # noqa: E402
+from utils.atomic import remove_stale_temporaries  # noqa: E402
+from utils.errors import UsageError, exit_on_usage_error  # noqa: E402
+from utils.validation import writable_folder  # noqa: E402
+
+
+class _Parser(argparse.ArgumentParser):
+    """Flag errors become one ``error:`` sentence (exit code 2) instead of argparse's usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message}; run get_model.py -h for the options.")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _Parser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument(
         "--batch-size", type=int, default=6, help="fixed batch size baked into the ONNX graph (default: 6)"
     )
@@ -60,7 +71,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    check_opset(parser, args)
     return args
+
+
+def check_opset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An opset the exporter cannot target would be ignored or fail deep in the export; refuse it."""
+    if args.opset is None:
+        return
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    dynamo = args.exporter == "dynamo" or (args.exporter == "auto" and importlib.util.find_spec("onnxscript"))
+    oldest = DYNAMO_MIN_OPSET if dynamo else LEGACY_MIN_OPSET
+    if not oldest <= args.opset <= newest:
+        hint = "; pass --exporter legacy for older opsets" if dynamo and args.opset >= LEGACY_MIN_OPSET else ""
+        parser.error(f"--opset {args.opset} is outside the {oldest}..{newest} the "
+                     f"{'dynamo' if dynamo else 'legacy'} exporter supports{hint}")
+
+
+LEGACY_MIN_OPSET = 7
+DYNAMO_MIN_OPSET = 18
 
 
 class WeightsError(Exception):
@@ -152,23 +183,29 @@ def verify(model, path: Path, batch_size: int) -> float:
     return float(np.abs(expected - actual).max())
 
 
+@exit_on_usage_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.weights is not None and not args.weights.is_file():
-        print(f"Weights file {args.weights} does not exist.", file=sys.stderr)
-        return 2
+        raise UsageError(f"Weights file {args.weights} does not exist.")
     path = model_file(args.output_dir, args.model_name, args.batch_size)
     try:
         model, source = build_model(args.model_name, args.weights, args.random_weights)
     except WeightsError as error:
-        print(error, file=sys.stderr)
-        return 2
+        raise UsageError(str(error)) from None
+    writable_folder(str(path.parent), "--output-dir")
+    remove_stale_temporaries(str(path.parent), only_for=path.name)
     print(f"Weights: {source}")
     start = time.perf_counter()
-    used = export(model, args.batch_size, path, args.exporter, args.opset)
-    stamp_and_check(
-        path, {"weights": source, "batch_size": str(args.batch_size), "model_name": args.model_name}
-    )
+    partial = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        used = export(model, args.batch_size, partial, args.exporter, args.opset)
+        stamp_and_check(
+            partial, {"weights": source, "batch_size": str(args.batch_size), "model_name": args.model_name}
+        )
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     print(
         f"Exported {args.model_name} (batch {args.batch_size}, {used} exporter) in {seconds:.1f} s; "

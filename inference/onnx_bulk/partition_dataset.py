@@ -15,8 +15,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parents[1]))
 
 from data import list_images  # noqa: E402
+from utils.atomic import atomic_file  # noqa: E402
+from utils.errors import UsageError, exit_on_usage_error  # noqa: E402
+from utils.validation import writable_folder  # noqa: E402
 
 LINK_MODES = ("symlink", "hardlink", "copy")
 
@@ -36,7 +40,8 @@ def place(source: Path, target: Path, mode: str) -> str:
             elif candidate == "hardlink":
                 os.link(source, target)
             else:
-                shutil.copy2(source, target)
+                with atomic_file(str(target)) as out, open(source, "rb") as inp:
+                    shutil.copyfileobj(inp, out)
             return candidate
         except OSError:
             if candidate == "copy":
@@ -83,32 +88,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@exit_on_usage_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.partitions < 1:
-        print("--partitions must be at least 1.", file=sys.stderr)
-        return 2
+        raise UsageError(f"--partitions must be at least 1, got {args.partitions}.")
     if not args.data_dir.is_dir():
-        print(f"Data folder {args.data_dir} does not exist.", file=sys.stderr)
-        return 2
+        raise UsageError(f"--data-dir {str(args.data_dir)!r} is not an existing folder.")
     files = list_images(args.data_dir)
     if len(files) < args.partitions:
-        print(
-            f"{args.data_dir} holds {len(files)} images, fewer than the {args.partitions} partitions asked for.",
-            file=sys.stderr,
+        raise UsageError(
+            f"{args.data_dir} holds {len(files)} images, fewer than the {args.partitions} partitions asked for."
         )
-        return 2
+    writable_folder(str(args.output), "--output")
     existing = [
         args.output / n
         for n in partition_names(args.partitions)
         if (args.output / n).is_dir() and any((args.output / n).iterdir())
     ]
     if existing and not args.force:
-        print(
-            f"Partition folder {existing[0]} is not empty; pass --force to replace the partitions.",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError(f"Partition folder {existing[0]} is not empty; pass --force to replace the partitions.")
     for folder in existing:
         shutil.rmtree(folder)
     used = partition(files, args.output, args.partitions, args.link)

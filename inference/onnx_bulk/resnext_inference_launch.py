@@ -19,11 +19,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parents[1]))
 
 from data import list_images  # noqa: E402
 from dataloader import step_buffer_bytes  # noqa: E402
 from flags import Flag, parse_flags  # noqa: E402
 from resnext101 import model_file, threads_per_process  # noqa: E402
+from utils.atomic import atomic_file  # noqa: E402
+from utils.errors import UsageError, exit_on_usage_error  # noqa: E402
+from utils.validation import writable_folder  # noqa: E402
 
 FLAGS = (
     Flag("batch_size", "int", 6, "Batch size (per device)", minimum=1),
@@ -78,10 +82,6 @@ FLAGS = (
         "ONNX Runtime execution provider: auto (CUDA when available, else CPU), cpu or cuda",
     ),
 )
-
-
-class UsageError(Exception):
-    """A problem with the flags or the files they point to, reported as one sentence."""
 
 
 def resolve(flags, name: str) -> Path:
@@ -195,7 +195,7 @@ def merge_results(parts: list[Path], target: Path) -> None:
     header = (
         ["process", "image"] + [f"top{i}_class" for i in range(1, 6)] + [f"top{i}_prob" for i in range(1, 6)]
     )
-    with open(target, "w", newline="") as out:
+    with atomic_file(str(target), "w") as out:
         writer = csv.writer(out)
         writer.writerow(header)
         for index, part in enumerate(parts):
@@ -225,6 +225,7 @@ def report(results: list[dict], flags) -> float:
     return total
 
 
+@exit_on_usage_error
 def main(argv: list[str] | None = None) -> int:
     flags = parse_flags(Path(sys.argv[0]).name, FLAGS, argv)
     model_dir, log_dir = resolve(flags, "model_dir"), resolve(flags, "log_dir")
@@ -240,11 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         if not flags.synthetic:
             partitions = find_partitions(resolve(flags, "data_dir"), flags.num_ipus)
             check_memory(partitions, flags.batch_size, flags.batches_per_step)
+        writable_folder(str(log_dir), "--log_dir")
     except UsageError as error:
-        print(str(error), file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
-    log_dir.mkdir(parents=True, exist_ok=True)
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     stem = f"{run_id}_{flags.model_name}_bs{flags.batch_size}"
     threads = threads_per_process(flags.num_ipus, flags.num_threads)
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = run_children(commands)
     except RuntimeError as error:
-        print(f"{error} See the logs in {log_dir}.", file=sys.stderr)
+        print(f"error: {error} See the logs in {log_dir}.", file=sys.stderr)
         return 1
     report(results, flags)
     if parts:
