@@ -72,7 +72,8 @@ def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: in
     if args.data == "real":
         transform = train_transform(input_size, to_input, rng=rng) if train else eval_transform(input_size, to_input)
         try:
-            dataset: Any = SampleImages(SAMPLE_IMAGES_DIR, transform, combined * batches)
+            dataset: Any = SampleImages(SAMPLE_IMAGES_DIR, transform, combined * batches,
+                                        CorruptImagePolicy(data_setting(args, "corrupt_images")))
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from None
     elif args.data == "cifar10":

@@ -15,6 +15,7 @@ from train.arguments import check_training_args, explicit_options, training_pars
 from train.checkpoint import load_checkpoint
 from train.train import run_training
 from train.validate import args_from_checkpoint
+from utils.argparser import normalise_args
 from utils.errors import UsageError, exit_on_usage_error
 
 
@@ -30,7 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args.resumed_from = cli.checkpoint_path
     args.checkpoint_path = os.path.dirname(os.path.abspath(cli.checkpoint_path))
     args.notes = []
-    args = check_training_args(args)
+    args = check_training_args(normalise_args(args))
     if int(ckpt["epoch"]) >= args.epoch:
         raise UsageError(f"Checkpoint {cli.checkpoint_path!r} is from epoch {ckpt['epoch']} of a {args.epoch}-epoch run; "
                          f"pass --epoch with a larger total to train further.")

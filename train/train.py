@@ -67,12 +67,12 @@ class Run:
     def __init__(self, args: argparse.Namespace, resume: Optional[Dict[str, Any]] = None) -> None:
         self.args = args
         self.info = distributed.instance_info()
-        self.backend: Backend = select_backend(args.device, args.half_dtype)
-        distributed.init_process_group(self.info, self.backend.device)
         self.folder_lock, stale = (claim_folder(args.checkpoint_path) if args.checkpoint_path and self.info.rank == 0
                                    else (None, 0))
         if self.folder_lock is not None:
             on_failure(lambda _: self.folder_lock.release())
+        self.backend: Backend = select_backend(args.device, args.half_dtype)
+        distributed.init_process_group(self.info, self.backend.device)
         self.logger = RunLogger(args, self.info)
         self.log = self.logger.log
         if stale:

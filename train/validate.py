@@ -20,6 +20,7 @@ from train.train_options import validation_args, validation_options
 from utils import distributed
 from utils.backend import Backend, select_backend
 from utils.errors import UsageError, exit_on_usage_error
+from utils.argparser import normalise_args
 from utils.option_values import checked_mapping
 from utils.host_memory import configure_host_allocator
 from utils.logger import RunLogger
@@ -151,7 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     logger: Optional[RunLogger] = None
     for file in files:
         ckpt = load_checkpoint(file)
-        args = check_training_args(args_from_checkpoint(ckpt, cli, explicit))
+        args = check_training_args(normalise_args(args_from_checkpoint(ckpt, cli, explicit)))
         backend = select_backend(args.device, args.half_dtype)
         if logger is None:
             logger = RunLogger(args, distributed.InstanceInfo(0, 1, 0), folder=None)

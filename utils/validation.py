@@ -107,13 +107,18 @@ def check_host_batch_fits(args: argparse.Namespace) -> None:
 
 
 def writable_folder(path: str, option: str) -> str:
-    """Creates ``path`` if needed and proves a file can be written there (read-only mounts, full disks
-    and permissions all show), so a run never finds out after its work is done."""
+    """Proves a file can be written in ``path`` (or, while it does not exist yet, in the nearest existing
+    folder above it, where it will be created), so read-only mounts, full disks and permissions show
+    before any work; nothing is left behind."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"{option} {path!r} is a file, not a folder; give a folder to write to.")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
     try:
-        os.makedirs(path, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(20, "Not a directory", existing)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", suffix=".tmp", dir=existing)
         try:
             os.write(fd, b"0")
         finally:
@@ -135,6 +140,22 @@ def existing_file(path: Optional[str], option: str) -> Optional[str]:
     return path
 
 
+TORCH_FILE_MAGICS = (b"PK\x03\x04", b"\x80")
+
+
+def torch_file(path: Optional[str], option: str) -> Optional[str]:
+    """An existing file that starts like what torch.save writes (zip archive or legacy pickle), so a text
+    file or an image is refused by name before a model is built for it."""
+    if existing_file(path, option) is None:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not any(head.startswith(magic) for magic in TORCH_FILE_MAGICS):
+        raise UsageError(f"{option} {path!r} is not a PyTorch file (torch.save writes a zip archive); "
+                         f"give a state_dict or a train.py checkpoint.")
+    return path
+
+
 def existing_folder(path: Optional[str], option: str) -> Optional[str]:
     if path is None:
         return None
@@ -146,7 +167,7 @@ def existing_folder(path: Optional[str], option: str) -> Optional[str]:
 
 def check_common_paths(args: argparse.Namespace) -> None:
     """Files read must exist, folders written must be writable (checked before any model is built)."""
-    existing_file(getattr(args, "weights", None), "--weights")
+    torch_file(getattr(args, "weights", None), "--weights")
     existing_folder(getattr(args, "imagenet_data_path", None), "--imagenet-data-path")
     if getattr(args, "log_path", None):
         writable_folder(args.log_path, "--log-path")
