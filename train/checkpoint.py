@@ -70,6 +70,7 @@ def claim_folder(folder: str) -> Tuple[FolderLock, int]:
     """Checks ``folder`` is writable, locks it against a second run writing the same checkpoint names,
     and removes temporaries a killed run left; returns the lock and how many were removed."""
     writable_folder(folder, "--checkpoint-path")
+    os.makedirs(folder, exist_ok=True)
     lock = FolderLock(folder, "--checkpoint-path")
     return lock, remove_stale_temporaries(folder)
 

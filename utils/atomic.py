@@ -35,9 +35,11 @@ def atomic_file(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError) and not isinstance(error.filename, str):
+            raise OSError(error.errno, error.strerror or str(error), path) from error
         raise
 
 

@@ -1,0 +1,290 @@
+"""Faults during a run: a kill mid-write, a dead loader worker, a full disk, SIGTERM, planted weights files.
+
+Each test asserts the exit code, the one ``error:`` line and that nothing half-written is left.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from utils import atomic
+from utils.distributed import InstanceInfo
+from utils.errors import UsageError, exit_on_usage_error
+from utils.logger import RunLogger
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def _run_python(code: str, tmp_path, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}, **kwargs)
+
+
+def test_sigkill_during_a_checkpoint_write_leaves_no_checkpoint_and_the_next_start_cleans_up(tmp_path):
+    child = _run_python(f"""
+        import sys, time, torch
+        from train.checkpoint import save_checkpoint
+        def slow_save(payload, f):
+            f.write(b"PK" + b"0" * 4096)
+            f.flush()
+            print("writing", flush=True)
+            time.sleep(60)
+        torch.save = slow_save
+        save_checkpoint({str(tmp_path)!r}, "resnet18_generated_1.pt", {{"epoch": 1}})
+    """, tmp_path)
+    assert child.stdout.readline().strip() == "writing"
+    child.kill()
+    child.wait(timeout=30)
+    names = os.listdir(tmp_path)
+    assert "resnet18_generated_1.pt" not in names
+    assert len(names) == 1 and atomic.is_temporary(names[0]), names
+    from train.checkpoint import claim_folder
+    lock, removed = claim_folder(str(tmp_path))
+    lock.release()
+    assert removed == 1 and os.listdir(tmp_path) == [atomic.LOCK_NAME]
+
+
+def test_disk_full_during_a_checkpoint_write_is_one_sentence_naming_the_file(tmp_path, monkeypatch, capsys):
+    from train import checkpoint
+
+    def full(payload, f):
+        f.write(b"PK")
+        raise OSError(errno.ENOSPC, "No space left on device", f.name)
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+
+    @exit_on_usage_error
+    def main(argv):
+        logger = RunLogger(argparse.Namespace(log_path=str(tmp_path / "logs")), InstanceInfo(0, 1, 0), folder="run")
+        logger.log("epoch 1 done")
+        checkpoint.save_checkpoint(str(tmp_path / "ckpt"), "m_generated_1.pt", {"epoch": 1})
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    line = _one_error_line(capsys.readouterr().err)
+    assert exited.value.code == 1
+    assert "No space left on device" in line and str(tmp_path / "ckpt") in line
+    assert os.listdir(tmp_path / "ckpt") == []
+    results = json.loads((tmp_path / "logs" / "run" / "results.json").read_text())
+    assert results["status"] == "failed" and "No space left on device" in results["error"]
+    assert "error: No space left on device" in (tmp_path / "logs" / "run" / "log.txt").read_text()
+
+
+def test_disk_full_while_writing_json_keeps_the_previous_file_whole(tmp_path, monkeypatch):
+    target = tmp_path / "results.json"
+    atomic.write_json(str(target), {"ok": 1})
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(OSError):
+        atomic.write_json(str(target), {"ok": 2})
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert os.listdir(tmp_path) == ["results.json"]
+
+
+class _KillsItsWorker(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_loader_worker_ends_the_run_with_one_line_and_a_failed_results_file(tmp_path, capsys):
+    @exit_on_usage_error
+    def main(argv):
+        RunLogger(argparse.Namespace(log_path=str(tmp_path)), InstanceInfo(0, 1, 0), folder="run")
+        for _ in torch.utils.data.DataLoader(_KillsItsWorker(), batch_size=2, num_workers=1):
+            pass
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    line = _one_error_line(capsys.readouterr().err)
+    assert exited.value.code == 1 and "worker" in line.lower()
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "failed" and "worker" in results["error"].lower()
+
+
+def test_sigterm_stops_with_143_and_one_line(tmp_path):
+    child = _run_python("""
+        import time
+        from utils.errors import exit_on_usage_error
+        @exit_on_usage_error
+        def main(argv):
+            print("ready", flush=True)
+            time.sleep(60)
+        main([])
+    """, tmp_path)
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 128 + signal.SIGTERM
+    assert _one_error_line(err).startswith("error: Stopped by SIGTERM")
+
+
+def test_debug_env_shows_the_traceback(monkeypatch):
+    monkeypatch.setenv("HARNESS_DEBUG", "1")
+
+    @exit_on_usage_error
+    def main(argv):
+        raise UsageError("bad value")
+    with pytest.raises(UsageError, match="bad value"):
+        main([])
+
+
+def test_two_runs_cannot_share_one_checkpoint_folder(tmp_path):
+    first = atomic.FolderLock(str(tmp_path), "--checkpoint-path")
+    with pytest.raises(UsageError, match=f"in use by another run \\(process {os.getpid()}\\)"):
+        atomic.FolderLock(str(tmp_path), "--checkpoint-path")
+    first.release()
+    atomic.FolderLock(str(tmp_path), "--checkpoint-path").release()
+
+
+def test_validate_and_restore_never_write_where_the_checkpoint_says(tmp_path):
+    from train.arguments import training_parser
+    from train.validate import args_from_checkpoint
+    cli = training_parser().parse_args(["--checkpoint-path", "x.pt"])
+    ckpt = {"args": {"model": "resnet18", "log_path": "/etc/cron.d", "model_cache_path": "/root/.ssh",
+                     "batch_size": 4}}
+    merged = args_from_checkpoint(ckpt, cli, explicit={"checkpoint_path"})
+    assert merged.log_path == "logs" and merged.model_cache_path is None and merged.batch_size == 4
+    given = training_parser().parse_args(["--log-path", str(tmp_path)])
+    assert args_from_checkpoint(ckpt, given, explicit={"log_path"}).log_path == str(tmp_path)
+
+
+# ------------------------------------------------------------------ pretrained weights: no code from data
+def _evil_file(path: str, marker: str) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (open, (marker, "w"))
+    torch.save({"fc.weight": Evil()}, path)
+
+
+def test_a_pickle_planted_in_the_hub_cache_is_refused_and_never_run(tmp_path, monkeypatch):
+    import models
+    from models.pretrained import PretrainedWeightsError
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    _evil_file(str(cache / "resnet18-f37072fd.pth"), str(marker))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(PretrainedWeightsError, match="resnet18-f37072fd.pth.*does not match its published SHA256"):
+        models.get_model("resnet18", log=lambda _: None)
+    assert not marker.exists()
+
+
+def test_a_cached_file_with_the_right_hash_but_code_inside_is_refused(tmp_path, monkeypatch):
+    from models import pretrained
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    staged = tmp_path / "staged.pth"
+    _evil_file(str(staged), str(marker))
+    digest = hashlib.sha256(staged.read_bytes()).hexdigest()[:8]
+    os.replace(staged, cache / f"weights-{digest}.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(pretrained.PretrainedWeightsError, match="is not a plain tensor file"):
+        pretrained.load_pretrained_state_dict(f"https://example.invalid/weights-{digest}.pth")
+    assert not marker.exists()
+
+
+def test_a_cached_file_with_the_right_hash_loads_as_tensors(tmp_path, monkeypatch):
+    from models import pretrained
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    staged = tmp_path / "staged.pth"
+    torch.save({"w": torch.arange(3.0)}, staged)
+    digest = hashlib.sha256(staged.read_bytes()).hexdigest()[:8]
+    os.replace(staged, cache / f"good-{digest}.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    state = pretrained.load_pretrained_state_dict(f"https://example.invalid/good-{digest}.pth")
+    assert torch.equal(state["w"], torch.arange(3.0))
+
+
+def test_every_builder_uses_the_checked_loader(tmp_path, monkeypatch):
+    """No builder reaches torch.hub's unchecked loader: each asks load_pretrained_state_dict for its URL."""
+    import models.cadene
+    import models.efficientnet
+    import models.torchvision_zoo
+    asked = []
+
+    def refuse(url):
+        asked.append(url)
+        raise OSError("offline in this test")
+    for module in (models.cadene, models.efficientnet, models.torchvision_zoo):
+        monkeypatch.setattr(module, "load_pretrained_state_dict", refuse)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("unchecked loader"))
+    for name in ("resnet18", "efficientnet-b0", "resnext101_32x4d"):
+        models.get_model(name, log=lambda _: None)
+    assert [os.path.basename(u) for u in asked] == ["resnet18-f37072fd.pth", "efficientnet-b0-355c32eb.pth",
+                                                    "resnext101_32x4d-29e315fa.pth"]
+
+
+# ------------------------------------------------------------------ real data and class counts
+def test_a_corrupt_sample_image_follows_the_corrupt_images_policy(tmp_path):
+    from PIL import Image
+
+    from datasets.corrupt import CorruptImageError, CorruptImagePolicy
+    from datasets.sample_images import SampleImages
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8 truncated")
+    stop = SampleImages(str(tmp_path), lambda img: img.size, 2, CorruptImagePolicy("stop"))
+    with pytest.raises(CorruptImageError, match="b.jpg cannot be decoded"):
+        stop[1]
+    skip = SampleImages(str(tmp_path), lambda img: img.size, 2, CorruptImagePolicy("skip"))
+    assert skip[1] == ((8, 8), 0) and skip.policy.skipped == 1
+
+
+def test_a_checkpoint_is_refused_for_data_with_another_number_of_classes(tmp_path):
+    from train.validate import check_classes
+
+    class Loader:
+        dataset = argparse.Namespace(classes=["a", "b", "c", "d", "e"])
+    with pytest.raises(UsageError, match="trained on 3 classes but the validation data has 5"):
+        check_classes(Loader(), 3, "m_imagenet_1.pt")
+    check_classes(Loader(), 5, "m_imagenet_1.pt")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_training_between_complete_checkpoints(tmp_path):
+    """A real train.py run: SIGTERM after the first checkpoint; exit 143, the log says where it stopped,
+    results.json records it, and every checkpoint left loads."""
+    ckpts = tmp_path / "ckpt"
+    child = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "train", "train.py"), "--data", "generated", "--model", "resnet18",
+         "--input-size", "32", "--batch-size", "2", "--iterations", "20", "--epoch", "1000", "--precision", "32.32",
+         "--validation-mode", "none", "--dataloader-worker", "0", "--checkpoint-path", str(ckpts),
+         "--log-path", str(tmp_path / "logs")],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    while not list(ckpts.glob("*.pt")) and time.time() < deadline and child.poll() is None:
+        time.sleep(0.2)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: Stopped by SIGTERM")  # after tqdm's progress bar
+    assert not [n for n in os.listdir(ckpts) if atomic.is_temporary(n)]
+    for path in ckpts.glob("*.pt"):
+        torch.load(path, weights_only=True)
+    run, = (tmp_path / "logs").iterdir()
+    assert "Stopped during epoch" in (run / "log.txt").read_text()
+    assert json.loads((run / "results.json").read_text())["status"] == "failed"
