@@ -8,6 +8,8 @@ import argparse
 import multiprocessing
 import os
 import random
+import shutil
+import tempfile
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import webdataset as wds
@@ -20,8 +22,9 @@ from datasets.corrupt import CORRUPT_IMAGE_POLICIES, DECODE_ERRORS, CorruptImage
 from datasets.webdataset_format import (FORMAT_VERSION, FORMATS, METADATA_FILE, SPLITS, combined_checksum,
                                         encode_sample, shard_entry)
 from utils.argparser import new_parser
-from utils.atomic import write_json
+from utils.atomic import TEMP_SUFFIX, remove_stale_temporaries, write_json
 from utils.errors import UsageError, exit_on_usage_error
+from utils.validation import writable_folder
 
 STEP_NAMES = ("resize", "center_crop")
 DEFAULT_STEP_SIZE = {"resize": 256, "center_crop": 224}
@@ -124,6 +127,7 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
       help="An unreadable source image: stop with its name, or skip it (warned and counted)")
     p("--num-workers", type=int, default=min(8, os.cpu_count() or 1), help="Encoding processes (0: none)")
     args = parser.parse_args(argv)
+    writable_folder(args.target, "--target")
     if args.samples_per_shard < 1:
         raise UsageError(f"--samples-per-shard must be at least 1, got {args.samples_per_shard}.")
     if not 1 <= args.image_quality <= 100:
@@ -147,15 +151,21 @@ def create(args: argparse.Namespace) -> Dict[str, Any]:
     boxes = load_boxes(bbox_path) if os.path.isfile(bbox_path) else None
     policy = CorruptImagePolicy(args.corrupt_images)
     os.makedirs(args.target, exist_ok=True)
+    remove_stale_temporaries(args.target)
+    staging = tempfile.mkdtemp(prefix=".staging-", suffix=TEMP_SUFFIX, dir=args.target)
+    staged = argparse.Namespace(**{**vars(args), "target": staging})
     pool = multiprocessing.Pool(args.num_workers) if args.num_workers > 0 else None
     try:
-        splits = {split: write_split(split, list_split(os.path.join(args.source, split), classes), args,
+        splits = {split: write_split(split, list_split(os.path.join(args.source, split), classes), staged,
                                      args.train_steps if split == "train" else args.validation_steps,
                                      boxes, policy, pool)
                   for split in present}
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name), os.path.join(args.target, name))
     finally:
         if pool is not None:
             pool.terminate()
+        shutil.rmtree(staging, ignore_errors=True)
     meta = {"format_version": FORMAT_VERSION, "format": args.format, "image_quality": args.image_quality,
             "samples_per_shard": args.samples_per_shard, "seed": args.seed, "classes": classes,
             "skipped_corrupt_images": policy.skipped, "splits": splits, "checksum": combined_checksum(splits)}

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from typing import IO, Any, Iterator, Optional
 
@@ -66,8 +67,12 @@ def remove_stale_temporaries(folder: str, only_for: Optional[str] = None) -> int
     prefix = temp_name_of(only_for) if only_for else "."
     for name in os.listdir(folder):
         if is_temporary(name) and name.startswith(prefix):
+            path = os.path.join(folder, name)
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(folder, name))
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
                 removed += 1
     return removed
 

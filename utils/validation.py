@@ -177,7 +177,10 @@ def check_common_paths(args: argparse.Namespace) -> None:
 
 def check_free_space(folder: str, needed_bytes: int, what: str) -> None:
     """Refuses a run whose output cannot fit, instead of failing when the first file is written."""
-    free = shutil.disk_usage(folder).free
+    existing = os.path.abspath(folder)
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free
     if needed_bytes > free:
         raise UsageError(f"{what} needs about {_mib(needed_bytes)} but {folder!r} has {_mib(free)} free; "
                          f"free some space or choose another folder.")

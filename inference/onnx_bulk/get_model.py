@@ -22,7 +22,7 @@ sys.path.insert(1, str(HERE.parents[1]))
 from resnext101 import MODEL_NAMES, model_file  # noqa: E402
 from utils.atomic import remove_stale_temporaries  # noqa: E402
 from utils.errors import UsageError, exit_on_usage_error  # noqa: E402
-from utils.validation import writable_folder  # noqa: E402
+from utils.validation import check_free_space, writable_folder  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -194,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as error:
         raise UsageError(str(error)) from None
     writable_folder(str(path.parent), "--output-dir")
+    path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(str(path.parent), only_for=path.name)
+    check_free_space(str(path.parent), 2 * sum(p.numel() * p.element_size() for p in model.state_dict().values()),
+                     "The ONNX export")
     print(f"Weights: {source}")
     start = time.perf_counter()
     partial = path.parent / f".{path.name}.{os.getpid()}.tmp"
