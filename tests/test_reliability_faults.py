@@ -60,7 +60,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_no_checkpoint_and_the_next_sta
     from train.checkpoint import claim_folder
     lock, removed = claim_folder(str(tmp_path))
     lock.release()
-    assert removed == 1 and os.listdir(tmp_path) == [atomic.LOCK_NAME]
+    assert removed == 1 and os.listdir(tmp_path) == []
 
 
 def test_disk_full_during_a_checkpoint_write_is_one_sentence_naming_the_file(tmp_path, monkeypatch, capsys):

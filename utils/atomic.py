@@ -78,24 +78,37 @@ def remove_stale_temporaries(folder: str, only_for: Optional[str] = None) -> int
 
 
 class FolderLock:
-    """An exclusive lock on a folder for this process's lifetime (released by the kernel if killed)."""
+    """An exclusive lock on a folder for this process's lifetime (released by the kernel if killed); the
+    lock file is removed on release so a finished run leaves only its outputs."""
 
     def __init__(self, folder: str, option: str) -> None:
         self.path = os.path.join(folder, LOCK_NAME)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(self._fd)
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise UsageError(f"{option} {folder!r} is in use by another run (process {owner}); wait for it "
-                                 f"to finish or choose another folder.") from None
-            raise
+        while True:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(self._fd)
+                if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise UsageError(f"{option} {folder!r} is in use by another run (process {owner}); wait for "
+                                     f"it to finish or choose another folder.") from None
+                raise
+            if self._same_file():
+                break
+            os.close(self._fd)  # the holder removed the file between our open and lock: lock the new one
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, str(os.getpid()).encode(), 0)
 
+    def _same_file(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
+        except FileNotFoundError:
+            return False
+
     def release(self) -> None:
         if self._fd >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
             os.close(self._fd)
             self._fd = -1
