@@ -288,3 +288,23 @@ def test_sigterm_stops_training_between_complete_checkpoints(tmp_path):
     run, = (tmp_path / "logs").iterdir()
     assert "Stopped during epoch" in (run / "log.txt").read_text()
     assert json.loads((run / "results.json").read_text())["status"] == "failed"
+
+
+def test_a_forked_worker_still_dies_by_sigterm(tmp_path):
+    """Pools and loaders stop their workers with SIGTERM; an inherited handler must not make them unwind."""
+    child = _run_python("""
+        import multiprocessing, os, signal, time
+        from utils.errors import exit_on_usage_error
+        @exit_on_usage_error
+        def main(argv):
+            worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+            worker.start()
+            time.sleep(0.2)
+            worker.terminate()
+            worker.join(10)
+            print(worker.exitcode, flush=True)
+        main([])
+    """, tmp_path)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert out.strip() == str(-signal.SIGTERM) and "Traceback" not in err

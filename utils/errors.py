@@ -71,17 +71,29 @@ def failure_sentence(error: BaseException) -> str:
             f"(run again with --debug or {DEBUG_ENV}=1 for the traceback).")
 
 
+_handler_pid = 0
+
+
 def _raise_stopped(signum: int, _frame: Any) -> None:
+    """In the entry point's own process: unwind. In a forked child (loader worker, pool process) that
+    inherited the handler: die by the signal as before, so pools and loaders stop their workers as usual."""
+    if os.getpid() != _handler_pid:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise Stopped(signum)
 
 
 def _install_stop_handler() -> Any:
     """SIGTERM stops like Ctrl-C: unwinding runs every cleanup (temporary files, log folder).
     Returns the previous handler, or None off the main thread where handlers cannot be set."""
+    global _handler_pid
     try:
-        return signal.signal(signal.SIGTERM, _raise_stopped)
+        previous = signal.signal(signal.SIGTERM, _raise_stopped)
     except ValueError:
         return None
+    _handler_pid = os.getpid()
+    return previous
 
 
 def _fail(message: str, code: int) -> None:
