@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import pickle
-import subprocess
 import sys
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -400,7 +399,11 @@ ONNX_CASES = [
     ("get_model.py", ["--batch-size", "0"], 2, "--batch-size must be at least 1"),
     ("get_model.py", ["--weights", "{missing}"], 2, "does not exist"),
     ("get_model.py", ["--model-name", "vgg"], 2, "invalid choice"),
-    ("get_model.py", ["--weights", "{text}", "--output-dir", "{tmp}/m"], 2, "could not load"),
+    ("get_model.py", ["--weights", "{text}", "--output-dir", "{tmp}/m"], 2, "is not a PyTorch file"),
+    ("get_model.py", ["--weights", "{dir}", "--output-dir", "{tmp}/m"], 2, "is a folder"),
+    ("get_model.py", ["--output-dir", "{text}", "--random-weights"], 2, "cannot be written to"),
+    ("get_model.py", ["--exporter", "dynamo", "--opset", "9"], 2, "pass --exporter legacy"),
+    ("get_model.py", ["--weights", "{evil}", "--random-weights"], 2, "not allowed with argument"),
     ("get_model.py", ["--weights", "{evil}", "--output-dir", "{tmp}/m"], 2, "could not load"),
     ("partition_dataset.py", ["--data-dir", "{missing}"], 2, "is not an existing folder"),
     ("partition_dataset.py", ["--data-dir", "{dir}", "--partitions", "0"], 2, "--partitions must be at least 1"),
@@ -413,11 +416,16 @@ ONNX_CASES = [
 
 
 @pytest.mark.parametrize("script,argv,code,fragment", ONNX_CASES)
-def test_onnx_bulk_bad_input_is_one_error_line(script, argv, code, fragment, files):
-    result = subprocess.run([sys.executable, os.path.join(ONNX_BULK, script), *_fill(argv, files)],
-                            capture_output=True, text=True, cwd=files["tmp"], timeout=120,
-                            env={**os.environ, "TORCH_HOME": os.path.join(files["tmp"], "torch_home")})
-    assert_one_error_line(result.returncode, result.stderr, code, fragment)
+def test_onnx_bulk_bad_input_is_one_error_line(script, argv, code, fragment, files, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the scripts put their own folder first
+    monkeypatch.setenv("TORCH_HOME", os.path.join(files["tmp"], "torch_home"))
+    monkeypatch.chdir(files["tmp"])
+    module = _load_script(f"onnx_bulk_{script[:-3]}", os.path.join(ONNX_BULK, script))
+    try:
+        returned = module.main(_fill(argv, files))
+    except SystemExit as exited:
+        returned = exited.code
+    assert_one_error_line(returned, capsys.readouterr().err, code, fragment)
     assert not os.path.exists(os.path.join(files["tmp"], MARKER_NAME))
     assert not os.path.exists(os.path.join(files["tmp"], "m")), "a refused export left an output folder"
 

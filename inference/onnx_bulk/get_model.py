@@ -22,7 +22,7 @@ sys.path.insert(1, str(HERE.parents[1]))
 from resnext101 import MODEL_NAMES, model_file  # noqa: E402
 from utils.atomic import remove_stale_temporaries  # noqa: E402
 from utils.errors import UsageError, exit_on_usage_error  # noqa: E402
-from utils.validation import check_free_space, writable_folder  # noqa: E402
+from utils.validation import check_free_space, torch_file, writable_folder  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,11 +105,11 @@ def build_model(name: str, weights: Path | None, random_weights: bool):
 
     factory = getattr(pretrainedmodels, name)
     if weights is not None:
-        model = factory(num_classes=1000, pretrained=None)
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
+            model = factory(num_classes=1000, pretrained=None)
             model.load_state_dict(state)
         except Exception as error:
             detail = " ".join(str(error).split())[:200]
@@ -186,14 +186,14 @@ def verify(model, path: Path, batch_size: int) -> float:
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.weights is not None and not args.weights.is_file():
-        raise UsageError(f"Weights file {args.weights} does not exist.")
+    if args.weights is not None:
+        torch_file(str(args.weights), "--weights")
     path = model_file(args.output_dir, args.model_name, args.batch_size)
+    writable_folder(str(path.parent), "--output-dir")
     try:
         model, source = build_model(args.model_name, args.weights, args.random_weights)
     except WeightsError as error:
         raise UsageError(str(error)) from None
-    writable_folder(str(path.parent), "--output-dir")
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(str(path.parent), only_for=path.name)
     check_free_space(str(path.parent), 2 * sum(p.numel() * p.element_size() for p in model.state_dict().values()),
