@@ -434,3 +434,16 @@ def test_the_table_is_large_and_covers_every_entry_point():
     scripts = {c[0] for c in CASES} | {c[0] for c in ONNX_CASES}
     assert len(CASES) + len(PRESETS) + len(ONNX_CASES) > 150
     assert len(scripts) == 13, sorted(scripts)
+
+
+def test_a_second_training_run_into_a_locked_checkpoint_folder_is_refused(files, monkeypatch, capsys):
+    from utils.atomic import FolderLock
+    folder = os.path.join(files["tmp"], "ckpt")
+    os.makedirs(folder)
+    holder = FolderLock(folder, "--checkpoint-path")
+    try:
+        main = _entry("train", monkeypatch)
+        code, err = call(main, TR + ["--checkpoint-path", folder], capsys)
+    finally:
+        holder.release()
+    assert_one_error_line(code, err, 2, f"is in use by another run (process {os.getpid()})")

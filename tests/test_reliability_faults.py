@@ -270,7 +270,7 @@ def test_sigterm_stops_training_between_complete_checkpoints(tmp_path):
     child = subprocess.Popen(
         [sys.executable, os.path.join(REPO, "train", "train.py"), "--data", "generated", "--model", "resnet18",
          "--input-size", "32", "--batch-size", "2", "--iterations", "20", "--epoch", "1000", "--precision", "32.32",
-         "--validation-mode", "none", "--dataloader-worker", "0", "--checkpoint-path", str(ckpts),
+         "--validation-mode", "none", "--dataloader-worker", "0", "--executor", "eager", "--checkpoint-path", str(ckpts),
          "--log-path", str(tmp_path / "logs")],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"})

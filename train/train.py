@@ -137,14 +137,17 @@ class Run:
         resolved = ckpt.get("training_executor")
         if self.backend.is_portable and self.args.executor == "auto" and resolved in ("eager", "inductor"):
             self.opts.Portable.executor(resolved)  # the run continues with the numerics it started with
-        if "optimizer_state_dict" in ckpt:
-            self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-        if "augmentation_rng" in ckpt:
-            self.sampler.load_state_dict(ckpt["augmentation_rng"])
-        if "rng_state" in ckpt:
-            set_rng_state(ckpt["rng_state"])
-        if "data_augmentation_rng" in ckpt:
-            load_augmentation_state(self.train_data, ckpt["data_augmentation_rng"])
+        restorers = (("optimizer_state_dict", self.optimizer.load_state_dict),
+                     ("augmentation_rng", self.sampler.load_state_dict), ("rng_state", set_rng_state),
+                     ("data_augmentation_rng", lambda state: load_augmentation_state(self.train_data, state)))
+        for field, restore in restorers:
+            if field not in ckpt:
+                continue
+            try:
+                restore(ckpt[field])
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+                raise UsageError(f"Checkpoint {self.args.resumed_from!r} has a {field!r} that does not fit this run "
+                                 f"({type(error).__name__}: {str(error)[:120]}).") from None
         self.start_epoch = int(ckpt["epoch"]) + 1
         self.log(f"Resuming training at epoch {self.start_epoch}/{self.args.epoch}.")
 
