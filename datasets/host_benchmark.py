@@ -14,6 +14,7 @@ from utils import distributed
 from utils.argparser import NORMALIZATION_LOCATIONS, PRECISIONS, new_parser
 from utils.backend import select_backend
 from utils.errors import UsageError, exit_on_usage_error
+from utils.validation import at_least, existing_folder, in_range
 
 
 def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -42,6 +43,11 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
     if args.dataloader_worker < 0:
         raise UsageError(f"--dataloader-worker must be 0 or more, got {args.dataloader_worker}.")
+    at_least(args, 1, ("dataloader_rebatch_size",))
+    in_range(args, "webdataset_percentage_to_use", 0.0, 100.0, low_open=True)
+    if args.data == "imagenet" and not args.imagenet_data_path:
+        raise UsageError("--data imagenet needs --imagenet-data-path (an image folder or a WebDataset folder).")
+    existing_folder(args.imagenet_data_path, "--imagenet-data-path")
     if args.normalization_location is None or (args.eight_bit_io and args.normalization_location == "host"):
         args.normalization_location = "ipu" if args.eight_bit_io else "host"
     return args

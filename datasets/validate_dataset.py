@@ -16,6 +16,7 @@ from datasets.webdataset_format import (IMAGE_KEY, LEFTOVER_FILE, METADATA_FILE,
                                         sha256_file)
 from utils.argparser import new_parser
 from utils.errors import UsageError, exit_on_usage_error
+from utils.validation import existing_folder
 
 
 def check_shard(path: str, entry: Dict[str, Any], meta: Dict[str, Any], decode: bool) -> List[str]:
@@ -98,6 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="WebDataset folder (with metadata.json) to check")
     parser.add_argument("--decode", action="store_true", help="Also decode every image (slow on ImageNet)")
     args = parser.parse_args(argv)
+    existing_folder(args.folder, "--imagenet-data-path")
     problems = check_dataset(args.folder, args.decode)
     for problem in problems:
         print(problem)

@@ -280,11 +280,19 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("distributed_webdataset", ["--imagenet-data-path", "{wds_not_json}", "--num-instances", "2"], "it is not JSON"),
     # datasets/validate_dataset.py
     ("validate_dataset", [], "the following arguments are required"),
+    ("validate_dataset", ["--imagenet-data-path", "{missing}"], "does not exist"),
+    ("validate_dataset", ["--imagenet-data-path", "{text}"], "is a file"),
     # datasets/host_benchmark.py
     ("host_benchmark", ["--batch-size", "0"], "--batch-size must be at least 1"),
     ("host_benchmark", ["--epochs", "0"], "--epochs must be at least 1"),
     ("host_benchmark", ["--dataloader-worker", "-1"], "--dataloader-worker must be 0 or more"),
     ("host_benchmark", ["--input-size", "-224"], "--input-size must be at least 1"),
+    ("host_benchmark", ["--dataloader-rebatch-size", "0"], "--dataloader-rebatch-size must be at least 1"),
+    ("host_benchmark", ["--webdataset-percentage-to-use", "-5"], "--webdataset-percentage-to-use must be in (0, 100]"),
+    ("host_benchmark", ["--data", "imagenet"], "needs --imagenet-data-path"),
+    ("host_benchmark", ["--imagenet-data-path", "{missing}"], "does not exist"),
+    ("host_benchmark", ["--imagenet-data-path", "{text}"], "is a file"),
+    ("host_benchmark", ["--split", "test"], "invalid choice"),
     # datasets/make_sample_folder.py
     ("make_sample_folder", ["{tmp}/samples", "--train-per-class", "-1"], "--train-per-class must be at least 1"),
     ("make_sample_folder", ["{tmp}/samples", "--validation-per-class", "-1"], "--validation-per-class must be at least 0"),

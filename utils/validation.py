@@ -15,6 +15,7 @@ from typing import Iterable, Optional
 from .errors import UsageError
 
 SEED_LIMIT = 2 ** 32
+LOG_FOLDER_BYTES = 4 * 2 ** 20
 MAX_IMAGE_SIDE = 4096
 
 
@@ -171,6 +172,7 @@ def check_common_paths(args: argparse.Namespace) -> None:
     existing_folder(getattr(args, "imagenet_data_path", None), "--imagenet-data-path")
     if getattr(args, "log_path", None):
         writable_folder(args.log_path, "--log-path")
+        check_free_space(args.log_path, LOG_FOLDER_BYTES, "The run's log folder")
     if getattr(args, "model_cache_path", None):
         writable_folder(args.model_cache_path, "--model-cache-path")
 
