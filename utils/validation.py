@@ -162,7 +162,7 @@ def existing_folder(path: Optional[str], option: str) -> Optional[str]:
         return None
     if not os.path.isdir(path):
         what = "is a file" if os.path.exists(path) else "does not exist"
-        raise UsageError(f"{option} {path!r} {what}; give an existing folder.")
+        raise UsageError(f"{option} {path} {what}; give an existing folder.")
     return path
 
 
