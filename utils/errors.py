@@ -62,7 +62,7 @@ def failure_sentence(error: BaseException) -> str:
     if isinstance(error, OSError):
         what = error.strerror or str(error) or type(error).__name__
         if error.filename is not None:
-            return f"{what}: {error.filename!r}; nothing half-written was kept."
+            return f"{what}: {error.filename!r}."
         return f"{what}."
     if isinstance(error, MemoryError):
         return "Out of host memory; lower --batch-size, --device-iterations or --replicas."

@@ -60,8 +60,8 @@ class RunLogger:
 
     def record_failure(self, message: str) -> None:
         """The run ended with ``message``: said in log.txt, and results.json records it (instance 0)."""
-        self._logger.handlers = [h for h in self._logger.handlers if not isinstance(h, logging.StreamHandler)
-                                 or isinstance(h, logging.FileHandler)]
+        files_only = [h for h in self._logger.handlers if isinstance(h, logging.FileHandler)]
+        self._logger.handlers = files_only  # stderr already gets the error line
         self.log(f"error: {message}")
         if self.info.rank == 0:
             self.write_json("results.json", {"status": "failed", "error": message})
