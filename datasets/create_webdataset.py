@@ -24,7 +24,7 @@ from datasets.webdataset_format import (FORMAT_VERSION, FORMATS, METADATA_FILE, 
 from utils.argparser import new_parser
 from utils.atomic import TEMP_SUFFIX, remove_stale_temporaries, write_json
 from utils.errors import UsageError, exit_on_usage_error
-from utils.validation import writable_folder
+from utils.validation import check_free_space, writable_folder
 
 STEP_NAMES = ("resize", "center_crop")
 DEFAULT_STEP_SIZE = {"resize": 256, "center_crop": 224}
@@ -150,16 +150,19 @@ def create(args: argparse.Namespace) -> Dict[str, Any]:
     bbox_path = os.path.join(args.source, BBOX_FILE)
     boxes = load_boxes(bbox_path) if os.path.isfile(bbox_path) else None
     policy = CorruptImagePolicy(args.corrupt_images)
+    listed = {split: list_split(os.path.join(args.source, split), classes) for split in present}
+    source_bytes = sum(os.path.getsize(path) for samples in listed.values() for path, _ in samples)
+    check_free_space(args.target, source_bytes, "The WebDataset (at least the size of its source images)")
     os.makedirs(args.target, exist_ok=True)
     remove_stale_temporaries(args.target)
     staging = tempfile.mkdtemp(prefix=".staging-", suffix=TEMP_SUFFIX, dir=args.target)
     staged = argparse.Namespace(**{**vars(args), "target": staging})
     pool = multiprocessing.Pool(args.num_workers) if args.num_workers > 0 else None
     try:
-        splits = {split: write_split(split, list_split(os.path.join(args.source, split), classes), staged,
+        splits = {split: write_split(split, samples, staged,
                                      args.train_steps if split == "train" else args.validation_steps,
                                      boxes, policy, pool)
-                  for split in present}
+                  for split, samples in listed.items()}
         for name in os.listdir(staging):
             os.replace(os.path.join(staging, name), os.path.join(args.target, name))
     finally:

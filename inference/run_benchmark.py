@@ -16,7 +16,7 @@ from utils.argparser import add_common_options, new_parser, parse_with_config
 from utils.backend import Backend, select_backend
 from utils.backend_report import report_backend
 from utils import peak_memory
-from utils.errors import exit_on_usage_error
+from utils.errors import UsageError, exit_on_usage_error
 from utils.executor_report import executor_report, log_compiled
 from utils.ipu_settings import inference_options, num_stages
 from utils.logger import RunLogger
@@ -54,7 +54,8 @@ def batches(loader: Any, count: int) -> Iterator[Any]:
             if produced == count:
                 return
         if empty:
-            raise RuntimeError("The data loader yields no full batch; the dataset is smaller than one host batch.")
+            raise UsageError("The data loader yields no full batch; the dataset is smaller than one host batch "
+                             "(--batch-size x --device-iterations x --replicas); lower one of them.")
 
 
 def profiler(args: argparse.Namespace, backend: Backend, log_dir: str) -> Any:
