@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import pickle
 import sys
 from typing import Any, Callable, Dict, List, Tuple
 
