@@ -6,6 +6,8 @@ import csv
 import os
 from typing import Any, Dict, List, Optional
 
+from utils.atomic import atomic_file
+
 CSV_FIELDS = ["epoch", "iteration", "loss", "accuracy", "learning_rate", "loss_scaling", "img_per_sec",
               "latency_ms", "validation_accuracy"]
 
@@ -48,7 +50,8 @@ class TrainingLog:
         ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
         ax_acc.legend()
         fig.tight_layout()
-        fig.savefig(self.png_path)
+        with atomic_file(self.png_path) as f:
+            fig.savefig(f, format="png")
         plt.close(fig)
 
     def close(self) -> None:
