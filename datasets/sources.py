@@ -47,11 +47,12 @@ def instance_of(opts: Any) -> Tuple[int, int]:
 
 def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: int,
              half_dtype: torch.dtype, batches: int = 1, async_dataloader: bool = False,
-             drop_last: Optional[bool] = None) -> Iterable:
+             drop_last: Optional[bool] = None, augment: bool = True) -> Iterable:
     """Loader of combined host batches for ``args.data``; ``batches`` sizes the generated/real streams.
 
     ``drop_last`` (default True) keeps only full host batches; pass False to read every sample of an
-    evaluation set once (the last batch is then short).
+    evaluation set once (the last batch is then short). ``augment=False`` gives training data (shuffled)
+    the evaluation crop, as fine-tuning after half-resolution training uses.
     """
     from portable_poptorch.dataloader import combined_batch_size
     combined = combined_batch_size(opts, args.batch_size)
@@ -69,18 +70,19 @@ def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: in
     mode = (poptorch.DataLoaderMode.AsyncRebatched if rebatch else
             poptorch.DataLoaderMode.Async if async_dataloader else poptorch.DataLoaderMode.Sync)
     workers = max(0, int(args.dataloader_worker or 0))
+    augmented = train and augment
     if args.data == "real":
-        transform = train_transform(input_size, to_input, rng=rng) if train else eval_transform(input_size, to_input)
+        transform = train_transform(input_size, to_input, rng=rng) if augmented else eval_transform(input_size, to_input)
         try:
             dataset: Any = SampleImages(SAMPLE_IMAGES_DIR, transform, combined * batches)
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from None
     elif args.data == "cifar10":
-        transform = (cifar_train_transform(input_size, to_input, rng) if train
+        transform = (cifar_train_transform(input_size, to_input, rng) if augmented
                      else cifar_eval_transform(input_size, to_input))
         dataset = _cifar10(train, transform)
     else:
-        transform = train_transform(input_size, to_input, rng=rng) if train else eval_transform(input_size, to_input)
+        transform = train_transform(input_size, to_input, rng=rng) if augmented else eval_transform(input_size, to_input)
         dataset = _imagenet(args, train, transform, instance=instance, num_instances=num_instances,
                             num_workers=workers, worker_batch=rebatch or combined, drop_last=drop_last)
     return poptorch.DataLoader(opts, dataset, batch_size=args.batch_size, shuffle=train and not _iterable(dataset),
@@ -108,6 +110,7 @@ def _imagenet(args: Any, train: bool, transform: Callable, **sharding: Any) -> A
     if is_webdataset(root):
         dataset = WebDatasetSplit(root, split, transform, shuffle=train, seed=args.seed,
                                   percentage=percentage,
+                                  memory_cache_ratio=float(data_setting(args, "webdataset_memory_cache_ratio")),
                                   corrupt_policy=policy, use_boxes=use_boxes, **sharding)
         if use_boxes and not dataset.has_boxes:
             raise UsageError(f"--use-bbox-info: the WebDataset in {root} was written without bounding boxes; "

@@ -8,24 +8,25 @@ from utils.backend import Backend
 from utils.distributed import InstanceInfo
 from utils.ipu_settings import common_options, inference_options, num_stages
 
-# PopART's RecomputeType values, for the real poptorch.
+# popart.RecomputationType values (None=0, Standard=1, NormOnly=2, Pipeline=3, RecomputeAll=4).
 RECOMPUTE_STANDARD = 1
-RECOMPUTE_ALL = 3
+RECOMPUTE_ALL = 4
 
 
 def training_options(args: Any, backend: Backend, info: InstanceInfo) -> Any:
-    """Common options plus gradient accumulation (mean-reduced), All outputs and the training switches."""
+    """Common options plus gradient accumulation (mean-reduced), Sum outputs (per replica, summed over the
+    call's micro-batches, as the original) and the training switches."""
     poptorch = backend.poptorch
     opts = common_options(args, backend, info)
     opts.Training.gradientAccumulation(args.gradient_accumulation)
     opts.Training.accumulationAndReplicationReductionType(poptorch.ReductionType.Mean)
-    opts.outputMode(poptorch.OutputMode.All)
+    opts.outputMode(poptorch.OutputMode.Sum)
     if args.data == "synthetic":
         opts.enableSyntheticData(True)
     if args.enable_stochastic_rounding:
         opts.Precision.enableStochasticRounding(True)
     if args.enable_fp_exceptions:
-        opts.Precision.setFloatingPointBehaviour(inv=True, div0=True, oflo=True)
+        opts.Precision.enableFloatingPointExceptions(True)
     if args.auto_loss_scaling:
         opts.Training.setAutomaticLossScaling(True)
     if args.offload_optimizer or args.enable_optimizer_rts:
@@ -35,9 +36,9 @@ def training_options(args: Any, backend: Backend, info: InstanceInfo) -> Any:
         if args.enable_optimizer_rts:
             settings.useReplicatedTensorSharding(True)
         opts.TensorLocations.setOptimizerLocation(settings)
-    if args.disable_stable_batchnorm:
-        opts.enableStableNorm(False)
-    if not backend.is_portable and args.recompute_mode != "none":
+    opts.enableStableNorm(not args.disable_stable_batchnorm)
+    if not backend.is_portable and args.recompute_mode != "none" and num_stages(args) == 1:
+        opts._Popart.set("explicitRecomputation", True)
         opts._Popart.set("autoRecomputation", RECOMPUTE_STANDARD if args.recompute_mode == "auto" else RECOMPUTE_ALL)
     return opts
 

@@ -18,6 +18,10 @@ def prepare_model(args: Any, backend: Backend, num_classes: int, log: Callable[[
         norm_eps=args.norm_eps, batchnorm_momentum=args.batchnorm_momentum,
         full_precision_norm=args.full_precision_norm, efficientnet_expand_ratio=args.efficientnet_expand_ratio,
         efficientnet_group_dim=args.efficientnet_group_dim, weights=args.weights, pretrained=pretrained, log=log)
+    if getattr(args, "input_image_padding", False):
+        from models.padding import pad_first_conv
+        padded = pad_first_conv(model)
+        log(f"Input image padding: {padded or 'no 3-channel first convolution'} takes 4 channels (the 4th zero).")
     if args.pipeline_splits:
         models.apply_pipeline_splits(model, args.pipeline_splits, backend.poptorch.BeginBlock)
     if args.normalization_location == "ipu":
