@@ -125,7 +125,8 @@ class Run:
             self.history = parent.history
         else:
             wandb_run = start_wandb(args, self.logger.path) if args.wandb and self.info.rank == 0 else None
-            self.history = TrainingLog(self.logger.path, wandb_run) if self.info.rank == 0 else None
+            self.history = (TrainingLog(self.logger.path, wandb_run, append=resume is not None)
+                            if self.info.rank == 0 else None)
         self.epoch_results: List[Dict[str, Any]] = []
 
     def float32_master(self) -> bool:
