@@ -66,10 +66,12 @@ def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: in
     instance, num_instances = instance_of(opts)
     rng = AugmentationRNG(args.seed, instance)
     to_input = ToModelInput(args.normalization_location, args.eight_bit_io, dtype)
-    rebatch = args.dataloader_rebatch_size if async_dataloader and args.dataloader_rebatch_size else None
+    workers = max(0, int(args.dataloader_worker or 0))
+    # Workers' batches of --dataloader-rebatch-size are rebatched into host batches (training and
+    # inference alike); without worker processes there is nothing to rebatch.
+    rebatch = args.dataloader_rebatch_size if args.dataloader_rebatch_size and workers > 0 else None
     mode = (poptorch.DataLoaderMode.AsyncRebatched if rebatch else
             poptorch.DataLoaderMode.Async if async_dataloader else poptorch.DataLoaderMode.Sync)
-    workers = max(0, int(args.dataloader_worker or 0))
     augmented = train and augment
     if args.data == "real":
         transform = train_transform(input_size, to_input, rng=rng) if augmented else eval_transform(input_size, to_input)
