@@ -126,6 +126,9 @@ def run_train(args, tmp_path):
 # Appended to every preset: sizes a 2-core CPU trains in seconds (values per preset below).
 SHRINK = ["--data", "generated", "--epoch", "1", "--iterations", "2", "--input-size", "64", "--replicas", "1"]
 SHRINK_SIZES = {
+    # the base preset names no model (the original merged it into the EfficientNet ones)
+    "efficientnet-g16-gn-16ipu-mk2-base": ["--batch-size", "2", "--gradient-accumulation", "1",
+                                           "--model", "efficientnet-b0"],
     "efficientnet-b0-g16-gn-16ipu-mk2": ["--batch-size", "2", "--gradient-accumulation", "3"],
     "efficientnet-b4-g16-gn-16ipu-mk2": ["--batch-size", "4", "--gradient-accumulation", "7", "--device-iterations", "1"],
     "mobilenet-v3-large": ["--batch-size", "2", "--gradient-accumulation", "7"],
