@@ -334,3 +334,19 @@ def test_readme_benchmarks_command_runs_as_written(name, datasets_dir, tmp_path)
     assert results["epochs"][0]["images"] > 0
     unused = {e["option"] for e in results["no_effect"]}
     assert "--use-bbox-info" not in unused and "--webdataset-memory-cache-ratio" not in unused
+
+
+def test_webdataset_memory_cache_serves_later_epochs_from_memory(datasets_dir, tmp_path):
+    import shutil
+    from datasets.webdataset_source import WebDatasetSplit
+    folder = shutil.copytree(os.path.join(datasets_dir, "imagenet_optimised"), tmp_path / "wds")
+    split = WebDatasetSplit(str(folder), "train", lambda image, boxes: image, memory_cache_ratio=0.5)
+    shards = sorted(str(folder / f) for f in os.listdir(folder) if f.startswith("train") and f.endswith(".tar"))
+    assert split.cached_paths == set(shards[:round(len(shards) / 2)])
+    first = [label for _, label in split]
+    uncached = WebDatasetSplit(str(folder), "train", lambda image, boxes: image, memory_cache_ratio=0.0)
+    for path in split.cached_paths:
+        os.remove(path)  # a second epoch must not read the cached shards from disk
+    with pytest.raises(FileNotFoundError):
+        list(uncached)
+    assert [label for _, label in split] == first and len(first) == len(split)
