@@ -23,8 +23,8 @@ EFFICIENTNET_DEPTH = {"efficientnet-b0": 1.0, "efficientnet-b1": 1.1, "efficient
 # Sub-paths naming the first layer of an original block: a split there starts the block itself.
 FIRST_LAYER_SUFFIXES = ("", "conv_pw", "conv_dw", "seq/0", "seq")
 MAPPING_HELP = ("Module names of the original application are accepted: EfficientNet blocks/<stage>/<block> "
-                "(timm) -> _blocks/<n>, MobileNet v3 mb_block/<k> -> features/<k+1>, and in "
-                "--recompute-checkpoints torch.fx node names such as add, add/1 -> the module computing them.")
+                "(timm) -> _blocks/<n>, MobileNet v3 mb_block/<k> -> features/<k+1>, and for recomputation "
+                "checkpoints torch.fx node names such as add, add/1 -> the module computing them.")
 
 
 def efficientnet_stage_starts(model_name: str) -> List[int]:

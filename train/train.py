@@ -30,7 +30,7 @@ from utils.backend_report import report_backend
 from utils.errors import UsageError, exit_on_usage_error
 from utils.ipu_settings import num_stages
 from utils.logger import RunLogger
-from utils.model_setup import prepare_model
+from utils.model_setup import for_executor, prepare_model
 
 
 def resolve_seed(args: argparse.Namespace, info: distributed.InstanceInfo) -> None:
@@ -82,7 +82,8 @@ class Run:
         self.total_epochs = args.epoch + self.epoch_offset + (args.fine_tune_epoch if args.half_res_training else 0)
         seed_everything(args.seed)
         poptorch = self.backend.poptorch
-        self.opts = training_options(args, self.backend, self.info)
+        self.opts = training_options(args, self.backend, self.info,
+                                     report_dir=self.logger.path if self.info.rank == 0 else None)
         self.train_data = datasets.get_data(
             args, self.opts, poptorch, train=True, input_size=train_input_size(args),
             half_dtype=self.backend.half_dtype, batches=args.iterations, async_dataloader=args.dataloader_worker > 0,
@@ -111,7 +112,7 @@ class Run:
         if marks:
             self.log(f"Recomputation checkpoints on {len(marks)} module outputs: {', '.join(marks[:6])}"
                      f"{', ...' if len(marks) > 6 else ''}")
-        wrapped = TrainingModelWithLoss(self.model, self.num_classes, args.label_smoothing, args.mixup_enabled,
+        wrapped = TrainingModelWithLoss(for_executor(self.model, args, self.backend), self.num_classes, args.label_smoothing, args.mixup_enabled,
                                         args.cutmix_enabled, identity_loss=poptorch.identity_loss, sublosses=True)
         self.optimizer = get_optimizer(args, self.model, poptorch.optim, float32_master=self.float32_master())
         self.sampler = CoefficientSampler(args, seed=args.seed + self.info.rank)
@@ -163,11 +164,10 @@ class Run:
         return (images, labels, *self.sampler.sample(labels.shape[0]))
 
     def profile_one_step(self) -> Dict[str, Any]:
-        """--profile: one training call under torch.profiler (portable) or with Poplar's report set up by env."""
+        """--profile: one training call under torch.profiler (portable) or with Poplar's report, which the
+        engine options asked for before compilation."""
         images, labels = next(iter(self.train_data))
         if not self.backend.is_portable:
-            os.environ.setdefault("POPLAR_ENGINE_OPTIONS",
-                                  f'{{"autoReport.all":"true","autoReport.directory":"{self.logger.path}"}}')
             self.training_model(*self.inputs(images, labels))
             return {"profile": self.logger.path}
         self.training_model.compile(*self.inputs(images, labels))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Optional
 
 from utils.backend import Backend
 from utils.distributed import InstanceInfo
@@ -13,22 +13,25 @@ RECOMPUTE_STANDARD = 1
 RECOMPUTE_ALL = 4
 
 
-def training_options(args: Any, backend: Backend, info: InstanceInfo) -> Any:
+def training_options(args: Any, backend: Backend, info: InstanceInfo, report_dir: Optional[str] = None) -> Any:
     """Common options plus gradient accumulation (mean-reduced), Sum outputs (per replica, summed over the
-    call's micro-batches, as the original) and the training switches."""
+    call's micro-batches) and the training switches, as the original's train_settings and
+    create_training_opts; settings only the IPU has are set on IPUs always and off IPU when asked for."""
     poptorch = backend.poptorch
-    opts = common_options(args, backend, info)
-    opts.Training.gradientAccumulation(args.gradient_accumulation)
-    opts.Training.accumulationAndReplicationReductionType(poptorch.ReductionType.Mean)
-    opts.outputMode(poptorch.OutputMode.Sum)
-    if args.data == "synthetic":
-        opts.enableSyntheticData(True)
-    if args.enable_stochastic_rounding:
-        opts.Precision.enableStochasticRounding(True)
+    ipu = not backend.is_portable
+    opts = common_options(args, backend, info, report_dir)
+    if ipu:
+        opts._Popart.set("scheduleNonWeightUpdateGradientConsumersEarly", True)
+        opts._Popart.set("disableGradAccumulationTensorStreams", True)
+        opts.randomSeed(args.seed)
+    if args.enable_stochastic_rounding or ipu:
+        opts.Precision.enableStochasticRounding(bool(args.enable_stochastic_rounding))
+    opts.enableStableNorm(not args.disable_stable_batchnorm)
     if args.enable_fp_exceptions:
         opts.Precision.enableFloatingPointExceptions(True)
-    if args.auto_loss_scaling:
-        opts.Training.setAutomaticLossScaling(True)
+    if ipu and args.recompute_mode != "none" and num_stages(args) == 1:
+        opts._Popart.set("explicitRecomputation", True)
+        opts._Popart.set("autoRecomputation", RECOMPUTE_STANDARD if args.recompute_mode == "auto" else RECOMPUTE_ALL)
     if args.offload_optimizer or args.enable_optimizer_rts:
         settings = poptorch.TensorLocationSettings()
         if args.offload_optimizer:
@@ -36,10 +39,15 @@ def training_options(args: Any, backend: Backend, info: InstanceInfo) -> Any:
         if args.enable_optimizer_rts:
             settings.useReplicatedTensorSharding(True)
         opts.TensorLocations.setOptimizerLocation(settings)
-    opts.enableStableNorm(not args.disable_stable_batchnorm)
-    if not backend.is_portable and args.recompute_mode != "none" and num_stages(args) == 1:
-        opts._Popart.set("explicitRecomputation", True)
-        opts._Popart.set("autoRecomputation", RECOMPUTE_STANDARD if args.recompute_mode == "auto" else RECOMPUTE_ALL)
+    if args.auto_loss_scaling:
+        opts.Training.setAutomaticLossScaling(True)
+    opts.outputMode(poptorch.OutputMode.Sum)
+    if args.data == "synthetic":
+        opts.enableSyntheticData(True)
+    opts.Training.accumulationAndReplicationReductionType(poptorch.ReductionType.Mean)
+    opts.Training.gradientAccumulation(args.gradient_accumulation)
+    if ipu and args.compile_only:
+        opts.useOfflineIpuTarget(poptorch.ipuHardwareVersion())
     return opts
 
 

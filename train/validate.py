@@ -22,7 +22,7 @@ from utils.backend import Backend, select_backend
 from utils.errors import UsageError, exit_on_usage_error
 from utils.host_memory import configure_host_allocator
 from utils.logger import RunLogger
-from utils.model_setup import prepare_model
+from utils.model_setup import for_executor, prepare_model
 
 # Half-resolution training sizes of the original (from https://arxiv.org/abs/2106.03640); other sizes x 5/7.
 HALF_RESOLUTION = {224: 160, 380: 252}
@@ -89,7 +89,7 @@ def run_validation_steps(model: torch.nn.Module, args: Any, backend: Backend,
     combined = val_args.batch_size * val_args.device_iterations * val_args.replicas
     was_training = model.training
     model.eval()
-    inference_model = backend.poptorch.inferenceModel(model, opts)
+    inference_model = backend.poptorch.inferenceModel(for_executor(model, args, backend), opts)
     try:
         acc = accuracy(inference_model, padded_batches(loader, combined), steps)
     finally:

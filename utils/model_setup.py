@@ -33,6 +33,16 @@ def prepare_model(args: Any, backend: Backend, num_classes: int, log: Callable[[
     return model
 
 
+def for_executor(model: nn.Module, args: Any, backend: Backend) -> nn.Module:
+    """What is handed to inferenceModel/trainingModel: on IPUs with --num-io-tiles the model with its IO
+    marked for overlap, as the original (off IPU the executor overlaps copies itself). The model
+    itself, and so its checkpoints, stay the same."""
+    if args.num_io_tiles and not backend.is_portable:
+        from models.overlap import OverlapIO
+        return OverlapIO(model, backend.poptorch)
+    return model
+
+
 def input_size(args: Any) -> int:
     import models
     return models.model_input_size(args.model)
