@@ -23,7 +23,8 @@ def training_options(args: Any, backend: Backend, info: InstanceInfo, report_dir
     if ipu:
         opts._Popart.set("scheduleNonWeightUpdateGradientConsumersEarly", True)
         opts._Popart.set("disableGradAccumulationTensorStreams", True)
-        opts.randomSeed(args.seed)
+        if args.seed is not None:  # train.py has drawn one when --seed is unset
+            opts.randomSeed(args.seed)
     if args.enable_stochastic_rounding or ipu:
         opts.Precision.enableStochasticRounding(bool(args.enable_stochastic_rounding))
     opts.enableStableNorm(not args.disable_stable_batchnorm)

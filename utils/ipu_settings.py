@@ -9,6 +9,8 @@ import torch
 from .backend import Backend
 from .distributed import InstanceInfo
 
+# The original's --exchange-memory-target default; off IPU the option is only reported when given.
+DEFAULT_EXCHANGE_TARGET = "cycles"
 ENGINE_ENV_VARS = ("POPLAR_ENGINE_OPTIONS", "POPLAR_RUNTIME_OPTIONS", "POPLAR_TARGET_OPTIONS")
 
 
@@ -68,8 +70,8 @@ def engine_options(args: Any, ipu: bool, report_dir: Optional[str]) -> Dict[str,
     if args.profile and ipu and report_dir:
         engine = {"debug.allowOutOfMemory": "true", "autoReport.directory": report_dir,
                   "profiler.format": "v3", "autoReport.all": "true"}
-    if args.exchange_memory_target:
-        engine["opt.internalExchangeOptimisationTarget"] = args.exchange_memory_target
+    if args.exchange_memory_target or ipu:
+        engine["opt.internalExchangeOptimisationTarget"] = args.exchange_memory_target or DEFAULT_EXCHANGE_TARGET
     return engine
 
 
