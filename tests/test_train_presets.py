@@ -350,3 +350,83 @@ def test_webdataset_memory_cache_serves_later_epochs_from_memory(datasets_dir, t
     with pytest.raises(FileNotFoundError):
         list(uncached)
     assert [label for _, label in split] == first and len(first) == len(split)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("bias", [True, False])
+def test_convpadding_3ch_vs_4ch_forward(dtype, bias):
+    """The original's test: the 4-channel padded convolution gives the 3-channel one's results."""
+    from models.padding import PaddedConv
+    torch.manual_seed(0)
+    conv_3ch = torch.nn.Conv2d(3, 32, (3, 3), bias=bias).to(dtype)
+    conv_4ch = PaddedConv(conv_3ch)
+    x = torch.rand(4, 3, 32, 32).to(dtype)
+    assert conv_4ch.weight.shape[1] == 4 and torch.all(conv_4ch.weight[:, 3] == 0)
+    with torch.no_grad():
+        assert torch.allclose(conv_3ch(x).float(), conv_4ch(x).float(), rtol=1e-3, atol=1e-3)
+
+
+def test_input_image_padding_pads_the_first_convolution_of_every_family():
+    import models
+    from models.padding import PaddedConv, pad_first_conv
+    for name in ("resnet18", "efficientnet-b0", "mobilenet-v3-small"):
+        model = models.get_model(name, num_classes=5, pretrained=False).eval()
+        x = torch.rand(2, 3, 64, 64)
+        with torch.no_grad():
+            before = model(x)
+            path = pad_first_conv(model)
+            after = model(x)
+        assert path and isinstance(dict(model.named_modules())[path.replace("/", ".")], PaddedConv)
+        assert torch.allclose(before, after, atol=1e-5), name
+
+
+def test_cifar10_trains_at_the_models_resolution_unless_asked():
+    from train.arguments import parse_arguments
+    from train.validate import train_input_size
+    args = parse_arguments(["--data", "cifar10", "--model", "resnet18"])
+    assert train_input_size(args) == 224 and train_input_size(args, train=False) == 224
+    assert train_input_size(parse_arguments(["--data", "cifar10", "--input-size", "32"])) == 32
+    half = parse_arguments(["--data", "cifar10", "--model", "efficientnet-b4", "--half-res-training",
+                            "--fine-tune-epoch", "1", "--fine-tune-first-trainable-layer", "blocks/6/1",
+                            "--weight-avg-strategy", "mean", "--checkpoint-path", "x"])
+    assert (train_input_size(half), train_input_size(half, train=False)) == (252, 380)
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["--data", "generated", "--use-bbox-info"], "--use-bbox-info"),
+    (["--data", "synthetic", "--dataloader-rebatch-size", "8"], "--dataloader-rebatch-size"),
+    (["--data", "generated", "--webdataset-memory-cache-ratio", "0.5"], "--webdataset-memory-cache-ratio"),
+    (["--data", "generated", "--num-io-tiles", "32"], "--num-io-tiles"),
+])
+def test_options_without_effect_are_listed(argv, option):
+    from train.arguments import parse_arguments
+    from utils.backend import select_backend
+    from utils.unused_options import unused_options
+    entries = unused_options(parse_arguments(argv), select_backend("cpu"))
+    assert [e["option"] for e in entries] == [option] and entries[0]["reason"]
+
+
+def test_bbox_info_has_no_effect_in_inference():
+    sys.path.insert(0, os.path.join(REPO_ROOT, "inference"))
+    import run_benchmark
+    from utils.backend import select_backend
+    from utils.unused_options import unused_options
+    args = run_benchmark.parse_arguments(["--data", "generated", "--use-bbox-info", "--dataloader-rebatch-size", "4"])
+    options = {e["option"] for e in unused_options(args, select_backend("cpu"))}
+    assert options == {"--use-bbox-info", "--dataloader-rebatch-size"}
+
+
+def test_wandb_weight_histogram_logs_every_trainable_weight(tmp_path, monkeypatch):
+    import types
+    logged = []
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: types.SimpleNamespace(log=logged.append, finish=lambda: None)
+    fake.Histogram = lambda values: ("histogram", values.shape)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_train(["--data", "generated", "--model", "resnet18", "--input-size", "32", "--batch-size", "2",
+               "--precision", "32.32", "--iterations", "1", "--epoch", "1", "--validation-mode", "none", "--wandb",
+               "--wandb-weight-histogram", "--seed", "1"], tmp_path)
+    histograms = [row for row in logged if any(k.startswith("weights/") for k in row)]
+    assert len(histograms) == 1 and "weights/conv1.weight" in histograms[0]
+    assert histograms[0]["weights/conv1.weight"] == ("histogram", (64, 3, 7, 7))
