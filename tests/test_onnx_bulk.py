@@ -202,12 +202,18 @@ def test_launcher_real_data_two_processes(tmp_path, exported_model):
     assert all(p[1] > 0 for p in processes)
     assert aggregate == pytest.approx(sum(p[1] for p in processes), abs=0.02)
 
-    logs = sorted((tmp_path / "logs").glob("*_proc*.log"))
-    assert len(logs) == 2
+    # the original's layout and lines: logs/<timestamp>/log_<i>, a "Total ... images/sec." line per step
+    logs = sorted((tmp_path / "logs").glob("*/log_*"))
+    assert [log.name for log in logs] == ["log_0", "log_1"]
     for log in logs:
         text = log.read_text()
         assert "warm-up batch done (not timed)" in text
         assert re.search(r"total: 3 images in [0-9.]+ s of session.run", text)
+        assert len(re.findall(r"Total \S+ +sec\.   Preprocessing \S+ +sec \( ?[\d.]+%\)\.   Compute \S+ +sec "
+                              r"\( ?[\d.]+%\)\.   \d+\.0+ images/sec\.", text)) == len(re.findall(r"step \d+:", text))
+    assert "All processes finished with exit codes: [0, 0]" in result.stdout
+    steps = len(re.findall(r"step \d+:", logs[0].read_text()))
+    assert len(re.findall(r"^Total \S+ +sec\.   \d+\.0+ images/sec\.$", result.stdout, re.M)) == steps
 
     [results_file] = list((tmp_path / "logs").glob("*_top5.csv"))
     with open(results_file, newline="") as handle:
@@ -368,3 +374,19 @@ def test_get_model_missing_weights_file_exits_2(tmp_path):
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "models").exists()
+
+
+def test_get_model_original_command_and_partition_layout(tmp_path, exported_model):
+    """test_resnext101.py's `get_model.py --micro-batch-size 6` flag and the original's partitions,
+    <data_dir>/<i>/pytorch_subdir, are read as they are."""
+    sys.path.insert(0, str(BULK))
+    import get_model
+    import resnext_inference_launch as launch
+    assert get_model.parse_args(["--micro-batch-size", "6"]).batch_size == 6
+    for i in range(2):
+        folder = tmp_path / "datasets" / str(i) / "pytorch_subdir"
+        folder.mkdir(parents=True)
+        photos = write_photos(folder)
+    partitions = launch.find_partitions(tmp_path / "datasets", 2)
+    assert [p.parent.name for p, _ in partitions] == ["0", "1"] and all(n == len(photos) for _, n in partitions)
+    assert all(p.name == "pytorch_subdir" for p, _ in partitions)

@@ -23,7 +23,8 @@ from resnext101 import MODEL_NAMES, model_file  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--batch-size", type=int, default=6, help="fixed batch size baked into the ONNX graph (default: 6)"
+        "--batch-size", "--micro-batch-size", dest="batch_size", type=int, default=6,
+        help="fixed (micro) batch size baked into the ONNX graph: the batch of one process (default: 6)"
     )
     parser.add_argument(
         "--model-name",
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     print(f"Weights: {source}")
+    print(f"Converting model to batch size {args.batch_size} and saving to {path}", flush=True)
     start = time.perf_counter()
     used = export(model, args.batch_size, path, args.exporter, args.opset)
     stamp_and_check(
