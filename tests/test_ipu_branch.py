@@ -208,6 +208,26 @@ def test_script_training_options_equal_the_originals(script, sdk, monkeypatch):
     assert ours.replication_factor == replicas // instances
 
 
+def original_validation_options(args, sdk):
+    """The original's create_validation_opts (one instance)."""
+    opts = sdk.poptorch.Options()
+    opts.replicationFactor(args.replicas)
+    opts.Distributed.disable()
+    opts = original_inference_settings(args, opts, sdk, "logs")
+    opts.deviceIterations(max(args.device_iterations, 1 + len(args.pipeline_splits)))
+    opts.outputMode(sdk.poptorch.OutputMode.All)
+    return opts
+
+
+@pytest.mark.parametrize("name", ["resnet50_mk2", "efficientnet-b4-g16-gn-16ipu-mk2", "mobilenet-v3-large"])
+def test_validation_options_equal_the_originals(name, sdk):
+    from train.arguments import parse_arguments
+    from train.train_options import validation_options
+    words = ["--config", name, "--data", "generated", "--checkpoint-path", "x"]
+    ours = validation_options(parse_arguments(words), ipu_backend(sdk.poptorch))
+    assert ours.state() == original_validation_options(parse_arguments(words), sdk).state()
+
+
 def test_listed_mistakes_are_fixed(sdk):
     """Exchange target as an engine option, RecomputeAll (4) for manual recomputation, floating-point
     exceptions through Precision, IO tiles with sharded execution and prefetch depth 3, --profile's

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from utils.backend import Backend
 from utils.distributed import InstanceInfo
-from utils.ipu_settings import common_options, inference_options, num_stages
+from utils.ipu_settings import common_options, inference_options, num_stages, popdist_active
 
 # popart.RecomputationType values (None=0, Standard=1, NormOnly=2, Pipeline=3, RecomputeAll=4).
 RECOMPUTE_STANDARD = 1
@@ -53,11 +53,18 @@ def training_options(args: Any, backend: Backend, info: InstanceInfo, report_dir
 
 
 def validation_args(args: Any) -> Any:
-    """Validation runs in one process with at least one device iteration per pipeline stage."""
+    """Validation runs in one process with at least one device iteration per pipeline stage, and with
+    PopTorch's default memory proportion (the training's is for the backward pass), as the original."""
     val = copy.copy(args)
     val.device_iterations = max(args.device_iterations, num_stages(args))
+    val.available_memory_proportion = None
     return val
 
 
 def validation_options(args: Any, backend: Backend) -> Any:
-    return inference_options(validation_args(args), backend, InstanceInfo(0, 1, 0))
+    """Inference options for validation; on IPUs outside poprun the model is kept out of any distributed
+    set-up (Distributed.disable()), as the original's create_validation_opts."""
+    opts = inference_options(validation_args(args), backend, InstanceInfo(0, 1, 0))
+    if not backend.is_portable and not popdist_active():
+        opts.Distributed.disable()
+    return opts
