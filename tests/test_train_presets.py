@@ -9,6 +9,7 @@ import csv
 import glob
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -430,3 +431,19 @@ def test_wandb_weight_histogram_logs_every_trainable_weight(tmp_path, monkeypatc
     histograms = [row for row in logged if any(k.startswith("weights/") for k in row)]
     assert len(histograms) == 1 and "weights/conv1.weight" in histograms[0]
     assert histograms[0]["weights/conv1.weight"] == ("histogram", (64, 3, 7, 7))
+
+
+@pytest.mark.slow
+def test_unset_seed_is_shared_by_every_instance(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "utils", "poprun.py"), "--num-instances=2", "--num-replicas=2",
+         "python", "train.py", "--data", "generated", "--model", "resnet18", "--input-size", "32", "--batch-size", "2",
+         "--precision", "32.32", "--iterations", "1", "--epoch", "1", "--validation-mode", "none",
+         "--log-path", str(tmp_path)],
+        cwd=TRAIN_DIR, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (folder,) = glob.glob(str(tmp_path / "*"))
+    seeds = [re.findall(r"Random seed (\d+) \(drawn by instance 0", open(os.path.join(folder, name)).read())
+             for name in ("log.txt", "log_instance1.txt")]
+    assert len(seeds[0]) == 1 and seeds[0] == seeds[1]
+    assert json.load(open(os.path.join(folder, "app.json")))["seed"] == int(seeds[0][0])

@@ -70,9 +70,12 @@ class Run:
             self.info = distributed.instance_info()
             self.backend: Backend = select_backend(args.device, args.half_dtype)
             distributed.init_process_group(self.info, self.backend.device)
+            drawn = args.seed is None
             resolve_seed(args, self.info)
             folder = os.path.abspath(args.checkpoint_path) if args.checkpoint_path else None
             self.logger = RunLogger(args, self.info, folder=folder)
+            if drawn:
+                self.logger.log(f"Random seed {args.seed} (drawn by instance 0, used by every instance).")
         else:
             self.info, self.backend, self.logger = parent.info, parent.backend, parent.logger
         self.log = self.logger.log
