@@ -390,3 +390,21 @@ def test_get_model_original_command_and_partition_layout(tmp_path, exported_mode
     partitions = launch.find_partitions(tmp_path / "datasets", 2)
     assert [p.parent.name for p, _ in partitions] == ["0", "1"] and all(n == len(photos) for _, n in partitions)
     assert all(p.name == "pytorch_subdir" for p, _ in partitions)
+
+
+@pytest.mark.slow
+def test_original_test_resnext101_commands(tmp_path):
+    """The commands of the original's test_resnext101.py, run from this folder as written, with only
+    output folders, random weights (no download in CI) and one batch per step appended."""
+    models, logs = str(tmp_path / "models"), str(tmp_path / "logs")
+    export = run_script("get_model.py", "--micro-batch-size", "6", "--output-dir", models, "--random-weights",
+                        cwd=BULK, timeout=900)
+    assert export.returncode == 0, export.stderr[-2000:]
+    assert "Converting model to batch size " in export.stdout
+    launch = run_script("resnext_inference_launch.py", "--batch_size", "48", "--num_ipus", "8", "--synthetic",
+                        "--model_dir", models, "--log_dir", logs, "--batches_per_step", "1", cwd=BULK, timeout=900)
+    assert launch.returncode == 0, launch.stderr[-2000:]
+    assert re.search(r"All processes finished with exit codes: \[0, 0, 0, 0, 0, 0, 0, 0\]", launch.stdout)
+    assert "Batch size 48 over 8 processes: 6 per process." in launch.stdout
+    processes, aggregate, count = parse_throughput(launch.stdout)
+    assert count == 8 and all(p[2] == 6 for p in processes)

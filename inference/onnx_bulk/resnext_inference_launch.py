@@ -149,6 +149,22 @@ def step_lines(logs: list[Path]) -> list[str]:
     return [f"Total {total:<8.3} sec.   {int(rate):5f} images/sec." for total, rate in list(zip(means, sums))[first:]]
 
 
+def process_batch_size(flags, model_dir: Path) -> tuple[int, str]:
+    """Each process's batch. As the original's code, --batch_size is the overall batch, split between the
+    --num_ipus processes (48 over 8: 6 each, get_model.py --micro-batch-size 6); when no model exists for
+    that split (or it does not divide), it is one process's batch, as the original README's help says."""
+    total, processes = flags.batch_size, flags.num_ipus
+    if total % processes == 0 and model_file(model_dir, flags.model_name, total // processes).is_file():
+        return total // processes, f"Batch size {total} over {processes} processes: {total // processes} per process."
+    if model_file(model_dir, flags.model_name, total).is_file():
+        return total, f"Batch size {total} per process ({processes} processes)."
+    split = f" or {total // processes} (overall batch {total} over {processes} processes)" if total % processes == 0 else ""
+    raise UsageError(
+        f"No ONNX model for batch size {total}{split} in {model_dir / flags.model_name}; run get_model.py "
+        f"--micro-batch-size {total // processes if split else total} first."
+    )
+
+
 def check_memory(partitions: list[tuple[Path, int]], batch_size: int, batches_per_step: int) -> None:
     needed = sum(step_buffer_bytes(n, batch_size, batches_per_step) for _, n in partitions)
     free = available_memory()
@@ -257,14 +273,12 @@ def report(results: list[dict], flags) -> float:
 def main(argv: list[str] | None = None) -> int:
     flags = parse_flags(Path(sys.argv[0]).name, FLAGS, argv)
     model_dir, log_dir = resolve(flags, "model_dir"), resolve(flags, "log_dir")
-    model = model_file(model_dir, flags.model_name, flags.batch_size)
     try:
         if flags.provider not in ("auto", "cpu", "cuda"):
             raise UsageError(f"--provider must be auto, cpu or cuda, not {flags.provider!r}.")
-        if not model.is_file():
-            raise UsageError(
-                f"No ONNX model for batch size {flags.batch_size} at {model}; run get_model.py --batch-size {flags.batch_size} first."
-            )
+        flags.batch_size, note = process_batch_size(flags, model_dir)
+        model = model_file(model_dir, flags.model_name, flags.batch_size)
+        print(note, flush=True)
         partitions = None
         if not flags.synthetic:
             partitions = find_partitions(resolve(flags, "data_dir"), flags.num_ipus)
