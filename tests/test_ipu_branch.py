@@ -175,8 +175,10 @@ def train_commands():
     for name in README_BENCHMARKS:
         text = README_BENCHMARKS[name].replace("\\\n", " ")
         command = text.split("train.py", 1)[1].replace("$DATASETS_DIR", "/data")
-        env = ({"POPDIST_NUM_TOTAL_REPLICAS": "16", "POPDIST_NUM_INSTANCES": "8"} if "pod16" in name and
-               text.startswith("poprun") else POPRUN_4 if text.startswith("poprun") else {})
+        poprun = {"resnet50-m2000": POPRUN_4,
+                  "resnet50-pod16": {"POPDIST_NUM_TOTAL_REPLICAS": "16", "POPDIST_NUM_INSTANCES": "8"},
+                  "resnet50-pod64": {"POPDIST_NUM_TOTAL_REPLICAS": "64", "POPDIST_NUM_INSTANCES": "16"}}
+        env = poprun.get(name, {})
         commands.append((shlex.split(command) + ["--data", "generated"], env))
     return commands
 
