@@ -308,3 +308,25 @@ def test_train_compile_only_down_the_ipu_branch_records_the_originals_options(na
     original = original_training_options(parse_arguments(words), sdk, log_dir=str(tmp_path / "ck"))
     assert wrapped["state"] == json.loads(json.dumps(original.state()))
     assert ["compile", [[], {}]] in record["calls"]
+
+
+@pytest.mark.slow
+def test_train_down_the_ipu_branch_validates_between_epochs(tmp_path, sdk):
+    """The original's test_generated, shrunk, with validation during training (the training model is
+    detached first and attached again), checkpoints and the averaged weights."""
+    words = shlex.split(ORIGINAL_TRAIN_TESTS[0]) + [
+        "--gradient-accumulation", "2", "--iterations", "2", "--epoch", "2", "--input-size", "32", "--batch-size", "2",
+        "--validation-mode", "during", "--validation-frequency", "1", "--checkpoint-path", str(tmp_path / "ck"),
+        "--weight-avg-strategy", "mean"]
+    record = run_script("train/train.py", words, tmp_path)
+    wrapped = record["wrapped"]
+    assert [w["training"] for w in wrapped] == [True, False, False, False]  # training, 2 validations, average
+    from train.arguments import parse_arguments
+    from train.train_options import validation_options
+    original = original_training_options(parse_arguments(words), sdk, log_dir=str(tmp_path / "ck"))
+    assert wrapped[0]["state"] == json.loads(json.dumps(original.state()))
+    validation = validation_options(parse_arguments(words), ipu_backend(sdk.poptorch))
+    assert wrapped[1]["state"] == json.loads(json.dumps(original_validation_options(parse_arguments(words), sdk).state()))
+    assert wrapped[1]["state"] == json.loads(json.dumps(validation.state()))
+    rows = open(tmp_path / "ck" / "validation.csv").read().splitlines()
+    assert rows[0] == "validation_epoch,validation_iteration,validation_accuracy" and len(rows) == 4

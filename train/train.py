@@ -41,6 +41,12 @@ def resolve_seed(args: argparse.Namespace, info: distributed.InstanceInfo) -> No
     args.seed = int(distributed.sum_all([float(drawn)])[0])
 
 
+def detach(training_model: Any) -> None:
+    """Release the device; PopTorch refuses to detach a model that is not attached."""
+    if training_model.isAttachedToDevice():
+        training_model.detachFromDevice()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
@@ -274,7 +280,7 @@ class Run:
         its device first and attached again afterwards."""
         if self.info.rank != 0:
             return None
-        self.training_model.detachFromDevice()
+        detach(self.training_model)
         try:
             acc, steps = run_validation_steps(self.model, self.args, self.backend, self.log)
         finally:
@@ -310,13 +316,13 @@ class Run:
             out["weight_avg_checkpoint"] = averaged
         final = self
         if args.half_res_training:
-            self.training_model.detachFromDevice()
+            detach(self.training_model)
             final = Run(fine_tune_args(args), parent=self, fine_tune_checkpoint=averaged)
             out["fine_tune"] = final.train_phase()
         if self.info.rank != 0:
             return out
         if args.validation_mode == "after":
-            final.training_model.detachFromDevice()
+            detach(final.training_model)
             if args.checkpoint_path:
                 out["validation"] = self.validate_checkpoints(list_checkpoints(args.checkpoint_path))
             else:
@@ -354,7 +360,7 @@ class Run:
         """The epochs of this phase (the fine-tuning one), its results per epoch."""
         for epoch in range(1, self.args.epoch + 1):
             self.epoch_results.append(self.train_epoch(epoch))
-        self.training_model.detachFromDevice()
+        detach(self.training_model)
         return self.epoch_results
 
     def run(self) -> Dict[str, Any]:
@@ -385,7 +391,7 @@ class Run:
             self.logger.write_json("results.json", results)
         if self.history is not None:
             self.history.close()
-        self.training_model.detachFromDevice()
+        detach(self.training_model)
         self.logger.close()
         distributed.shutdown()
         return results

@@ -528,12 +528,15 @@ class PoplarExecutor:
         self.model, self.options, self.training, self.optimizer = model, options, training, optimizer
         self._latency = (0.0, 0.0, 0.0)
         self._compiled = False
-        self._attached = True
+        self._attached = False
         WRAPPED.append({"training": training, "state": copy.deepcopy(options.state())})
 
     def __call__(self, *inputs: Any) -> Any:
         start = time.perf_counter()
-        self._compiled = True
+        if not self._compiled:
+            self._compiled = self._attached = True
+        elif not self._attached:
+            self.attachToDevice()
         if self.training:
             out = self.model(*inputs)
             loss = out[-1] if isinstance(out, (tuple, list)) else out
@@ -554,7 +557,7 @@ class PoplarExecutor:
 
     def compile(self, *inputs: Any) -> None:
         _record("compile")
-        self._compiled = True
+        self._compiled = self._attached = True
 
     def getLatency(self) -> Tuple[float, float, float]:
         return self._latency
@@ -566,14 +569,23 @@ class PoplarExecutor:
         self.optimizer = optimizer
 
     def detachFromDevice(self) -> None:
-        assert self._attached or not self._compiled, "Device is not attached"
+        """As PopTorch: the model must be compiled and attached."""
+        if not self._compiled:
+            raise RuntimeError("Model has not been compiled or has been destroyed.")
+        if not self._attached:
+            raise RuntimeError("Device is not attached")
         self._attached = False
 
     def attachToDevice(self) -> None:
+        if not self._compiled:
+            raise RuntimeError("Model has not been compiled or has been destroyed.")
+        assert self.options.connection_type != ConnectionType.Never, "Trying to attach to an offline device"
+        if self._attached:
+            raise RuntimeError("Device is already attached")
         self._attached = True
 
     def isAttachedToDevice(self) -> bool:
-        return self._attached
+        return self._compiled and self._attached
 
     def copyWeightsToHost(self) -> None:
         pass
