@@ -9,7 +9,7 @@ from utils.errors import UsageError
 from .corrupt import CORRUPT_IMAGE_POLICIES
 
 DEFAULTS = {"imagenet_data_path": None, "webdataset_percentage_to_use": 100.0, "use_bbox_info": False,
-            "corrupt_images": "stop"}
+            "corrupt_images": "stop", "webdataset_memory_cache_ratio": 0.0}
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +24,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
              "(recognised by its metadata.json) written by datasets/create_webdataset.py")
     add("--webdataset-percentage-to-use", type=float, default=DEFAULTS["webdataset_percentage_to_use"],
         help="Percentage (0-100] of a WebDataset folder's shards to read, from the first shard on")
+    add("--webdataset-memory-cache-ratio", type=float, default=DEFAULTS["webdataset_memory_cache_ratio"],
+        help="Portion [0, 1] of a WebDataset's shards each loader worker keeps in memory after reading them "
+             "once, so later epochs read them from memory")
     add("--use-bbox-info", action="store_true",
         help="Random crops keep at least 10%% of an object, using imagenet_2012_bounding_boxes.csv "
              "(file,xmin,ymin,xmax,ymax per row, relative coordinates) beside train/")
@@ -38,6 +41,9 @@ def data_setting(args: Any, name: str) -> Any:
     if name == "webdataset_percentage_to_use" and not 0 < float(value) <= 100:
         raise UsageError(f"--webdataset-percentage-to-use {value} is outside (0, 100]; give a percentage "
                          f"of the shards such as 10 or 100.")
+    if name == "webdataset_memory_cache_ratio" and not 0.0 <= float(value) <= 1.0:
+        raise UsageError(f"--webdataset-memory-cache-ratio {value} is outside [0, 1]; give the portion of the "
+                         f"shards to keep in memory, such as 0.2.")
     if name == "corrupt_images" and value not in CORRUPT_IMAGE_POLICIES:
         raise UsageError(f"--corrupt-images {value!r} is not one of {', '.join(CORRUPT_IMAGE_POLICIES)}.")
     return value

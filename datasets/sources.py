@@ -47,11 +47,12 @@ def instance_of(opts: Any) -> Tuple[int, int]:
 
 def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: int,
              half_dtype: torch.dtype, batches: int = 1, async_dataloader: bool = False,
-             drop_last: Optional[bool] = None) -> Iterable:
+             drop_last: Optional[bool] = None, augment: bool = True) -> Iterable:
     """Loader of combined host batches for ``args.data``; ``batches`` sizes the generated/real streams.
 
     ``drop_last`` (default True) keeps only full host batches; pass False to read every sample of an
-    evaluation set once (the last batch is then short).
+    evaluation set once (the last batch is then short). ``augment=False`` gives training data (shuffled)
+    the evaluation crop, as fine-tuning after half-resolution training uses.
     """
     from portable_poptorch.dataloader import combined_batch_size
     combined = combined_batch_size(opts, args.batch_size)
@@ -65,23 +66,26 @@ def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: in
     instance, num_instances = instance_of(opts)
     rng = AugmentationRNG(args.seed, instance)
     to_input = ToModelInput(args.normalization_location, args.eight_bit_io, dtype)
-    rebatch = args.dataloader_rebatch_size if async_dataloader and args.dataloader_rebatch_size else None
+    workers = max(0, int(args.dataloader_worker or 0))
+    # Workers' batches of --dataloader-rebatch-size are rebatched into host batches (training and
+    # inference alike); without worker processes there is nothing to rebatch.
+    rebatch = args.dataloader_rebatch_size if args.dataloader_rebatch_size and workers > 0 else None
     mode = (poptorch.DataLoaderMode.AsyncRebatched if rebatch else
             poptorch.DataLoaderMode.Async if async_dataloader else poptorch.DataLoaderMode.Sync)
-    workers = max(0, int(args.dataloader_worker or 0))
+    augmented = train and augment
     if args.data == "real":
-        transform = train_transform(input_size, to_input, rng=rng) if train else eval_transform(input_size, to_input)
+        transform = train_transform(input_size, to_input, rng=rng) if augmented else eval_transform(input_size, to_input)
         try:
             dataset: Any = SampleImages(SAMPLE_IMAGES_DIR, transform, combined * batches,
                                         CorruptImagePolicy(data_setting(args, "corrupt_images")))
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from None
     elif args.data == "cifar10":
-        transform = (cifar_train_transform(input_size, to_input, rng) if train
+        transform = (cifar_train_transform(input_size, to_input, rng) if augmented
                      else cifar_eval_transform(input_size, to_input))
         dataset = _cifar10(train, transform)
     else:
-        transform = train_transform(input_size, to_input, rng=rng) if train else eval_transform(input_size, to_input)
+        transform = train_transform(input_size, to_input, rng=rng) if augmented else eval_transform(input_size, to_input)
         dataset = _imagenet(args, train, transform, instance=instance, num_instances=num_instances,
                             num_workers=workers, worker_batch=rebatch or combined, drop_last=drop_last)
     return poptorch.DataLoader(opts, dataset, batch_size=args.batch_size, shuffle=train and not _iterable(dataset),
@@ -109,6 +113,7 @@ def _imagenet(args: Any, train: bool, transform: Callable, **sharding: Any) -> A
     if is_webdataset(root):
         dataset = WebDatasetSplit(root, split, transform, shuffle=train, seed=args.seed,
                                   percentage=percentage,
+                                  memory_cache_ratio=float(data_setting(args, "webdataset_memory_cache_ratio")),
                                   corrupt_policy=policy, use_boxes=use_boxes, **sharding)
         if use_boxes and not dataset.has_boxes:
             raise UsageError(f"--use-bbox-info: the WebDataset in {root} was written without bounding boxes; "

@@ -27,7 +27,7 @@ class WebDatasetSplit(IterableDataset):
     def __init__(self, folder: str, split: str, transform: Callable, *, instance: int = 0, num_instances: int = 1,
                  num_workers: int = 0, worker_batch: int = 1, drop_last: bool = False, shuffle: bool = False,
                  seed: int = 0, percentage: float = 100.0, corrupt_policy: Optional[CorruptImagePolicy] = None,
-                 use_boxes: bool = False) -> None:
+                 use_boxes: bool = False, memory_cache_ratio: float = 0.0) -> None:
         meta = load_metadata(folder)
         self.folder, self.split, self.transform = folder, split, transform
         self.format, self.classes = meta["format"], list(meta["classes"])
@@ -41,6 +41,11 @@ class WebDatasetSplit(IterableDataset):
         self._plan_args: Dict[str, Any] = {"worker_batch": worker_batch, "drop_last": drop_last,
                                            "written_leftovers": self.written_leftovers}
         self.epoch = 0
+        # The first shards (memory_cache_ratio of them) are kept as raw samples in each worker's memory
+        # once read, so later epochs do not read them from disk again (--webdataset-memory-cache-ratio).
+        cached = int(round(memory_cache_ratio * len(self.shards)))
+        self.cached_paths = {shard.path for shard in self.shards[:cached]}
+        self.memory_cache: Dict[str, List[Dict[str, Any]]] = {}
         self._length = sum(w.samples for w in self.plan(0)[instance])
 
     def plan(self, epoch: int) -> List[List[WorkerPlan]]:
@@ -80,9 +85,19 @@ class WebDatasetSplit(IterableDataset):
             g = torch.Generator().manual_seed(mix_seed(self.seed, self.instance, worker, epoch, 1))
             parts = [parts[k] for k in torch.randperm(len(parts), generator=g).tolist()]
         for part in parts:
-            for index, sample in enumerate(wds.tarfile_samples([{"url": part.path}])):
+            for index, sample in enumerate(self._shard_samples(part.path)):
                 if index % part.stride == part.offset:
                     yield sample
+
+    def _shard_samples(self, path: str) -> Iterator[Dict[str, Any]]:
+        """A shard's raw samples, from this worker's memory cache when the shard is cached and was read."""
+        if path in self.memory_cache:
+            return iter(self.memory_cache[path])
+        samples = wds.tarfile_samples([{"url": path}])
+        if path not in self.cached_paths:
+            return samples
+        self.memory_cache[path] = [dict(sample) for sample in samples]
+        return iter(self.memory_cache[path])
 
     def _decoded(self, samples: Iterator[Dict[str, Any]]) -> Iterator[Tuple[torch.Tensor, int]]:
         """Decoded, transformed samples; a skipped corrupt one is replaced by the next good one."""

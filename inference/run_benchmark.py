@@ -20,7 +20,7 @@ from utils.errors import UsageError, exit_on_usage_error
 from utils.executor_report import executor_report, log_compiled
 from utils.ipu_settings import inference_options, num_stages
 from utils.logger import RunLogger
-from utils.model_setup import input_size, prepare_model
+from utils.model_setup import for_executor, input_size, prepare_model
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs.yml")
 
@@ -59,12 +59,9 @@ def batches(loader: Any, count: int) -> Iterator[Any]:
 
 
 def profiler(args: argparse.Namespace, backend: Backend, log_dir: str) -> Any:
-    """torch.profiler trace in the log folder off IPU; on IPU the Poplar report is set up by env."""
-    if not args.profile:
-        return nullcontext()
-    if not backend.is_portable:
-        os.environ.setdefault("POPLAR_ENGINE_OPTIONS",
-                              f'{{"autoReport.all":"true","autoReport.directory":"{log_dir}"}}')
+    """torch.profiler trace in the log folder off IPU; on IPU Poplar's report is asked for by the engine
+    options before compilation (utils/ipu_settings.engine_options)."""
+    if not args.profile or not backend.is_portable:
         return nullcontext()
     activities = [torch.profiler.ProfilerActivity.CPU]
     if backend.device == "cuda":
@@ -126,14 +123,14 @@ def run_one(argv: Sequence[str]) -> dict:
     logger = RunLogger(args, info)
     for note in getattr(args, "notes", []):
         logger.once(note)
-    opts = inference_options(args, backend, info)
+    opts = inference_options(args, backend, info, report_dir=logger.path if info.rank == 0 else None)
     model = prepare_model(args, backend, datasets.DATASETS_INFO[args.data]["num_classes"], logger.log,
                           pretrained=not args.random_weights)
     model.eval()
     size = input_size(args)
     data = datasets.get_data(args, opts, backend.poptorch, train=False, input_size=size,
                              half_dtype=backend.half_dtype, batches=args.warmup_iterations + args.iterations)
-    inference_model = backend.poptorch.inferenceModel(model, opts)
+    inference_model = backend.poptorch.inferenceModel(for_executor(model, args, backend), opts)
     env = report_backend(args, opts, backend, logger)
     stream = batches(data, args.warmup_iterations + args.iterations)
     first_images, first_labels = next(stream)

@@ -62,14 +62,17 @@ def efficientnet_builder(name: str) -> Callable[[int, bool], nn.Module]:
 
 
 def _group_depthwise_convs(model: nn.Module, group_dim: int) -> None:
-    """Turns each depthwise conv into a grouped conv with ``group_dim`` channels per group."""
+    """Turns each depthwise conv into a grouped conv of ``channels // group_dim`` groups (at least one), as
+    the original application did; a layer whose channels are not a multiple of ``group_dim`` (e.g. 24 in
+    EfficientNet-B4 with 16) gets fewer, larger groups."""
     for index, block in enumerate(model._blocks):
         conv = block._depthwise_conv
         channels = conv.in_channels
-        if channels % group_dim:
+        groups = max(channels // group_dim, 1)
+        if channels % groups:
             raise ModelConfigError(
-                f"EfficientNet group dimension {group_dim} does not divide the {channels} channels of the "
-                f"depthwise conv in block {index}; choose a group dimension that divides them.")
-        conv.groups = channels // group_dim
-        conv.weight = nn.Parameter(conv.weight.new_empty(conv.out_channels, group_dim, *conv.kernel_size))
+                f"EfficientNet group dimension {group_dim} splits the {channels} channels of the depthwise conv "
+                f"in block {index} into {groups} unequal groups; choose a group dimension that divides them.")
+        conv.groups = groups
+        conv.weight = nn.Parameter(conv.weight.new_empty(conv.out_channels, channels // groups, *conv.kernel_size))
         conv.reset_parameters()

@@ -56,6 +56,13 @@ class _PrecisionOptions(_Section):
         self.running_statistics_always_float = bool(enabled)
         return self
 
+    def enableFloatingPointExceptions(self, enabled: bool) -> "_PrecisionOptions":
+        if not isinstance(enabled, bool):
+            raise ValueError("enableFloatingPointExceptions needs to be set to a bool")
+        if enabled:
+            self._log.add("Precision.enableFloatingPointExceptions", enabled, "IPU floating-point exceptions")
+        return self
+
     def setFloatingPointBehaviour(self, **kwargs: Any) -> "_PrecisionOptions":
         if kwargs:
             self._log.add("Precision.setFloatingPointBehaviour", kwargs, "IPU floating-point exceptions")
@@ -305,8 +312,8 @@ class Options:
         return self
 
     def enableStableNorm(self, enabled: bool) -> "Options":
-        if enabled:
-            self._no_effect_log.add("enableStableNorm", enabled, "torch norms are already computed stably")
+        if not enabled:
+            self._no_effect_log.add("enableStableNorm", enabled, "torch norms are always computed stably")
         return self
 
     def no_effect(self) -> List[Dict[str, str]]:

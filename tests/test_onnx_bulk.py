@@ -202,12 +202,18 @@ def test_launcher_real_data_two_processes(tmp_path, exported_model):
     assert all(p[1] > 0 for p in processes)
     assert aggregate == pytest.approx(sum(p[1] for p in processes), abs=0.02)
 
-    logs = sorted((tmp_path / "logs").glob("*_proc*.log"))
-    assert len(logs) == 2
+    # the original's layout and lines: logs/<timestamp>/log_<i>, a "Total ... images/sec." line per step
+    logs = sorted((tmp_path / "logs").glob("*/log_*"))
+    assert [log.name for log in logs] == ["log_0", "log_1"]
     for log in logs:
         text = log.read_text()
         assert "warm-up batch done (not timed)" in text
         assert re.search(r"total: 3 images in [0-9.]+ s of session.run", text)
+        assert len(re.findall(r"Total \S+ +sec\.   Preprocessing \S+ +sec \( ?[\d.]+%\)\.   Compute \S+ +sec "
+                              r"\( ?[\d.]+%\)\.   \d+\.0+ images/sec\.", text)) == len(re.findall(r"step \d+:", text))
+    assert "All processes finished with exit codes: [0, 0]" in result.stdout
+    steps = len(re.findall(r"step \d+:", logs[0].read_text()))
+    assert len(re.findall(r"^Total \S+ +sec\.   \d+\.0+ images/sec\.$", result.stdout, re.M)) == steps
 
     [results_file] = list((tmp_path / "logs").glob("*_top5.csv"))
     with open(results_file, newline="") as handle:
@@ -368,3 +374,37 @@ def test_get_model_missing_weights_file_exits_2(tmp_path):
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "models").exists()
+
+
+def test_get_model_original_command_and_partition_layout(tmp_path, exported_model):
+    """test_resnext101.py's `get_model.py --micro-batch-size 6` flag and the original's partitions,
+    <data_dir>/<i>/pytorch_subdir, are read as they are."""
+    sys.path.insert(0, str(BULK))
+    import get_model
+    import resnext_inference_launch as launch
+    assert get_model.parse_args(["--micro-batch-size", "6"]).batch_size == 6
+    for i in range(2):
+        folder = tmp_path / "datasets" / str(i) / "pytorch_subdir"
+        folder.mkdir(parents=True)
+        photos = write_photos(folder)
+    partitions = launch.find_partitions(tmp_path / "datasets", 2)
+    assert [p.parent.name for p, _ in partitions] == ["0", "1"] and all(n == len(photos) for _, n in partitions)
+    assert all(p.name == "pytorch_subdir" for p, _ in partitions)
+
+
+@pytest.mark.slow
+def test_original_test_resnext101_commands(tmp_path):
+    """The commands of the original's test_resnext101.py, run from this folder as written, with only
+    output folders, random weights (no download in CI) and one batch per step appended."""
+    models, logs = str(tmp_path / "models"), str(tmp_path / "logs")
+    export = run_script("get_model.py", "--micro-batch-size", "6", "--output-dir", models, "--random-weights",
+                        cwd=BULK, timeout=900)
+    assert export.returncode == 0, export.stderr[-2000:]
+    assert "Converting model to batch size " in export.stdout
+    launch = run_script("resnext_inference_launch.py", "--batch_size", "48", "--num_ipus", "8", "--synthetic",
+                        "--model_dir", models, "--log_dir", logs, "--batches_per_step", "1", cwd=BULK, timeout=900)
+    assert launch.returncode == 0, launch.stderr[-2000:]
+    assert re.search(r"All processes finished with exit codes: \[0, 0, 0, 0, 0, 0, 0, 0\]", launch.stdout)
+    assert "Batch size 48 over 8 processes: 6 per process." in launch.stdout
+    processes, aggregate, count = parse_throughput(launch.stdout)
+    assert count == 8 and all(p[2] == 6 for p in processes)

@@ -47,8 +47,8 @@ def run(script, args, cwd=REPO_ROOT, timeout=600):
                           text=True, timeout=timeout, env=SINGLE_THREAD_ENV)
 
 
-def rows(log_root):
-    (path,) = glob.glob(os.path.join(str(log_root), "*", "training.csv"))
+def rows(log_root, pattern="*"):
+    (path,) = glob.glob(os.path.join(str(log_root), pattern, "training.csv"))
     with open(path) as f:
         return list(csv.DictReader(f))
 
@@ -72,13 +72,20 @@ def check_training_report(trained):
         assert re.search(rf"Epoch {epoch}: Train accuracy is [\d.]+%", out)
     assert len(re.findall(r"Throughput of the epoch:[\d.]+ img/sec", out)) == 4
     assert "Loss:" in trained.proc.stderr and "Accuracy:" in trained.proc.stderr
-    table = rows(trained.logs)
+    table = rows(trained.ckpts, "")
     assert len(table) == 4 and float(table[-1]["epoch"]) == 4.0
-    assert float(table[-1]["loss"]) < float(table[0]["loss"])
-    assert all(float(r["img_per_sec"]) > 0 and float(r["latency_ms"]) > 0 and r["learning_rate"] for r in table)
-    (folder,) = glob.glob(os.path.join(str(trained.logs), "*"))
-    assert os.path.getsize(os.path.join(folder, "training.png")) > 0
-    assert sorted(os.listdir(trained.ckpts)) == [f"resnet18_imagenet_{e}.pt" for e in range(1, 5)]
+    assert float(table[-1]["loss_batch"]) < float(table[0]["loss_batch"])
+    assert all(float(r["train_img_per_sec"]) > 0 and float(r["latency_ms"]) > 0 and r["learning_rate"] for r in table)
+    # logs are written under --checkpoint-path, as the original
+    assert os.path.getsize(os.path.join(trained.ckpts, "training.png")) > 0
+    assert {"app.json", "log.txt", "results.json"} <= set(os.listdir(trained.ckpts))
+    assert sorted(f for f in os.listdir(trained.ckpts) if f.endswith(".pt")) == [
+        f"resnet18_imagenet_{e}.pt" for e in range(1, 5)]
+    # --validation-mode after validates every checkpoint: one validation.csv row each
+    with open(os.path.join(trained.ckpts, "validation.csv")) as f:
+        validated = list(csv.DictReader(f))
+    assert [int(r["validation_epoch"]) for r in validated] == [1, 2, 3, 4]
+    assert float(validated[-1]["validation_accuracy"]) == pytest.approx(accuracy, abs=0.01)
 
 
 def check_validate_reproduces_printed_accuracy(trained, tmp_path):
@@ -143,9 +150,9 @@ def test_restore_continues_exactly_like_an_uninterrupted_run(tmp_path):
                                  "--log-path", tmp_path / "log_resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Epoch 2/2" in resumed.stdout and "Epoch 1/2" not in resumed.stdout
-    second_epoch = [r for r in rows(tmp_path / "log_whole") if float(r["epoch"]) > 1]
-    fields = ["epoch", "loss", "accuracy", "learning_rate", "loss_scaling"]
-    assert [[r[f] for f in fields] for r in rows(tmp_path / "log_resume")] == [[r[f] for f in fields] for r in second_epoch]
+    second_epoch = [r for r in rows(tmp_path / "whole", "") if float(r["epoch"]) > 1]
+    fields = ["epoch", "loss_batch", "train_accuracy_batch", "learning_rate", "loss_scaling"]
+    assert [[r[f] for f in fields] for r in rows(tmp_path / "resume", "")] == [[r[f] for f in fields] for r in second_epoch]
     a = torch.load(tmp_path / "whole" / "resnet18_imagenet_2.pt", weights_only=True)
     b = torch.load(tmp_path / "resume" / "resnet18_imagenet_2.pt", weights_only=True)
     for key, value in a["model_state_dict"].items():
@@ -194,8 +201,8 @@ def test_wandb_logs_every_point_offline(tmp_path, monkeypatch, capsys):
                 "--logs-per-epoch", "2", "--validation-mode", "none", "--wandb", "--log-path", str(tmp_path)])
     assert os.environ["WANDB_MODE"] == "offline"
     assert logged[0]["init"]["dir"].startswith(str(tmp_path))
-    points = [r for r in logged if "loss" in r]
-    assert len(points) == 2 and {"learning_rate", "loss_scaling", "img_per_sec"} <= set(points[0]) and finished
+    points = [r for r in logged if "loss_batch" in r]
+    assert len(points) == 2 and {"learning_rate", "loss_scaling", "train_img_per_sec"} <= set(points[0]) and finished
 
 
 def test_bad_input_is_one_sentence_and_exit_code_2():

@@ -88,7 +88,27 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     p("--checkpoint-path", type=str, default="", help="Folder for a checkpoint after every epoch (none if empty)")
     p("--wandb", action="store_true", help="Log to Weights & Biases (optional package; offline unless WANDB_API_KEY is set)")
     p("--compile-only", action="store_true", help="Compile (place and check) the model with one batch, then exit")
+    p("--wandb-weight-histogram", action="store_true",
+      help="Log a histogram of every trainable weight to Weights & Biases at each log point (needs --wandb)")
+    add_half_res_options(parser)
     add_weight_avg_options(parser)
+    parser.set_defaults(seed=None)
+
+
+def add_half_res_options(parser: argparse.ArgumentParser) -> None:
+    """Half-resolution training, then fine-tuning at full resolution on the averaged weights."""
+    p = parser.add_argument
+    p("--half-res-training", action="store_true",
+      help="Train on images of about half the area (224 -> 160 px, 380 -> 252 px; others x 5/7), then fine-tune "
+           "at the full size on the averaged weights (needs --fine-tune-epoch, --fine-tune-first-trainable-layer "
+           "and --weight-avg-strategy)")
+    p("--fine-tune-epoch", type=int, default=0, help="Fine-tuning epochs after --half-res-training")
+    p("--fine-tune-lr", type=float, default=0.25, help="Initial learning rate of the fine-tuning (cosine, plain SGD)")
+    p("--fine-tune-batch-size", type=int, default=1, help="Micro-batch size of the fine-tuning")
+    p("--fine-tune-gradient-accumulation", type=int, default=1, help="Gradient accumulation of the fine-tuning")
+    p("--fine-tune-first-trainable-layer", type=str, default="",
+      help="First module path (e.g. layer3, blocks/5/3) trained during fine-tuning; earlier weights are frozen "
+           "and earlier batch norms and dropouts kept in eval mode")
 
 
 def training_parser(description: str = "CNN training (PopTorch on IPU; portable_poptorch on CUDA/CPU)"
@@ -156,9 +176,28 @@ def check_training_args(args: argparse.Namespace) -> argparse.Namespace:
         args.notes = getattr(args, "notes", []) + [
             "--recompute-checkpoints were given with --recompute-mode none; using manual recomputation."]
         args.recompute_mode = "manual"
+    _check_half_res(args)
+    if args.wandb_weight_histogram and not args.wandb:
+        _fail("--wandb-weight-histogram logs to Weights & Biases, so it needs --wandb.")
     if args.data == "imagenet" and not args.imagenet_data_path:
         _fail("--data imagenet needs --imagenet-data-path pointing at a folder with train/ and validation/.")
     return args
+
+
+def _check_half_res(args: argparse.Namespace) -> None:
+    if not args.half_res_training:
+        return
+    if args.fine_tune_epoch < 1:
+        _fail("--half-res-training fine-tunes at full resolution afterwards, so it needs --fine-tune-epoch >= 1.")
+    if not args.fine_tune_first_trainable_layer:
+        _fail("--half-res-training needs --fine-tune-first-trainable-layer (e.g. layer3): the layers before it "
+              "stay frozen during fine-tuning.")
+    if args.weight_avg_strategy == "none":
+        _fail("--half-res-training fine-tunes the averaged weights, so it needs --weight-avg-strategy mean or "
+              "exponential (and --checkpoint-path).")
+    for name in ("fine_tune_batch_size", "fine_tune_gradient_accumulation"):
+        if getattr(args, name) < 1:
+            _fail(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
 
 
 def _check_augmentation(args: argparse.Namespace) -> None:

@@ -2,7 +2,7 @@
 that makes a classifier return ``(accuracy, loss)`` as PopTorch's trainingModel expects."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import nn
@@ -39,8 +39,9 @@ class TrainingModelWithLoss(nn.Module):
 
     def __init__(self, model: nn.Module, num_classes: int, label_smoothing: float = 0.0,
                  use_mixup: bool = False, use_cutmix: bool = False,
-                 identity_loss: Optional[Callable[..., torch.Tensor]] = None) -> None:
+                 identity_loss: Optional[Callable[..., torch.Tensor]] = None, sublosses: bool = False) -> None:
         super().__init__()
+        self.sublosses = sublosses
         self.identity_loss = identity_loss
         self.model = model
         self.num_classes = num_classes
@@ -61,4 +62,15 @@ class TrainingModelWithLoss(nn.Module):
         if self.identity_loss is not None:
             loss = self.identity_loss(loss, reduction="none")
         accuracy = (logits.argmax(-1) == labels).float().mean()
-        return accuracy, loss
+        if not self.sublosses:
+            return accuracy, loss
+        return (accuracy, *self._sublosses(logits, targets), loss)
+
+    def _sublosses(self, logits: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(classification, smoothing) parts of the loss, as the original logs them: (1 - s) x cross entropy
+        with the targets, and s x the mean negative log-probability over classes; they sum to the loss."""
+        with torch.no_grad():
+            log_p = F.log_softmax(logits.float(), dim=-1)
+            classification = -(targets * log_p).sum(-1).mean() * (1.0 - self.label_smoothing)
+            smoothing = -log_p.mean() * self.label_smoothing
+        return classification, smoothing

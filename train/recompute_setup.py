@@ -7,11 +7,12 @@ each marked module's inside, see portable_poptorch/recompute.py).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from torch import nn
 
 from models import NormalizeInputModel
+from models.original_names import MAPPING_HELP, fx_node_modules, translate_module_path
 from utils.errors import UsageError
 
 SEPARATOR = "/"
@@ -29,17 +30,29 @@ def auto_checkpoints(paths: Dict[str, nn.Module]) -> List[str]:
     return blocks or [p for p in paths if SEPARATOR not in p]
 
 
-def matching_checkpoints(paths: Dict[str, nn.Module], patterns: List[str]) -> List[str]:
+def matching_checkpoints(paths: Dict[str, nn.Module], patterns: List[str], root: Optional[nn.Module] = None,
+                         model_name: str = "") -> List[str]:
+    """Module paths matched by the patterns; a pattern matching no module path is tried on the original
+    application's names: its block names, then torch.fx node names (``add/1``), each mapped to the
+    module that computes it (see models/original_names.py)."""
     chosen: List[str] = []
+    fx_nodes: Optional[Dict[str, str]] = None
     for pattern in patterns:
         try:
             rule = re.compile(pattern)
         except re.error as exc:
             raise UsageError(f"--recompute-checkpoints {pattern!r} is not a valid regular expression ({exc}).") from None
         hits = [p for p in paths if rule.fullmatch(p)]
+        translated = translate_module_path(model_name, pattern)
+        if not hits and translated in paths:
+            hits = [translated]
+        if not hits and root is not None:
+            fx_nodes = fx_node_modules(root) if fx_nodes is None else fx_nodes
+            hits = [fx_nodes[n] for n in fx_nodes if rule.fullmatch(n) and fx_nodes[n] in paths]
         if not hits:
             examples = ", ".join(list(paths)[:8])
-            raise UsageError(f"--recompute-checkpoints {pattern!r} matches no module; module paths look like {examples}.")
+            raise UsageError(f"--recompute-checkpoints {pattern!r} matches no module; module paths look like {examples}. "
+                             f"{MAPPING_HELP}")
         chosen += [h for h in hits if h not in chosen]
     return chosen
 
@@ -49,7 +62,8 @@ def apply_recomputation(model: nn.Module, args: Any, checkpoint_fn: Callable[[An
     if args.recompute_mode == "none":
         return []
     paths = module_paths(model)
-    chosen = matching_checkpoints(paths, args.recompute_checkpoints)
+    root = model.model if isinstance(model, NormalizeInputModel) else model
+    chosen = matching_checkpoints(paths, args.recompute_checkpoints, root, args.model)
     if args.recompute_mode == "auto":
         chosen += [p for p in auto_checkpoints(paths) if p not in chosen]
 

@@ -15,16 +15,17 @@ from tqdm import tqdm
 import datasets
 from train.arguments import loss_scaling_steps, parse_arguments
 from train.augmentations import CoefficientSampler
-from train.checkpoint import (check_space_for, checkpoint_name, claim_folder, plain, rng_state, save_checkpoint,
-                              set_rng_state)
+from train.checkpoint import (check_space_for, checkpoint_name, claim_folder, list_checkpoints, plain, rng_state,
+                              save_checkpoint, set_rng_state)
 from train.data_state import augmentation_state, load_augmentation_state, set_crop_scale
+from train.fine_tune import fine_tune_args
 from train.losses import TrainingModelWithLoss
 from train.lr_schedule import schedule_from_args
 from train.optimizers import get_optimizer, set_learning_rate, set_loss_scaling
 from train.recompute_setup import apply_recomputation
 from train.train_options import training_options
 from train.training_log import TrainingLog, start_wandb
-from train.validate import model_from_checkpoint, run_validation, train_input_size
+from train.validate import model_from_checkpoint, run_validation_steps, train_input_size
 from utils import distributed
 from utils.backend import Backend, select_backend
 from utils.backend_report import report_backend
@@ -32,7 +33,21 @@ from utils.executor_report import executor_report, log_compiled
 from utils.errors import Stopped, UsageError, exit_on_usage_error, on_failure
 from utils.ipu_settings import num_stages
 from utils.logger import RunLogger
-from utils.model_setup import prepare_model
+from utils.model_setup import for_executor, prepare_model
+
+
+def resolve_seed(args: argparse.Namespace, info: distributed.InstanceInfo) -> None:
+    """--seed unset: instance 0 draws a random seed and every instance uses it, as the original."""
+    if args.seed is not None:
+        return
+    drawn = random.SystemRandom().randint(0, 2 ** 32 - 1) if info.rank == 0 else 0
+    args.seed = int(distributed.sum_all([float(drawn)])[0])
+
+
+def detach(training_model: Any) -> None:
+    """Release the device; PopTorch refuses to detach a model that is not attached."""
+    if training_model.isAttachedToDevice():
+        training_model.detachFromDevice()
 
 
 @contextlib.contextmanager
@@ -62,30 +77,49 @@ def num_classes_of(args: argparse.Namespace, train_data: Any) -> int:
 
 
 class Run:
-    """One training run: everything built from the options, then the epoch loop."""
+    """One training run: everything built from the options, then the epoch loop.
 
-    def __init__(self, args: argparse.Namespace, resume: Optional[Dict[str, Any]] = None) -> None:
+    The fine-tuning phase after --half-res-training is a second Run with its own options, sharing the
+    parent's log folder and files (``parent``); its epochs are numbered after the parent's.
+    """
+
+    def __init__(self, args: argparse.Namespace, resume: Optional[Dict[str, Any]] = None,
+                 parent: Optional["Run"] = None, fine_tune_checkpoint: str = "") -> None:
         self.args = args
-        self.info = distributed.instance_info()
-        self.folder_lock, stale = (claim_folder(args.checkpoint_path) if args.checkpoint_path and self.info.rank == 0
-                                   else (None, 0))
-        if self.folder_lock is not None:
-            on_failure(lambda _: self.folder_lock.release())
-        self.backend: Backend = select_backend(args.device, args.half_dtype)
-        distributed.init_process_group(self.info, self.backend.device)
-        self.logger = RunLogger(args, self.info)
+        self.parent = parent
+        if parent is None:
+            self.info = distributed.instance_info()
+            self.folder_lock, stale = (claim_folder(args.checkpoint_path)
+                                       if args.checkpoint_path and self.info.rank == 0 else (None, 0))
+            if self.folder_lock is not None:
+                on_failure(lambda _: self.folder_lock.release())
+            self.backend: Backend = select_backend(args.device, args.half_dtype)
+            distributed.init_process_group(self.info, self.backend.device)
+            drawn = args.seed is None
+            resolve_seed(args, self.info)
+            folder = os.path.abspath(args.checkpoint_path) if args.checkpoint_path else None
+            self.logger = RunLogger(args, self.info, folder=folder)
+            if drawn:
+                self.logger.log(f"Random seed {args.seed} (drawn by instance 0, used by every instance).")
+        else:
+            self.info, self.backend, self.logger = parent.info, parent.backend, parent.logger
+            self.folder_lock, stale = None, 0
         self.log = self.logger.log
         if stale:
             self.log(f"Removed {stale} temporary file(s) an interrupted run left in {args.checkpoint_path}.")
         self.last_checkpoint: Optional[str] = None
         for note in getattr(args, "notes", []):
             self.logger.once(note)
+        self.epoch_offset = parent.args.epoch if parent is not None else 0
+        self.total_epochs = args.epoch + self.epoch_offset + (args.fine_tune_epoch if args.half_res_training else 0)
         seed_everything(args.seed)
         poptorch = self.backend.poptorch
-        self.opts = training_options(args, self.backend, self.info)
+        self.opts = training_options(args, self.backend, self.info,
+                                     report_dir=self.logger.path if self.info.rank == 0 else None)
         self.train_data = datasets.get_data(
             args, self.opts, poptorch, train=True, input_size=train_input_size(args),
-            half_dtype=self.backend.half_dtype, batches=args.iterations, async_dataloader=args.dataloader_worker > 0)
+            half_dtype=self.backend.half_dtype, batches=args.iterations, async_dataloader=args.dataloader_worker > 0,
+            augment=parent is None)
         if list(args.train_crop_scale) != [0.08, 1.0] and not set_crop_scale(self.train_data, args.train_crop_scale):
             self.logger.once(f"--train-crop-scale has no effect with --data {args.data} (no random-resized crop).")
         self.steps_per_epoch = len(self.train_data)
@@ -99,14 +133,22 @@ class Run:
                              f"training data has {self.num_classes}; give the dataset it was trained on.")
         if resume:
             self.model = model_from_checkpoint(resume, args, self.backend, args.resumed_from, self.log)
+        elif fine_tune_checkpoint:
+            from train.checkpoint import load_checkpoint
+            from train.fine_tune import freeze_before
+            self.model = model_from_checkpoint(load_checkpoint(fine_tune_checkpoint), args, self.backend,
+                                               fine_tune_checkpoint, self.log)
+            frozen = freeze_before(self.model, args.model, args.fine_tune_first_trainable_layer)
+            self.log(f"Fine-tuning from {os.path.basename(fine_tune_checkpoint)}: {frozen} parameters frozen before "
+                     f"{args.fine_tune_first_trainable_layer}.")
         else:
             self.model = prepare_model(args, self.backend, self.num_classes, self.log, pretrained=False)
         marks = apply_recomputation(self.model, args, poptorch.recomputationCheckpoint)
         if marks:
             self.log(f"Recomputation checkpoints on {len(marks)} module outputs: {', '.join(marks[:6])}"
                      f"{', ...' if len(marks) > 6 else ''}")
-        wrapped = TrainingModelWithLoss(self.model, self.num_classes, args.label_smoothing, args.mixup_enabled,
-                                        args.cutmix_enabled, identity_loss=poptorch.identity_loss)
+        wrapped = TrainingModelWithLoss(for_executor(self.model, args, self.backend), self.num_classes, args.label_smoothing, args.mixup_enabled,
+                                        args.cutmix_enabled, identity_loss=poptorch.identity_loss, sublosses=True)
         self.optimizer = get_optimizer(args, self.model, poptorch.optim, float32_master=self.float32_master())
         if self.folder_lock is not None:
             check_space_for(args.checkpoint_path, 3 * sum(t.numel() * t.element_size()
@@ -119,8 +161,12 @@ class Run:
         if resume:
             self._resume(resume)
         self.training_model = poptorch.trainingModel(wrapped, self.opts, self.optimizer)
-        wandb_run = start_wandb(args, self.logger.path) if args.wandb and self.info.rank == 0 else None
-        self.history = TrainingLog(self.logger.path, wandb_run) if self.info.rank == 0 else None
+        if parent is not None:
+            self.history = parent.history
+        else:
+            wandb_run = start_wandb(args, self.logger.path) if args.wandb and self.info.rank == 0 else None
+            self.history = (TrainingLog(self.logger.path, wandb_run, append=resume is not None)
+                            if self.info.rank == 0 else None)
         self.epoch_results: List[Dict[str, Any]] = []
 
     def float32_master(self) -> bool:
@@ -163,11 +209,10 @@ class Run:
         return (images, labels, *self.sampler.sample(labels.shape[0]))
 
     def profile_one_step(self) -> Dict[str, Any]:
-        """--profile: one training call under torch.profiler (portable) or with Poplar's report set up by env."""
+        """--profile: one training call under torch.profiler (portable) or with Poplar's report, which the
+        engine options asked for before compilation."""
         images, labels = next(iter(self.train_data))
         if not self.backend.is_portable:
-            os.environ.setdefault("POPLAR_ENGINE_OPTIONS",
-                                  f'{{"autoReport.all":"true","autoReport.directory":"{self.logger.path}"}}')
             self.training_model(*self.inputs(images, labels))
             return {"profile": self.logger.path}
         self.training_model.compile(*self.inputs(images, labels))
@@ -205,16 +250,22 @@ class Run:
         return {"compiled": True, **compiled}
 
     def train_epoch(self, epoch: int) -> Dict[str, Any]:
+        """Epoch ``epoch`` of this phase (its schedule's count); logs and checkpoints number it after the
+        previous phase's epochs."""
         args = self.args
-        self.log(f"Epoch {epoch}/{args.epoch}")
+        shown = epoch + self.epoch_offset
+        self.log(f"Epoch {shown}/{self.total_epochs}")
         epoch_sampler = getattr(self.train_data, "sampler", None)
         if hasattr(epoch_sampler, "set_epoch"):
             epoch_sampler.set_epoch(epoch - 1)
         set_loss_scaling(self.optimizer, args, self.loss_scaling[epoch - 1])
         self.training_model.setOptimizer(self.optimizer)
         log_every = max(1, self.steps_per_epoch // args.logs_per_epoch)
-        totals = np.zeros(3)
-        window = np.zeros(3)
+        # Outputs are summed over the call's micro-batches (outputMode Sum, as the original): loss,
+        # accuracy, classification and smoothing loss per replica, divided by the micro-batch count.
+        per_call = args.device_iterations * args.gradient_accumulation
+        totals = np.zeros(5)
+        window = np.zeros(5)
         images = 0
         bar = tqdm(self.train_data, total=self.steps_per_epoch, disable=self.info.rank != 0, mininterval=1.0)
         start = time.perf_counter()
@@ -222,55 +273,73 @@ class Run:
             progress = epoch - 1 + (step + 1) / self.steps_per_epoch
             if set_learning_rate(self.optimizer, self.schedule.lr_at(progress)):
                 self.training_model.setOptimizer(self.optimizer)
-            accuracy, loss = self.training_model(*self.inputs(x, y))
-            point = np.array([loss.float().mean().item(), 100.0 * accuracy.float().mean().item(), 1.0])
+            accuracy, classification, smoothing, loss = self.training_model(*self.inputs(x, y))
+            point = np.array([loss.float().mean().item() / per_call, 100.0 * accuracy.float().mean().item() / per_call,
+                              classification.float().mean().item() / per_call,
+                              smoothing.float().mean().item() / per_call, 1.0])
             totals += point
             window += point
             images += y.shape[0]
-            bar.set_description(f"Loss:{totals[0] / totals[2]:0.4f} | Accuracy:{totals[1] / totals[2]:0.2f}%")
+            bar.set_description(f"Loss:{totals[0] / totals[-1]:0.4f} | Accuracy:{totals[1] / totals[-1]:0.2f}%")
             if (step + 1) % log_every == 0 and step + 1 < self.steps_per_epoch:
-                self.log_point(progress, epoch, step, window, images, time.perf_counter() - start, None)
+                self.log_point(progress + self.epoch_offset, window, totals, images, time.perf_counter() - start, None)
                 window[:] = 0
         bar.close()
         elapsed = time.perf_counter() - start
-        loss_sum, acc_sum, count = distributed.sum_all(totals.tolist())
+        loss_sum, acc_sum, _, _, count = distributed.sum_all(totals.tolist())
         all_images = distributed.sum_all([float(images)])[0]
         slowest = distributed.max_all([elapsed])[0]
-        result = {"epoch": epoch, "loss": loss_sum / count, "accuracy": acc_sum / count,
+        result = {"epoch": shown, "loss": loss_sum / count, "accuracy": acc_sum / count,
                   "throughput": all_images / slowest, "images": all_images, "seconds": slowest}
-        self.log(f"Epoch {epoch}: Train accuracy is {result['accuracy']:0.2f}%")
+        self.log(f"Epoch {shown}: Train accuracy is {result['accuracy']:0.2f}%")
         self.log(f"Throughput of the epoch:{result['throughput']:0.1f} img/sec")
         result["validation_accuracy"] = self.validate_if_due(epoch)
-        self.log_point(float(epoch), epoch, self.steps_per_epoch - 1, window, images, elapsed,
-                       result["validation_accuracy"], throughput=result["throughput"])
+        self.log_point(float(shown), window, totals, images, elapsed, result["validation_accuracy"],
+                       throughput=result["throughput"])
         if self.history is not None:
-            self.history.end_epoch(epoch, result["loss"], result["accuracy"], result["validation_accuracy"])
-        self.save(epoch, result)
+            self.history.end_epoch(shown, result["loss"], result["accuracy"], result["validation_accuracy"])
+        self.save(shown, result)
         return result
 
-    def log_point(self, progress: float, epoch: int, step: int, window: np.ndarray, images: int, elapsed: float,
+    def log_point(self, progress: float, window: np.ndarray, totals: np.ndarray, images: int, elapsed: float,
                   validation: Optional[float], throughput: Optional[float] = None) -> None:
-        if self.history is None or window[2] == 0:
+        """One training.csv row with the original's columns: *_batch since the last log point, *_avg since
+        the start of the epoch; iteration = epoch progress x steps per epoch x instances."""
+        if self.history is None or window[-1] == 0:
             return
         latency = self.training_model.getLatency()
+        batch, avg = window[:-1] / window[-1], totals[:-1] / totals[-1]
         self.history.log_point({
-            "epoch": progress, "iteration": (epoch - 1) * self.steps_per_epoch + step + 1,
-            "loss": window[0] / window[2], "accuracy": window[1] / window[2],
+            "loss_avg": avg[0], "loss_batch": batch[0], "epoch": progress,
+            "iteration": progress * self.steps_per_epoch * max(1, self.info.size),
+            "train_accuracy_avg": avg[1], "train_accuracy_batch": batch[1],
             "learning_rate": self.optimizer.param_groups[0]["lr"],
             "loss_scaling": float(getattr(self.optimizer, "loss_scaling", 1.0)),
-            "img_per_sec": throughput if throughput is not None else images * max(1, self.info.size) / elapsed,
-            "latency_ms": latency[2] * 1e3, "validation_accuracy": validation})
+            "train_img_per_sec": throughput if throughput is not None else images * max(1, self.info.size) / elapsed,
+            "validation_accuracy": validation, "classification_loss_batch": batch[2],
+            "classification_loss_avg": avg[2], "smoothing_loss_batch:": batch[3], "smoothing_loss_avg:": avg[3],
+            "latency_ms": latency[2] * 1e3})
+        if self.args.wandb_weight_histogram:
+            self.history.log_histograms(self.model)
 
     def validate_if_due(self, epoch: int) -> Optional[float]:
         args = self.args
         due = args.validation_mode == "during" and (epoch % args.validation_frequency == 0 or epoch == args.epoch)
-        return self.validate() if due else None
+        return self.validate(epoch + self.epoch_offset) if due else None
 
-    def validate(self) -> Optional[float]:
-        """Validation runs in instance 0 only, as the original."""
+    def validate(self, epoch: int) -> Optional[float]:
+        """Validation runs in instance 0 only, as the original, with the training model detached from
+        its device first and attached again afterwards."""
         if self.info.rank != 0:
             return None
-        return run_validation(self.model, self.args, self.backend, self.log)
+        detach(self.training_model)
+        try:
+            acc, steps = run_validation_steps(self.model, self.args, self.backend, self.log)
+        finally:
+            self.training_model.attachToDevice()
+        if self.history is not None:
+            self.history.log_validation(epoch, epoch * steps, acc)
+        return acc
 
     def save(self, epoch: int, result: Dict[str, Any]) -> Optional[str]:
         args = self.args
@@ -292,20 +361,62 @@ class Run:
         return self.last_checkpoint
 
     def after_training(self) -> Dict[str, Any]:
+        """As the original: weight averaging, then fine-tuning (--half-res-training), then validation
+        (--validation-mode after: every checkpoint of --checkpoint-path, else the final model)."""
         args = self.args
         out: Dict[str, Any] = {}
+        averaged = ""
+        if args.weight_avg_strategy != "none":
+            averaged = self.average_weights()
+            out["weight_avg_checkpoint"] = averaged
+        final = self
+        if args.half_res_training:
+            detach(self.training_model)
+            final = Run(fine_tune_args(args), parent=self, fine_tune_checkpoint=averaged)
+            out["fine_tune"] = final.train_phase()
+        if self.info.rank != 0:
+            return out
         if args.validation_mode == "after":
-            out["validation_accuracy"] = self.validate()
-        if args.weight_avg_strategy != "none" and self.info.rank == 0:
+            detach(final.training_model)
+            if args.checkpoint_path:
+                out["validation"] = self.validate_checkpoints(list_checkpoints(args.checkpoint_path))
+            else:
+                out["validation_accuracy"] = final.validate(final.epoch_offset + final.args.epoch)
+        if averaged and args.validation_mode != "none":
+            out["weight_avg_validation_accuracy"] = self.validate_checkpoints([averaged])[averaged]
+        return out
+
+    def average_weights(self) -> str:
+        """Instance 0 averages the checkpoints; the others wait for the file (fine-tuning reads it)."""
+        args = self.args
+        path = os.path.join(args.checkpoint_path, checkpoint_name(args.model, args.data, args.epoch)[:-len(".pt")]
+                            + f"_{args.weight_avg_strategy}_avg.pt")
+        if self.info.rank == 0:
             from train.weight_avg import average_checkpoints
             path = average_checkpoints(args.checkpoint_path, args.weight_avg_strategy, args.weight_avg_exp_decay,
                                        args.weight_avg_N, self.log)
-            out["weight_avg_checkpoint"] = path
-            if args.validation_mode != "none":
-                from train.checkpoint import load_checkpoint
-                averaged = model_from_checkpoint(load_checkpoint(path), args, self.backend, path, self.log)
-                out["weight_avg_validation_accuracy"] = run_validation(averaged, args, self.backend, self.log)
-        return out
+        distributed.barrier()
+        return path
+
+    def validate_checkpoints(self, files: List[str]) -> Dict[str, float]:
+        """Validate checkpoint files one by one, a validation.csv row each."""
+        from train.checkpoint import load_checkpoint
+        results: Dict[str, float] = {}
+        for file in files:
+            ckpt = load_checkpoint(file)
+            model = model_from_checkpoint(ckpt, self.args, self.backend, file, self.log)
+            acc, steps = run_validation_steps(model, self.args, self.backend, self.log)
+            if self.history is not None:
+                self.history.log_validation(int(ckpt["epoch"]), int(ckpt["epoch"]) * steps, acc)
+            results[file] = acc
+        return results
+
+    def train_phase(self) -> List[Dict[str, Any]]:
+        """The epochs of this phase (the fine-tuning one), its results per epoch."""
+        for epoch in range(1, self.args.epoch + 1):
+            self.epoch_results.append(self.train_epoch(epoch))
+        detach(self.training_model)
+        return self.epoch_results
 
     def run(self) -> Dict[str, Any]:
         no_effect = self.report_backend()
@@ -346,7 +457,7 @@ class Run:
             self.history.close()
         if self.folder_lock is not None:
             self.folder_lock.release()
-        self.training_model.detachFromDevice()
+        detach(self.training_model)
         self.logger.close()
         distributed.shutdown()
         return results

@@ -1,4 +1,5 @@
-"""What a training run writes besides log.txt: ``training.csv`` (one row per log point),
+"""What a training run writes besides log.txt: ``training.csv`` (one row per log point, the original's
+columns plus the latency), ``validation.csv`` (one row per validation, the original's columns),
 ``training.png`` (loss and accuracy per epoch) and, with ``--wandb``, the same rows to W&B."""
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from typing import Any, Dict, List, Optional
 
 from utils.atomic import atomic_file
 
-CSV_FIELDS = ["epoch", "iteration", "loss", "accuracy", "learning_rate", "loss_scaling", "img_per_sec",
-              "latency_ms", "validation_accuracy"]
+# The original's training.csv columns, spelled as it wrote them (the smoothing columns end in ':').
+CSV_FIELDS = ["loss_avg", "loss_batch", "epoch", "iteration", "train_accuracy_avg", "train_accuracy_batch",
+              "learning_rate", "loss_scaling", "train_img_per_sec", "validation_accuracy",
+              "classification_loss_batch", "classification_loss_avg", "smoothing_loss_batch:", "smoothing_loss_avg:",
+              "latency_ms"]
+VALIDATION_FIELDS = ["validation_epoch", "validation_iteration", "validation_accuracy"]
 
 
 class TrainingLog:
@@ -29,6 +34,27 @@ class TrainingLog:
             csv.DictWriter(f, CSV_FIELDS).writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in row.items() if v is not None})
+
+    def log_validation(self, epoch: int, iteration: int, accuracy: float) -> None:
+        """One validation.csv row, as the original: epoch, iteration (epoch x validation steps), accuracy."""
+        path = os.path.join(os.path.dirname(self.csv_path), "validation.csv")
+        new = not os.path.exists(path)
+        row = {"validation_epoch": epoch, "validation_iteration": iteration, "validation_accuracy": accuracy}
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, VALIDATION_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+        if self.wandb_run is not None:
+            self.wandb_run.log(row)
+
+    def log_histograms(self, model: Any) -> None:
+        """--wandb-weight-histogram: one histogram per trainable weight at this log point."""
+        if self.wandb_run is None:
+            return
+        import wandb
+        self.wandb_run.log({f"weights/{name}": wandb.Histogram(p.detach().float().cpu().numpy())
+                            for name, p in model.named_parameters() if p.requires_grad})
 
     def end_epoch(self, epoch: int, loss: float, accuracy: float, validation_accuracy: Optional[float]) -> None:
         self.epochs.append({"epoch": epoch, "loss": loss, "accuracy": accuracy,

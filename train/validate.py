@@ -9,7 +9,7 @@ import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 import argparse
 import os
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -24,19 +24,23 @@ from utils.argparser import normalise_args
 from utils.option_values import checked_mapping
 from utils.host_memory import configure_host_allocator
 from utils.logger import RunLogger
-from utils.model_setup import prepare_model
+from utils.model_setup import for_executor, prepare_model
 
-CIFAR10_SIZE = 32
+# Half-resolution training sizes of the original (from https://arxiv.org/abs/2106.03640); other sizes x 5/7.
+HALF_RESOLUTION = {224: 160, 380: 252}
 
 
-def train_input_size(args: Any) -> int:
-    """Image side: --input-size, else 32 for CIFAR-10, else the model's own size."""
+def train_input_size(args: Any, train: bool = True) -> int:
+    """Image side: --input-size, else the model's own size (CIFAR-10 is upscaled to it, as the original
+    trains it); --half-res-training makes the training images smaller, never the validation ones."""
     if getattr(args, "input_size", None):
-        return args.input_size
-    if args.data == "cifar10":
-        return CIFAR10_SIZE
-    from utils.model_setup import input_size
-    return input_size(args)
+        size = args.input_size
+    else:
+        from utils.model_setup import input_size
+        size = input_size(args)
+    if train and getattr(args, "half_res_training", False):
+        return HALF_RESOLUTION.get(size, max(8, round(size * 5 / 7)))
+    return size
 
 
 def padded_batches(loader: Iterable, combined: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor, int]]:
@@ -52,14 +56,17 @@ def padded_batches(loader: Iterable, combined: int) -> Iterator[Tuple[torch.Tens
 
 def validation_loader(args: Any, opts: Any, backend: Backend) -> Iterable:
     """Validation data as full host batches plus a padded last one (all samples, no shuffling)."""
-    return datasets.get_data(args, opts, backend.poptorch, train=False, input_size=train_input_size(args),
+    return datasets.get_data(args, opts, backend.poptorch, train=False, input_size=train_input_size(args, train=False),
                              half_dtype=backend.half_dtype, batches=args.iterations, drop_last=False)
 
 
-def accuracy(inference_model: Any, batches: Iterable[Tuple[torch.Tensor, torch.Tensor, int]]) -> float:
-    """Top-1 accuracy in percent over the valid samples of ``batches``."""
+def accuracy(inference_model: Any, batches: Iterable[Tuple[torch.Tensor, torch.Tensor, int]],
+             steps: Optional[List[int]] = None) -> float:
+    """Top-1 accuracy in percent over the valid samples of ``batches``; ``steps`` gets the host calls made."""
     correct, total = 0, 0
     for images, labels, n in batches:
+        if steps is not None:
+            steps.append(1)
         logits = inference_model(images)
         predictions = logits.reshape(labels.shape[0], -1).argmax(-1)
         correct += int((predictions[:n] == labels[:n]).sum())
@@ -73,6 +80,13 @@ def run_validation(model: torch.nn.Module, args: Any, backend: Backend, log: Cal
                    trained_on: Optional[Tuple[int, str]] = None) -> float:
     """Validate ``model`` (the classifier, not the loss wrapper) and log PopTorch-style accuracy;
     ``trained_on`` = (classes, checkpoint file) is checked against the validation data's classes."""
+    return run_validation_steps(model, args, backend, log, trained_on)[0]
+
+
+def run_validation_steps(model: torch.nn.Module, args: Any, backend: Backend, log: Callable[[str], None],
+                         trained_on: Optional[Tuple[int, str]] = None) -> Tuple[float, int]:
+    """(accuracy, validation host calls): the calls make validation.csv's iteration column."""
+    steps: List[int] = []
     opts = validation_options(args, backend)
     val_args = validation_args(args)
     loader = validation_loader(val_args, opts, backend)
@@ -81,14 +95,14 @@ def run_validation(model: torch.nn.Module, args: Any, backend: Backend, log: Cal
     combined = val_args.batch_size * val_args.device_iterations * val_args.replicas
     was_training = model.training
     model.eval()
-    inference_model = backend.poptorch.inferenceModel(model, opts)
+    inference_model = backend.poptorch.inferenceModel(for_executor(model, args, backend), opts)
     try:
-        acc = accuracy(inference_model, padded_batches(loader, combined))
+        acc = accuracy(inference_model, padded_batches(loader, combined), steps)
     finally:
         inference_model.detachFromDevice()
         model.train(was_training)
     log(f"Accuracy on test set: {acc:0.2f}%")
-    return acc
+    return acc, len(steps)
 
 
 WRITTEN_PATHS = ("log_path", "model_cache_path")

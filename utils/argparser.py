@@ -38,6 +38,7 @@ def new_parser(description: str) -> argparse.ArgumentParser:
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Options of the original common parser plus the backend choice."""
     from models import available_models
+    from models.original_names import MAPPING_HELP
     p = parser.add_argument
     p("--config", type=str, default=None, help="Preset name from the script's configs.yml; command-line flags override it")
     p("--model", type=str, default="resnet18",
@@ -57,7 +58,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     p("--full-precision-norm", action="store_true", help="Compute norm layers in float32 when the model is half")
     p("--enable-fast-groupnorm", action="store_true", help="IPU strided-channel group norm (no effect off IPU)")
     p("--pipeline-splits", type=str, nargs="+", default=[],
-      help="Module paths starting each pipeline stage, e.g. layer2 layer3/1 _blocks/4")
+      help="Module paths starting each pipeline stage, e.g. layer2 layer3/1 _blocks/4. " + MAPPING_HELP)
     p("--available-memory-proportion", type=float, nargs="+", default=None,
       help="Proportion of IPU memory for convolutions/matmuls, one value or one per stage (no effect off IPU)")
     p("--exchange-memory-target", choices=["cycles", "balanced", "memory"], default=None,
@@ -67,9 +68,11 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     p("--eight-bit-io", action="store_true", help="Send uint8 images to the device and normalise there")
     p("--normalization-location", choices=NORMALIZATION_LOCATIONS, default=None,
       help="Where inputs are normalised: host, ipu (on the device) or none; unset = host, or ipu with --eight-bit-io")
-    p("--dataloader-worker", type=int, default=None, help="Data-loader worker processes; unset = min(8, CPUs)")
+    p("--dataloader-worker", type=int, default=None, help="Data-loader worker processes; unset = min(32, CPUs) as the original")
     p("--dataloader-rebatch-size", type=int, default=None,
       help="Worker-side batch size; workers' batches are rebatched into full host batches")
+    p("--input-image-padding", action="store_true",
+      help="Pad input images to 4 channels (a zero 4th channel; the first convolution takes 4 channels)")
     p("--efficientnet-expand-ratio", type=int, default=6, help="Expand ratio of EfficientNet MBConv blocks")
     p("--efficientnet-group-dim", type=int, default=1, help="Channels per group of EfficientNet depthwise convs")
     p("--profile", action="store_true", help="Write a profile (torch.profiler trace off IPU) to the run's log folder")
@@ -139,6 +142,7 @@ def normalise_args(args: argparse.Namespace) -> argparse.Namespace:
         raise UsageError(f"--iterations must be at least 1, got {args.iterations}.")
     from models import canonical_model_name
     args.model = canonical_model_name(args.model)
+    _translate_original_splits(args)
     if args.normalization_location is None:
         args.normalization_location = "ipu" if args.eight_bit_io else "host"
     elif args.eight_bit_io and args.normalization_location == "host":
@@ -146,9 +150,21 @@ def normalise_args(args: argparse.Namespace) -> argparse.Namespace:
         args.notes = getattr(args, "notes", []) + [
             "--eight-bit-io needs device-side normalisation; normalisation moved to the device (ipu)."]
     if args.dataloader_worker is None:
-        args.dataloader_worker = min(8, os.cpu_count() or 1)
+        args.dataloader_worker = min(32, os.cpu_count() or 1)
     check_common(args)
     return args
+
+
+def _translate_original_splits(args: argparse.Namespace) -> None:
+    """Pipeline splits written with the original application's module names name this project's modules."""
+    from models.original_names import translate_module_paths
+    splits = list(getattr(args, "pipeline_splits", []) or [])
+    translated = translate_module_paths(args.model, splits)
+    for old, new in zip(splits, translated):
+        if old != new:
+            args.notes = getattr(args, "notes", []) + [
+                f"Pipeline split {old} (the original application's module name) is {new} in this model."]
+    args.pipeline_splits = translated
 
 
 def option_strings(parser: argparse.ArgumentParser) -> List[str]:

@@ -11,6 +11,7 @@ from .backend import Backend
 from .cpu_threads import configure_cpu_threads
 from .host_memory import configure_host_allocator
 from .ipu_settings import no_effect_report
+from .unused_options import unused_options
 
 
 @dataclasses.dataclass
@@ -32,6 +33,10 @@ def report_backend(args: Any, opts: Any, backend: Backend, logger: Any) -> Backe
     for entry in no_effect:
         logger.once(f"Option {entry['option']}={entry['value']} has no effect on {backend.device} "
                     f"({entry['reason']}); recorded in results.json.")
+    for entry in unused_options(args, backend):
+        logger.once(f"Option {entry['option']}={entry['value']} has no effect in this run ({entry['reason']}); "
+                    f"recorded in results.json.")
+        no_effect.append(entry)
     if backend.note and args.precision.startswith("16"):
         logger.once(backend.note)
         no_effect.append({"option": "precision", "value": args.precision, "reason": backend.note})

@@ -29,7 +29,7 @@ class RunLogger:
         self.info = info
         root = getattr(args, "log_path", "logs")
         name = folder or run_folder_name(args)
-        if info.distributed:
+        if info.distributed and folder is None:
             name = os.environ.get("HARNESS_RUN_NAME", name)
         self.path = os.path.join(root, name)
         os.makedirs(self.path, exist_ok=True)

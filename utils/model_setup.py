@@ -18,6 +18,10 @@ def prepare_model(args: Any, backend: Backend, num_classes: int, log: Callable[[
         norm_eps=args.norm_eps, batchnorm_momentum=args.batchnorm_momentum,
         full_precision_norm=args.full_precision_norm, efficientnet_expand_ratio=args.efficientnet_expand_ratio,
         efficientnet_group_dim=args.efficientnet_group_dim, weights=args.weights, pretrained=pretrained, log=log)
+    if getattr(args, "input_image_padding", False):
+        from models.padding import pad_first_conv
+        padded = pad_first_conv(model)
+        log(f"Input image padding: {padded or 'no 3-channel first convolution'} takes 4 channels (the 4th zero).")
     if args.pipeline_splits:
         models.apply_pipeline_splits(model, args.pipeline_splits, backend.poptorch.BeginBlock)
     if args.normalization_location == "ipu":
@@ -26,6 +30,16 @@ def prepare_model(args: Any, backend: Backend, num_classes: int, log: Callable[[
         model = model.to(backend.half_dtype)
         if args.full_precision_norm:
             models.keep_norm_in_float32(model)
+    return model
+
+
+def for_executor(model: nn.Module, args: Any, backend: Backend) -> nn.Module:
+    """What is handed to inferenceModel/trainingModel: on IPUs with --num-io-tiles the model with its IO
+    marked for overlap, as the original (off IPU the executor overlaps copies itself). The model
+    itself, and so its checkpoints, stay the same."""
+    if args.num_io_tiles and not backend.is_portable:
+        from models.overlap import OverlapIO
+        return OverlapIO(model, backend.poptorch)
     return model
 
 

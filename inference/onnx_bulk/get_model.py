@@ -35,7 +35,8 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = _Parser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument(
-        "--batch-size", type=int, default=6, help="fixed batch size baked into the ONNX graph (default: 6)"
+        "--batch-size", "--micro-batch-size", dest="batch_size", type=int, default=6,
+        help="fixed (micro) batch size baked into the ONNX graph: the batch of one process (default: 6)"
     )
     parser.add_argument(
         "--model-name",
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     check_free_space(str(path.parent), 2 * sum(p.numel() * p.element_size() for p in model.state_dict().values()),
                      "The ONNX export")
     print(f"Weights: {source}")
+    print(f"Converting model to batch size {args.batch_size} and saving to {path}", flush=True)
     start = time.perf_counter()
     partial = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:

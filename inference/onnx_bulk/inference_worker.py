@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import logging
 import sys
@@ -71,6 +72,13 @@ def write_results(writer, step: Step, outputs: list[np.ndarray]) -> None:
         writer.writerow([name, *idx.tolist(), *(f"{p:.6f}" for p in prob)])
 
 
+def step_report(preprocessing: float, compute: float, images: int) -> str:
+    """The original's per-step line: total = waiting for the host buffer + session.run time."""
+    total = preprocessing + compute
+    return (f"Total {total:<8.3} sec.   Preprocessing {preprocessing:<8.3} sec ({100 * preprocessing / total:4.3}%)."
+            f"   Compute {compute:<8.3} sec ({100 * compute / total:4.3}%).   {int(images / total):5f} images/sec.")
+
+
 def wait_for_go() -> None:
     print("READY", flush=True)
     line = sys.stdin.readline().strip()
@@ -115,8 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     results_handle = open(args.results_file, "w", newline="") if args.results_file else None
     writer = csv.writer(results_handle) if results_handle else None
     images, seconds, batches = 0, 0.0, 0
+    iterator = iter(steps)
     try:
-        for number, step in enumerate(steps):
+        for number in itertools.count():
+            waited = time.perf_counter()
+            step = next(iterator, None)
+            if step is None:
+                break
+            preprocessing = time.perf_counter() - waited
             if number == 0:
                 session.run(step.batches[0])
                 log.info("warm-up batch done (not timed)")
@@ -134,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 elapsed,
                 step.valid / elapsed,
             )
+            log.info(step_report(preprocessing, elapsed, step.valid))
             if writer:
                 write_results(writer, step, outputs)
     finally:

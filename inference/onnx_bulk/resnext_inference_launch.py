@@ -12,9 +12,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -28,6 +31,11 @@ from resnext101 import model_file, threads_per_process  # noqa: E402
 from utils.atomic import atomic_file  # noqa: E402
 from utils.errors import UsageError, exit_on_usage_error  # noqa: E402
 from utils.validation import writable_folder  # noqa: E402
+
+# The original's partition layout (<data_dir>/<i>/pytorch_subdir) and its per-step log lines.
+ORIGINAL_SUBDIR = "pytorch_subdir"
+STEP_THROUGHPUT = re.compile(r"Compute .* sec .* (.*) images/sec\.")
+STEP_TOTAL = re.compile(r"Total (\S+)\s+sec\.   Preprocessing")
 
 FLAGS = (
     Flag("batch_size", "int", 6, "Batch size (per device)", minimum=1),
@@ -114,11 +122,47 @@ def find_partitions(data_dir: Path, count: int) -> list[tuple[Path, int]]:
         raise UsageError(
             f"Data directory {data_dir} has {len(subdirs)} subdirectories but --num_ipus={count} needs one per process."
         )
-    chosen = [(folder, len(list_images(folder))) for folder in subdirs[:count]]
+    chosen = [(partition_folder(folder), len(list_images(partition_folder(folder)))) for folder in subdirs[:count]]
     for folder, images in chosen:
         if images == 0:
             raise UsageError(f"Partition {folder} contains no images.")
     return chosen
+
+
+def partition_folder(folder: Path) -> Path:
+    """A partition's images: the folder itself, or its pytorch_subdir as the original's partitions hold them."""
+    nested = folder / ORIGINAL_SUBDIR
+    return nested if nested.is_dir() else folder
+
+
+def step_lines(logs: list[Path]) -> list[str]:
+    """The original's summary: per step, the processes' mean total time and summed images/sec, read from
+    their logs (the first 2 steps left out when there are at least 4)."""
+    throughputs, totals = [], []
+    for log in logs:
+        text = log.read_text() if log.is_file() else ""
+        throughputs.append([float(m) for m in STEP_THROUGHPUT.findall(text)])
+        totals.append([float(m) for m in STEP_TOTAL.findall(text)])
+    sums = [sum(step) for step in zip(*throughputs)]
+    means = [statistics.mean(step) for step in zip(*totals)]
+    first = 2 if len(sums) >= 4 else 0
+    return [f"Total {total:<8.3} sec.   {int(rate):5f} images/sec." for total, rate in list(zip(means, sums))[first:]]
+
+
+def process_batch_size(flags, model_dir: Path) -> tuple[int, str]:
+    """Each process's batch. As the original's code, --batch_size is the overall batch, split between the
+    --num_ipus processes (48 over 8: 6 each, get_model.py --micro-batch-size 6); when no model exists for
+    that split (or it does not divide), it is one process's batch, as the original README's help says."""
+    total, processes = flags.batch_size, flags.num_ipus
+    if total % processes == 0 and model_file(model_dir, flags.model_name, total // processes).is_file():
+        return total // processes, f"Batch size {total} over {processes} processes: {total // processes} per process."
+    if model_file(model_dir, flags.model_name, total).is_file():
+        return total, f"Batch size {total} per process ({processes} processes)."
+    split = f" or {total // processes} (overall batch {total} over {processes} processes)" if total % processes == 0 else ""
+    raise UsageError(
+        f"No ONNX model for batch size {total}{split} in {model_dir / flags.model_name}; run get_model.py "
+        f"--micro-batch-size {total // processes if split else total} first."
+    )
 
 
 def check_memory(partitions: list[tuple[Path, int]], batch_size: int, batches_per_step: int) -> None:
@@ -175,9 +219,10 @@ def run_children(commands: list[list[str]]) -> list[dict]:
         for child in children:
             child.stdin.write("GO\n")
             child.stdin.flush()
+        outputs = [child.communicate()[0] for child in children]
+        print(f"All processes finished with exit codes: {[child.returncode for child in children]}", flush=True)
         results = []
-        for index, child in enumerate(children):
-            output, _ = child.communicate()
+        for index, (child, output) in enumerate(zip(children, outputs)):
             lines = [ln for ln in output.splitlines() if ln.startswith("RESULT ")]
             if child.returncode != 0 or not lines:
                 raise RuntimeError(f"process {index} failed with exit code {child.returncode}.")
@@ -229,14 +274,12 @@ def report(results: list[dict], flags) -> float:
 def main(argv: list[str] | None = None) -> int:
     flags = parse_flags(Path(sys.argv[0]).name, FLAGS, argv)
     model_dir, log_dir = resolve(flags, "model_dir"), resolve(flags, "log_dir")
-    model = model_file(model_dir, flags.model_name, flags.batch_size)
     try:
         if flags.provider not in ("auto", "cpu", "cuda"):
             raise UsageError(f"--provider must be auto, cpu or cuda, not {flags.provider!r}.")
-        if not model.is_file():
-            raise UsageError(
-                f"No ONNX model for batch size {flags.batch_size} at {model}; run get_model.py --batch-size {flags.batch_size} first."
-            )
+        flags.batch_size, note = process_batch_size(flags, model_dir)
+        model = model_file(model_dir, flags.model_name, flags.batch_size)
+        print(note, flush=True)
         partitions = None
         if not flags.synthetic:
             partitions = find_partitions(resolve(flags, "data_dir"), flags.num_ipus)
@@ -247,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    process_logs = log_dir / datetime.now().strftime("%d-%b-%Y (%H:%M:%S.%f)")
+    process_logs.mkdir()
     stem = f"{run_id}_{flags.model_name}_bs{flags.batch_size}"
     threads = threads_per_process(flags.num_ipus, flags.num_threads)
     parts = (
@@ -259,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             model,
             None if partitions is None else partitions[i][0],
             threads,
-            log_dir / f"{stem}_proc{i}.log",
+            process_logs / f"log_{i}",
             parts[i] if parts else None,
         )
         for i in range(flags.num_ipus)
@@ -272,8 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = run_children(commands)
     except RuntimeError as error:
-        print(f"error: {error} See the logs in {log_dir}.", file=sys.stderr)
+        print(f"error: {error} See the logs in {process_logs}.", file=sys.stderr)
         return 1
+    for line in step_lines([process_logs / f"log_{i}" for i in range(flags.num_ipus)]):
+        print(line)
     report(results, flags)
     if parts:
         target = log_dir / f"{stem}_top5.csv"

@@ -1,0 +1,484 @@
+"""The original application's training presets, scripts and README_Benchmarks commands.
+
+Unshrunk: each preset's values (the original's configs.yml, SDK 2.4) reach the args, the Options and
+the model (module names of the original mapped onto this repository's). Shrunk: each preset, script
+and benchmark command runs as written, with only options appended (`--epoch 1 --iterations 2` and
+sizes a 2-core CPU trains in seconds).
+"""
+import csv
+import glob
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO_ROOT
+from tests.test_train_e2e import write_digits
+
+TRAIN_DIR = os.path.join(REPO_ROOT, "train")
+torch.set_num_threads(1)
+
+# name: (model, batch, replicas, gradient accumulation, device iterations, splits here, lr, precision)
+ORIGINAL_PRESETS = {
+    "resnet50": ("resnet50", 1, 1, 1, 1, [], 0.5, "16.16"),
+    "resnet50_mk2": ("resnet50", 18, 16, 57, 1, [], 2.0, "16.16"),
+    "resnet50_mk2_pod64": ("resnet50", 18, 64, 14, 1, [], 2.0, "16.16"),
+    "efficientnet-g16-gn-16ipu-mk2-base": ("resnet18", 1, 1, 1, 1, [], 0.01, "16.32"),
+    "efficientnet-b0-g16-gn-16ipu-mk2": ("efficientnet-b0", 20, 8, 5, 1, ["_blocks/5"], 0.05, "16.32"),
+    "efficientnet-b4-g16-gn-16ipu-mk2": ("efficientnet-b4", 6, 4, 32, 4, ["_blocks/3", "_blocks/10", "_blocks/21"],
+                                         0.0483, "16.32"),
+    "mobilenet-v3-small": ("mobilenet-v3-small", 32, 1, 32, 1, [], 0.52, "16.16"),
+    "mobilenet-v3-small-pod4": ("mobilenet-v3-small", 32, 4, 8, 1, [], 0.52, "16.16"),
+    "mobilenet-v3-large": ("mobilenet-v3-large", 32, 1, 32, 1, ["features/3", "features/8", "features/12"],
+                           0.52, "16.32"),
+    "mobilenet-v3-large-pod16": ("mobilenet-v3-large", 32, 4, 8, 1, ["features/3", "features/8", "features/12"],
+                                 0.52, "16.32"),
+}
+ALIASES = {"resnet50-pod16": "resnet50_mk2", "efficientnet-b0-g16-gn-16ipu": "efficientnet-b0-g16-gn-16ipu-mk2"}
+# The original's torch.fx checkpoints add, add/1, add/2, add/3, add/5, add/6, add/7, add/9, add/11, add/12
+# are the residual additions of these ResNet-50 blocks.
+RESNET50_MK2_CHECKPOINTS = ["layer1/0", "layer1/1", "layer1/2", "layer2/0", "layer2/2", "layer2/3", "layer3/0",
+                            "layer3/2", "layer3/4", "layer3/5"]
+
+
+def preset_args(name, *extra):
+    from train.arguments import parse_arguments
+    return parse_arguments(["--config", name, "--data", "generated", "--checkpoint-path", "unused", *extra])
+
+
+def options_of(args):
+    from train.train_options import training_options
+    from utils.backend import select_backend
+    from utils.distributed import InstanceInfo
+    return training_options(args, select_backend("cpu"), InstanceInfo(0, 1, 0))
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL_PRESETS))
+def test_original_preset_values_reach_the_options(name):
+    import portable_poptorch as poptorch
+    model, batch, replicas, accumulation, iterations, splits, lr, precision = ORIGINAL_PRESETS[name]
+    args = preset_args(name)
+    assert (args.model, args.batch_size, args.pipeline_splits, args.lr, args.precision) == (
+        model, batch, splits, lr, precision)
+    opts = options_of(args)
+    assert opts.replication_factor == replicas
+    assert opts.Training.gradient_accumulation == accumulation
+    assert opts.device_iterations == iterations
+    assert opts.output_mode == poptorch.OutputMode.Sum
+    assert opts.random_seed == args.seed and args.seed is not None
+
+
+def test_preset_details_of_the_original():
+    mk2 = preset_args("resnet50_mk2")
+    assert (mk2.norm_type, mk2.eight_bit_io, mk2.normalization_location, mk2.use_bbox_info) == ("batch", True, "ipu", True)
+    assert (mk2.exchange_memory_target, mk2.recompute_mode, mk2.disable_stable_batchnorm) == ("memory", "manual", True)
+    assert mk2.available_memory_proportion == [0.12] and mk2.seed == 42 and mk2.momentum == 0.9
+    assert options_of(mk2).available_memory_proportion == {"IPU0": 0.12}
+    b4 = preset_args("efficientnet-b4-g16-gn-16ipu-mk2")
+    assert (b4.mixup_alpha, b4.cutmix_lambda_low, b4.cutmix_lambda_high, b4.cutmix_disable_prob) == (0.2, 0.65, 1.0, 0.35)
+    assert (b4.efficientnet_group_dim, b4.efficientnet_expand_ratio, b4.norm_num_groups, b4.norm_eps) == (16, 4, 4, 0.001)
+    assert (b4.optimizer, b4.rmsprop_decay, b4.lr_scheduler_freq, b4.weight_avg_exp_decay) == ("rmsprop_tf", 0.953125, 0.424, 0.97)
+    assert options_of(b4).available_memory_proportion == {f"IPU{i}": 0.15 for i in range(4)}
+    small = preset_args("mobilenet-v3-small")
+    assert (small.recompute_mode, small.initial_loss_scaling, small.weight_decay, small.epoch) == ("auto", 128, 3e-5, 360)
+    for alias, original in ALIASES.items():
+        assert dict(vars(preset_args(alias)), config=original) == vars(preset_args(original))
+
+
+def test_original_recompute_checkpoints_map_to_the_residual_blocks():
+    import models
+    from train.recompute_setup import apply_recomputation
+    args = preset_args("resnet50_mk2")
+    model = models.get_model("resnet50", num_classes=10, pretrained=False)
+    marked = apply_recomputation(model, args, lambda t: t)
+    assert marked == RESNET50_MK2_CHECKPOINTS
+
+
+@pytest.mark.parametrize("model,original,here", [
+    ("efficientnet-b0", "blocks/3/0", "_blocks/5"), ("efficientnet-b0", "blocks/5/3", "_blocks/14"),
+    ("efficientnet-b4", "blocks/6/1", "_blocks/31"), ("efficientnet-b0", "blocks/3/0/conv_pw", "_blocks/5"),
+    ("mobilenet-v3-large", "mb_block/2/seq/0", "features/3"), ("resnet50", "layer3/1", "layer3/1"),
+])
+def test_original_module_names_are_translated(model, original, here):
+    from models.original_names import translate_module_path
+    assert translate_module_path(model, original) == here
+
+
+def test_unknown_original_name_error_lists_the_mapping():
+    from train.arguments import parse_arguments
+    from utils.errors import UsageError
+    import models
+    from train.recompute_setup import apply_recomputation
+    args = parse_arguments(["--data", "generated", "--model", "resnet18", "--recompute-checkpoints", "mb_block/3"])
+    with pytest.raises(UsageError, match="mb_block/<k> -> features/<k\\+1>"):
+        apply_recomputation(models.get_model("resnet18", num_classes=10, pretrained=False), args, lambda t: t)
+
+
+def run_train(args, tmp_path):
+    from train import train
+    return train.main([*args, "--log-path", str(tmp_path / "logs")])
+
+
+# Appended to every preset: sizes a 2-core CPU trains in seconds (values per preset below).
+SHRINK = ["--data", "generated", "--epoch", "1", "--iterations", "2", "--input-size", "64", "--replicas", "1"]
+SHRINK_SIZES = {
+    # the base preset names no model (the original merged it into the EfficientNet ones)
+    "efficientnet-g16-gn-16ipu-mk2-base": ["--batch-size", "2", "--gradient-accumulation", "1",
+                                           "--model", "efficientnet-b0"],
+    "efficientnet-b0-g16-gn-16ipu-mk2": ["--batch-size", "2", "--gradient-accumulation", "3"],
+    "efficientnet-b4-g16-gn-16ipu-mk2": ["--batch-size", "4", "--gradient-accumulation", "7", "--device-iterations", "1"],
+    "mobilenet-v3-large": ["--batch-size", "2", "--gradient-accumulation", "7"],
+    "mobilenet-v3-large-pod16": ["--batch-size", "2", "--gradient-accumulation", "7"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ORIGINAL_PRESETS))
+def test_original_preset_shrunk_run_completes(name, tmp_path):
+    sizes = SHRINK_SIZES.get(name, ["--batch-size", "2", "--gradient-accumulation", "1"])
+    results = run_train(["--config", name, *SHRINK, *sizes, "--checkpoint-path", str(tmp_path / "ckpt")], tmp_path)
+    (epoch,) = results["epochs"]
+    assert epoch["images"] == int(sizes[1]) * int(sizes[3]) * 2 and epoch["loss"] > 0
+    options = {e["option"] for e in results["no_effect"]}
+    if preset_args(name).use_bbox_info:
+        assert "--use-bbox-info" in options
+    assert os.path.exists(tmp_path / "ckpt" / "training.csv")
+
+
+def test_half_resolution_training_on_digits_logs_accuracy(tmp_path):
+    """The original's test_half_resolution_training, on the digits instead of CIFAR-10."""
+    data = write_digits(str(tmp_path / "digits"), keep_every=6)
+    results = run_train(["--data", "imagenet", "--imagenet-data-path", data, "--model", "resnet18",
+                         "--input-size", "16", "--epoch", "1", "--precision", "16.32", "--optimizer", "sgd_combined",
+                         "--lr", "0.1", "--batch-size", "2", "--gradient-accumulation", "8", "--norm-type", "batch",
+                         "--dataloader-worker", "0", "--half-res-training", "--fine-tune-epoch", "1",
+                         "--fine-tune-first-trainable-layer", "layer3", "--weight-avg-strategy", "exponential",
+                         "--weight-avg-exp-decay", "0.97", "--checkpoint-path", str(tmp_path / "ck"), "--seed", "0",
+                         "--fine-tune-batch-size", "8"], tmp_path)
+    assert [e["epoch"] for e in results["epochs"]] == [1] and [e["epoch"] for e in results["fine_tune"]] == [2]
+    with open(tmp_path / "ck" / "validation.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["validation_epoch"] for r in rows] == ["1", "2", "1"]  # both epochs, then the averaged weights
+    assert all(0.0 <= float(r["validation_accuracy"]) <= 100.0 for r in rows)
+    log = open(tmp_path / "ck" / "log.txt").read()
+    assert "Epoch 2/2" in log and "parameters frozen before layer3" in log and "Accuracy on test set:" in log
+    app = json.load(open(tmp_path / "ck" / "app.json"))
+    assert app["half_res_training"] is True and app["seed"] == 0
+
+
+def test_unset_seed_is_drawn_and_recorded(tmp_path):
+    results = run_train(["--data", "generated", "--model", "resnet18", "--input-size", "32", "--batch-size", "2",
+                         "--precision", "32.32",
+                         "--iterations", "1", "--epoch", "1", "--validation-mode", "none"], tmp_path)
+    (folder,) = glob.glob(str(tmp_path / "logs" / "*"))
+    seed = json.load(open(os.path.join(folder, "app.json")))["seed"]
+    assert isinstance(seed, int) and 0 <= seed < 2 ** 32 and results["epochs"]
+
+
+def shell(command, cwd, env_extra=None, timeout=900):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    env.update(env_extra or {})
+    return subprocess.run(["sh", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+needs_poprun = pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(sys.executable), "poprun")),
+                                  reason="poprun is installed by make install")
+# The scripts' own options stay; these appended ones make the run small.
+SCRIPT_SHRINK = {
+    "rn50_pod16.sh": "--data generated --epoch 1 --iterations 2 --batch-size 2 --gradient-accumulation 1 "
+                     "--input-size 64 --validation-mode none",
+    "efficientnet_b0_pod16.sh": "--data generated --epoch 1 --iterations 1 --fine-tune-epoch 1 --batch-size 2 "
+                                "--gradient-accumulation 3 --fine-tune-batch-size 2 --fine-tune-gradient-accumulation 3 "
+                                "--input-size 64 --validation-mode none",
+    "efficientnet_b4_pod16.sh": "--data generated --epoch 1 --iterations 1 --fine-tune-epoch 1 --batch-size 4 "
+                                "--gradient-accumulation 7 --fine-tune-batch-size 4 --fine-tune-gradient-accumulation 7 "
+                                "--device-iterations 1 --input-size 64 --validation-mode none",
+}
+
+
+@pytest.mark.slow
+@needs_poprun
+@pytest.mark.parametrize("script", sorted(SCRIPT_SHRINK))
+def test_original_script_runs_as_written(script, tmp_path):
+    extra = f"{SCRIPT_SHRINK[script]} --checkpoint-path {tmp_path / 'ck'} --log-path {tmp_path / 'logs'}"
+    proc = shell(f"sh {script} {extra}", TRAIN_DIR)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    assert "Throughput of the epoch:" in proc.stdout
+    results = json.load(open(tmp_path / "ck" / "results.json"))
+    assert results["instances"] > 1
+    if "efficientnet" in script:
+        assert results["fine_tune"] and os.path.exists(glob.glob(str(tmp_path / "ck" / "*_avg.pt"))[0])
+
+
+def script_train_args(script):
+    """The options a script passes to train.py (before the appended "$@")."""
+    text = open(os.path.join(TRAIN_DIR, script)).read().replace("\\\n", " ")
+    command = text.split("python3 train.py", 1)[1].split('"$@"')[0]
+    from train.arguments import parse_arguments
+    return parse_arguments(shlex.split(command) + ["--data", "generated", "--checkpoint-path", "x"])
+
+
+@pytest.mark.parametrize("script,expected", [
+    ("rn50_pod16.sh", {"config": "resnet50_mk2", "webdataset_memory_cache_ratio": 0.2, "dataloader_worker": 24,
+                       "dataloader_rebatch_size": 256, "batch_size": 18, "gradient_accumulation": 57}),
+    ("rn50_pod64.sh", {"config": "resnet50_mk2_pod64", "webdataset_memory_cache_ratio": 0.95, "dataloader_worker": 24,
+                       "dataloader_rebatch_size": 256, "gradient_accumulation": 14, "replicas": 64}),
+    ("efficientnet_b0_pod16.sh", {"batch_size": 40, "gradient_accumulation": 3, "half_res_training": True,
+                                  "fine_tune_epoch": 2, "fine_tune_lr": 0.25, "fine_tune_batch_size": 20,
+                                  "fine_tune_gradient_accumulation": 5, "dataloader_worker": 16,
+                                  "fine_tune_first_trainable_layer": "blocks/5/3"}),
+    ("efficientnet_b4_pod16.sh", {"batch_size": 15, "gradient_accumulation": 13, "fine_tune_batch_size": 6,
+                                  "fine_tune_gradient_accumulation": 32, "fine_tune_first_trainable_layer": "blocks/6/1"}),
+])
+def test_scripts_pass_the_original_options(script, expected):
+    """The values the scripts give train.py, down to the Options (the runs append only shrinking options)."""
+    args = script_train_args(script)
+    assert {k: getattr(args, k) for k in expected} == expected
+    opts = options_of(args)
+    assert opts.Training.gradient_accumulation == expected["gradient_accumulation"]
+
+
+def digits_webdataset(root):
+    """A WebDataset with bounding boxes, named as the README's $DATASETS_DIR/imagenet_optimised."""
+    from datasets.create_webdataset import main as create_webdataset
+    source = write_digits(os.path.join(root, "digits"), keep_every=8)
+    names = [f for _, _, files in os.walk(os.path.join(source, "train")) for f in files]
+    with open(os.path.join(source, "imagenet_2012_bounding_boxes.csv"), "w") as f:
+        f.writelines(f"{n},0.1,0.1,0.9,0.9\n" for n in names)
+    create_webdataset(["--source", source, "--target", os.path.join(root, "imagenet_optimised"),
+                       "--samples-per-shard", "16", "--num-workers", "0"])
+    return root
+
+
+# train/README_Benchmarks.md of the original, as written ($DATASETS_DIR set by the test).
+README_BENCHMARKS = {
+    "resnet50-m2000": """poprun \\
+   --mpi-global-args="--allow-run-as-root --tag-output" \\
+   --numa-aware=1 \\
+   --ipus-per-replica=1 \\
+   --num-instances=4 \\
+   --num-replicas=4 \\
+python3 train.py \\
+   --config resnet50_mk2 \\
+   --imagenet-data-path $DATASETS_DIR/imagenet_optimised \\
+   --gradient-accumulation 228 \\
+   --epoch 2 \\
+   --validation-mode none \\
+   --dataloader-worker 24 \\
+   --webdataset-memory-cache-ratio 0.2 \\
+   --dataloader-rebatch-size 256""",
+    "resnet50-pod16": """poprun \\
+   --mpi-global-args="--allow-run-as-root --tag-output" \\
+   --numa-aware=1 \\
+   --ipus-per-replica=1 \\
+   --num-instances=8 \\
+   --num-replicas=16 \\
+python3 train.py \\
+   --config resnet50_mk2 \\
+   --imagenet-data-path $DATASETS_DIR/imagenet_optimised \\
+   --epoch 2 \\
+   --validation-mode none \\
+   --dataloader-worker 24 \\
+   --webdataset-memory-cache-ratio 0.4 \\
+   --dataloader-rebatch-size 256""",
+    "resnet50-pod64": """poprun \\
+   -vv \\
+   --num-instances=16 \\
+   --num-replicas=64 \\
+   --ipus-per-replica=1 \\
+   --num-ilds=1 \\
+   --numa-aware=yes \\
+   --update-partition=yes \\
+   --remove-partition=no \\
+   --reset-partition=no \\
+   --print-topology=yes \\
+   --executable-cache-path cache/rn50_pod64 \\
+   --mpi-global-args="--tag-output \\
+      --allow-run-as-root \\
+      --mca btl_tcp_if_include eno1" \\
+   --mpi-local-args="-x LD_LIBRARY_PATH \\
+      -x OPAL_PREFIX \\
+      -x PATH \\
+      -x CPATH \\
+      -x PYTHONPATH \\
+      -x POPLAR_ENGINE_OPTIONS \\
+      -x IPUOF_VIPU_API_TIMEOUT=800" \\
+python3 train.py --config resnet50_mk2_pod64 \\
+   --dataloader-worker 24 \\
+   --webdataset-memory-cache-ratio 0.95 \\
+   --dataloader-rebatch-size 256 \\
+   --imagenet-data-path $DATASETS_DIR/imagenet_optimised \\
+   --compile-only""",
+    "efficientnet-b4-m2000": """python train.py \\
+      --config efficientnet-b4-g16-gn-16ipu-mk2 \\
+      --replicas 1 \\
+      --gradient-accumulation 128 \\
+      --imagenet-data-path $DATASETS_DIR/imagenet_optimised \\
+      --epoch 2 \\
+      --warmup-epoch 0 \\
+      --validation-mode none \\
+      --weight-avg-strategy none""",
+    "efficientnet-b4-pod16": """python train.py \\
+      --config efficientnet-b4-g16-gn-16ipu-mk2 \\
+      --imagenet-data-path $DATASETS_DIR/imagenet_optimised \\
+      --epoch 2 \\
+      --warmup-epoch 0 \\
+      --validation-mode none \\
+      --weight-avg-strategy none""",
+}
+README_SHRINK = {
+    "resnet50-pod64": "--batch-size 2 --gradient-accumulation 1 --input-size 64 --dataloader-worker 1 "
+                      "--dataloader-rebatch-size 2",
+    "resnet50-m2000": "--epoch 1 --gradient-accumulation 1 --batch-size 2 --input-size 64 --dataloader-worker 1 "
+                      "--dataloader-rebatch-size 2",
+    "resnet50-pod16": "--epoch 1 --batch-size 2 --gradient-accumulation 1 --input-size 64 --dataloader-worker 1 "
+                      "--dataloader-rebatch-size 2",
+    "efficientnet-b4-m2000": "--epoch 1 --gradient-accumulation 7 --batch-size 4 --device-iterations 1 "
+                             "--input-size 64 --dataloader-worker 1",
+    "efficientnet-b4-pod16": "--epoch 1 --replicas 1 --gradient-accumulation 7 --batch-size 4 --device-iterations 1 "
+                             "--input-size 64 --dataloader-worker 1",
+}
+
+
+@pytest.fixture(scope="module")
+def datasets_dir(tmp_path_factory):
+    return digits_webdataset(str(tmp_path_factory.mktemp("datasets")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(README_BENCHMARKS))
+def test_readme_benchmarks_command_runs_as_written(name, datasets_dir, tmp_path):
+    command = README_BENCHMARKS[name]
+    if command.startswith("poprun") and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "poprun")):
+        pytest.skip("poprun is installed by make install")
+    if "--num-ilds" in command and "--num-ilds" not in shell("poprun -h", TRAIN_DIR).stdout:
+        pytest.skip("this poprun does not take the IPU-POD64 options yet (-vv, --num-ilds, ...)")
+    extra = f" {README_SHRINK[name]} --log-path {tmp_path / 'logs'}"
+    proc = shell(command + extra, TRAIN_DIR, {"DATASETS_DIR": datasets_dir})
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    (results_file,) = glob.glob(str(tmp_path / "logs" / "*" / "results.json"))
+    results = json.load(open(results_file))
+    if "--compile-only" in command:
+        assert "Graph compilation complete" in proc.stdout and results["compiled"]
+        return
+    assert "Throughput of the epoch:" in proc.stdout
+    assert results["epochs"][0]["images"] > 0
+    unused = {e["option"] for e in results["no_effect"]}
+    assert "--use-bbox-info" not in unused and "--webdataset-memory-cache-ratio" not in unused
+
+
+def test_webdataset_memory_cache_serves_later_epochs_from_memory(datasets_dir, tmp_path):
+    import shutil
+    from datasets.webdataset_source import WebDatasetSplit
+    folder = shutil.copytree(os.path.join(datasets_dir, "imagenet_optimised"), tmp_path / "wds")
+    split = WebDatasetSplit(str(folder), "train", lambda image, boxes: image, memory_cache_ratio=0.5)
+    shards = sorted(str(folder / f) for f in os.listdir(folder) if f.startswith("train") and f.endswith(".tar"))
+    assert split.cached_paths == set(shards[:round(len(shards) / 2)])
+    first = [label for _, label in split]
+    uncached = WebDatasetSplit(str(folder), "train", lambda image, boxes: image, memory_cache_ratio=0.0)
+    for path in split.cached_paths:
+        os.remove(path)  # a second epoch must not read the cached shards from disk
+    with pytest.raises(FileNotFoundError):
+        list(uncached)
+    assert [label for _, label in split] == first and len(first) == len(split)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("bias", [True, False])
+def test_convpadding_3ch_vs_4ch_forward(dtype, bias):
+    """The original's test: the 4-channel padded convolution gives the 3-channel one's results."""
+    from models.padding import PaddedConv
+    torch.manual_seed(0)
+    conv_3ch = torch.nn.Conv2d(3, 32, (3, 3), bias=bias).to(dtype)
+    conv_4ch = PaddedConv(conv_3ch)
+    x = torch.rand(4, 3, 32, 32).to(dtype)
+    assert conv_4ch.weight.shape[1] == 4 and torch.all(conv_4ch.weight[:, 3] == 0)
+    with torch.no_grad():
+        assert torch.allclose(conv_3ch(x).float(), conv_4ch(x).float(), rtol=1e-3, atol=1e-3)
+
+
+def test_input_image_padding_pads_the_first_convolution_of_every_family():
+    import models
+    from models.padding import PaddedConv, pad_first_conv
+    for name in ("resnet18", "efficientnet-b0", "mobilenet-v3-small"):
+        model = models.get_model(name, num_classes=5, pretrained=False).eval()
+        x = torch.rand(2, 3, 64, 64)
+        with torch.no_grad():
+            before = model(x)
+            path = pad_first_conv(model)
+            after = model(x)
+        assert path and isinstance(dict(model.named_modules())[path.replace("/", ".")], PaddedConv)
+        assert torch.allclose(before, after, atol=1e-5), name
+
+
+def test_cifar10_trains_at_the_models_resolution_unless_asked():
+    from train.arguments import parse_arguments
+    from train.validate import train_input_size
+    args = parse_arguments(["--data", "cifar10", "--model", "resnet18"])
+    assert train_input_size(args) == 224 and train_input_size(args, train=False) == 224
+    assert train_input_size(parse_arguments(["--data", "cifar10", "--input-size", "32"])) == 32
+    half = parse_arguments(["--data", "cifar10", "--model", "efficientnet-b4", "--half-res-training",
+                            "--fine-tune-epoch", "1", "--fine-tune-first-trainable-layer", "blocks/6/1",
+                            "--weight-avg-strategy", "mean", "--checkpoint-path", "x"])
+    assert (train_input_size(half), train_input_size(half, train=False)) == (252, 380)
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["--data", "generated", "--use-bbox-info"], "--use-bbox-info"),
+    (["--data", "synthetic", "--dataloader-rebatch-size", "8"], "--dataloader-rebatch-size"),
+    (["--data", "generated", "--webdataset-memory-cache-ratio", "0.5"], "--webdataset-memory-cache-ratio"),
+    (["--data", "generated", "--num-io-tiles", "32"], "--num-io-tiles"),
+])
+def test_options_without_effect_are_listed(argv, option):
+    from train.arguments import parse_arguments
+    from utils.backend import select_backend
+    from utils.unused_options import unused_options
+    entries = unused_options(parse_arguments(argv), select_backend("cpu"))
+    assert [e["option"] for e in entries] == [option] and entries[0]["reason"]
+
+
+def test_bbox_info_has_no_effect_in_inference():
+    sys.path.insert(0, os.path.join(REPO_ROOT, "inference"))
+    import run_benchmark
+    from utils.backend import select_backend
+    from utils.unused_options import unused_options
+    args = run_benchmark.parse_arguments(["--data", "generated", "--use-bbox-info", "--dataloader-rebatch-size", "4"])
+    options = {e["option"] for e in unused_options(args, select_backend("cpu"))}
+    assert options == {"--use-bbox-info", "--dataloader-rebatch-size"}
+
+
+def test_wandb_weight_histogram_logs_every_trainable_weight(tmp_path, monkeypatch):
+    import types
+    logged = []
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: types.SimpleNamespace(log=logged.append, finish=lambda: None)
+    fake.Histogram = lambda values: ("histogram", values.shape)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_train(["--data", "generated", "--model", "resnet18", "--input-size", "32", "--batch-size", "2",
+               "--precision", "32.32", "--iterations", "1", "--epoch", "1", "--validation-mode", "none", "--wandb",
+               "--wandb-weight-histogram", "--seed", "1"], tmp_path)
+    histograms = [row for row in logged if any(k.startswith("weights/") for k in row)]
+    assert len(histograms) == 1 and "weights/conv1.weight" in histograms[0]
+    assert histograms[0]["weights/conv1.weight"] == ("histogram", (64, 3, 7, 7))
+
+
+@pytest.mark.slow
+def test_unset_seed_is_shared_by_every_instance(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "utils", "poprun.py"), "--num-instances=2", "--num-replicas=2",
+         "python", "train.py", "--data", "generated", "--model", "resnet18", "--input-size", "32", "--batch-size", "2",
+         "--precision", "32.32", "--iterations", "1", "--epoch", "1", "--validation-mode", "none",
+         "--log-path", str(tmp_path)],
+        cwd=TRAIN_DIR, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (folder,) = glob.glob(str(tmp_path / "*"))
+    seeds = [re.findall(r"Random seed (\d+) \(drawn by instance 0", open(os.path.join(folder, name)).read())
+             for name in ("log.txt", "log_instance1.txt")]
+    assert len(seeds[0]) == 1 and seeds[0] == seeds[1]
+    assert json.load(open(os.path.join(folder, "app.json")))["seed"] == int(seeds[0][0])
