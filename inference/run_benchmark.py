@@ -100,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_arguments(argv)
     info = distributed.instance_info()
     backend = select_backend(args.device, args.half_dtype)
-    distributed.init_process_group(info, backend.device)
+    distributed.init_process_group(info, backend.device, args.collective_timeout)
     logger = RunLogger(args, info)
     for note in getattr(args, "notes", []):
         logger.once(note)

@@ -53,7 +53,7 @@ class Run:
         self.args = args
         self.info = distributed.instance_info()
         self.backend: Backend = select_backend(args.device, args.half_dtype)
-        distributed.init_process_group(self.info, self.backend.device)
+        distributed.init_process_group(self.info, self.backend.device, args.collective_timeout)
         self.logger = RunLogger(args, self.info)
         self.log = self.logger.log
         for note in getattr(args, "notes", []):

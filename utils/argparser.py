@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from . import distributed
+from .distributed import DEFAULT_COLLECTIVE_TIMEOUT_S
 from .errors import UsageError
 
 PRECISION_ALIASES = {"full": "32.32", "half": "16.16"}
@@ -86,6 +88,10 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
       help="CPU runs: resident = glibc keeps freed buffers up to 32 MiB for reuse, so activations are not "
            "page-faulted in again every step; default = glibc's own settings")
     p("--log-path", type=str, default="logs", help="Parent folder of the run's log folder")
+    p("--collective-timeout", type=float, default=DEFAULT_COLLECTIVE_TIMEOUT_S,
+      help="Multi-instance runs: seconds any collective between instances (metric sums, gradient all-reduce, "
+           "barriers) may wait before failing the run instead of hanging; raise it when instance 0's validation "
+           "or one instance's compilation takes longer")
 
 
 def load_presets(config_file: str) -> Dict[str, Dict[str, Any]]:
@@ -136,8 +142,7 @@ def normalise_args(args: argparse.Namespace) -> argparse.Namespace:
             raise UsageError(f"--precision {args.precision!r} is not one of {', '.join(PRECISIONS)}, full or half.")
     if hasattr(args, "norm_type") and args.norm_type not in NORM_TYPES:
         raise UsageError(f"--norm-type {args.norm_type!r} is not one of {', '.join(NORM_TYPES)}.")
-    if os.environ.get("POPRUN_LOCAL_REPLICAS") and hasattr(args, "replicas"):
-        args.replicas = int(os.environ["POPRUN_LOCAL_REPLICAS"])  # poprun divides --num-replicas between instances
+    _apply_launcher(args)
     for name in ("batch_size", "replicas", "device_iterations"):
         if getattr(args, name, 1) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
@@ -154,6 +159,25 @@ def normalise_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.dataloader_worker is None:
         args.dataloader_worker = min(8, os.cpu_count() or 1)
     return args
+
+
+def _apply_launcher(args: argparse.Namespace) -> None:
+    """poprun/popdist settings: this instance's share of --num-replicas, --ipus-per-replica checked against
+    the pipeline stages, and --executable-cache-path as the model cache path."""
+    replicas = distributed.local_replicas()
+    if replicas is not None and hasattr(args, "replicas"):
+        args.replicas = replicas
+    ipr = distributed.ipus_per_replica()
+    splits = getattr(args, "pipeline_splits", None)
+    if ipr is not None and splits is not None and ipr != len(splits) + 1:
+        raise UsageError(f"poprun --ipus-per-replica {ipr} does not match this program's {len(splits) + 1} pipeline "
+                         f"stage(s) (--pipeline-splits {' '.join(splits) or 'none'}); give --ipus-per-replica "
+                         f"{len(splits) + 1} or {ipr - 1} pipeline split(s).")
+    cache = distributed.executable_cache_path()
+    if cache and hasattr(args, "model_cache_path") and not args.model_cache_path:
+        args.model_cache_path = cache
+    if getattr(args, "collective_timeout", 1) <= 0:
+        raise UsageError(f"--collective-timeout must be a positive number of seconds, got {args.collective_timeout}.")
 
 
 def option_strings(parser: argparse.ArgumentParser) -> List[str]:
