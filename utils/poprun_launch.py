@@ -15,6 +15,7 @@ from .poprun_topology import Topology
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_AGENT = os.path.join(HERE, "poprun_node.py")
 INSTANCE = os.path.join(HERE, "poprun_instance.py")
+NODE_LAUNCHER = os.path.join(HERE, "node_launcher.py")
 REMOTE_SHELL_ENV = "POPRUN_SSH"      # command that runs a command on a host: "$POPRUN_SSH HOST 'COMMAND'"
 DEFAULT_REMOTE_SHELL = "ssh -o BatchMode=yes"
 DEFAULT_RDZV_PORT = 29400
@@ -68,7 +69,7 @@ def local_nodes(hosts: List[str]) -> List[bool]:
 def torchrun_command(topo: Topology, node: int, endpoint: str, run_id: str, max_restarts: int,
                      program: List[str]) -> List[str]:
     nodes_used = len({i.node for i in topo.instances})
-    return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes_used}",
+    return [sys.executable, NODE_LAUNCHER, f"--nnodes={nodes_used}",
             f"--nproc-per-node={len(topo.on_node(node))}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
             f"--rdzv-id={run_id}", f"--rdzv-conf=is_host={'true' if node == 0 else 'false'}",
             f"--local-addr={topo.hosts[node]}", f"--max-restarts={max_restarts}", "--monitor-interval=0.5",

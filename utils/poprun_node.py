@@ -23,7 +23,7 @@ def threads_per_instance(local_instances: int) -> int:
 def watch_stdin(stop: threading.Event, reason: List[int]) -> None:
     """poprun holds this pipe open for the whole launch; end of file means stop."""
     try:
-        for _ in iter(lambda: sys.stdin.buffer.read1(4096), b""):
+        for _ in iter(lambda: os.read(0, 4096), b""):  # raw reads: no buffer lock held at interpreter exit
             pass
     except (OSError, ValueError):
         pass
