@@ -15,6 +15,7 @@ import datasets
 from train.arguments import loss_scaling_steps, parse_arguments
 from train.augmentations import CoefficientSampler
 from train.checkpoint import checkpoint_name, plain, rng_state, save_checkpoint, set_rng_state
+from train import elastic
 from train.data_state import augmentation_state, load_augmentation_state, set_crop_scale
 from train.losses import TrainingModelWithLoss
 from train.lr_schedule import schedule_from_args
@@ -107,6 +108,9 @@ class Run:
     def _resume(self, ckpt: Dict[str, Any]) -> None:
         if "optimizer_state_dict" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        states = ckpt.get("instance_states")
+        if states and len(states) == self.info.size:
+            ckpt = {**ckpt, **states[self.info.rank]}
         if "augmentation_rng" in ckpt:
             self.sampler.load_state_dict(ckpt["augmentation_rng"])
         if "rng_state" in ckpt:
@@ -219,9 +223,17 @@ class Run:
             return None
         return run_validation(self.model, self.args, self.backend, self.log)
 
+    def instance_state(self) -> Dict[str, Any]:
+        """What differs between instances and a resumed run needs: their RNG streams."""
+        return {"augmentation_rng": self.sampler.state_dict(), "rng_state": rng_state(),
+                "data_augmentation_rng": augmentation_state(self.train_data)}
+
     def save(self, epoch: int, result: Dict[str, Any]) -> Optional[str]:
         args = self.args
-        if not args.checkpoint_path or self.info.rank != 0:
+        if not args.checkpoint_path:
+            return None
+        states = distributed.gather_objects(self.instance_state()) if self.info.distributed else None
+        if self.info.rank != 0:
             return None
         payload = {
             "epoch": epoch, "model": args.model, "data": args.data, "num_classes": self.num_classes,
@@ -232,6 +244,7 @@ class Run:
             "data_augmentation_rng": augmentation_state(self.train_data),
             "loss": result["loss"], "train_accuracy": result["accuracy"],
             "validation_accuracy": result["validation_accuracy"], "args": plain(vars(args)),
+            "launch_id": elastic.launch_id(), "instance_states": states,
         }
         return save_checkpoint(args.checkpoint_path, checkpoint_name(args.model, args.data, epoch), payload)
 
@@ -290,7 +303,12 @@ def run_training(args: argparse.Namespace, resume: Optional[Dict[str, Any]] = No
 
 @exit_on_usage_error
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    return run_training(parse_arguments(argv))
+    args = parse_arguments(argv)
+    found = elastic.checkpoint_to_resume(args.checkpoint_path)
+    if found is None:
+        return run_training(args)
+    args.resumed_from, ckpt = found
+    return run_training(args, resume=ckpt)
 
 
 if __name__ == "__main__":

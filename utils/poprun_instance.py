@@ -27,6 +27,11 @@ def instance_environment(env: dict) -> dict:
     env["RANK"] = env["POPDIST_INSTANCE_INDEX"] = str(index)
     env["POPDIST_REPLICA_INDEX_OFFSET"] = str(index * int(env["POPDIST_NUM_LOCAL_REPLICAS"]))
     env["PYTHONUNBUFFERED"] = "1"
+    kept = env.pop("POPRUN_TORCH_CPP_LOG_LEVEL", None)
+    if kept is not None:
+        env.pop("TORCH_CPP_LOG_LEVEL", None)
+        if kept:
+            env["TORCH_CPP_LOG_LEVEL"] = kept
     return env
 
 

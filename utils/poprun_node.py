@@ -14,6 +14,7 @@ from typing import List, Optional
 from utils import numa_binding, process_tree
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+KEPT_CPP_LOG_LEVEL = "POPRUN_TORCH_CPP_LOG_LEVEL"
 
 
 def threads_per_instance(local_instances: int) -> int:
@@ -38,6 +39,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     process_tree.become_subreaper()
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(threads_per_instance(local_instances)))
+    # The launchers' own C++ warnings (a rendezvous store closing while a peer host shuts down) are
+    # noise; the instances get the user's setting back (poprun_instance.py).
+    env[KEPT_CPP_LOG_LEVEL] = env.get("TORCH_CPP_LOG_LEVEL", "")
+    env["TORCH_CPP_LOG_LEVEL"] = "ERROR"
     stop = threading.Event()
     reason: List[int] = []
 
