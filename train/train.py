@@ -246,7 +246,9 @@ class Run:
             "validation_accuracy": result["validation_accuracy"], "args": plain(vars(args)),
             "launch_id": elastic.launch_id(), "instance_states": states,
         }
-        return save_checkpoint(args.checkpoint_path, checkpoint_name(args.model, args.data, epoch), payload)
+        path = save_checkpoint(args.checkpoint_path, checkpoint_name(args.model, args.data, epoch), payload)
+        elastic.record(args.checkpoint_path, path)
+        return path
 
     def after_training(self) -> Dict[str, Any]:
         args = self.args

@@ -89,6 +89,13 @@ def _rendezvous_file(info: InstanceInfo) -> str:
     return os.path.join(folder, f"harness_rendezvous_{safe}_{info.size}")
 
 
+def _agent_store(timeout: datetime.timedelta) -> "dist.Store":
+    """torch.distributed.run's store, keyed by attempt: the agent keeps one store across elastic restarts,
+    and a restarted group reading the previous attempt's addresses would never connect."""
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"harness/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
 def init_process_group(info: InstanceInfo, device: str, timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S) -> None:
     """Join the instances' group (NCCL on CUDA, gloo otherwise) whenever there is more than one instance,
     so metrics are always combined; every collective gives up after ``timeout_s`` instead of hanging."""
@@ -96,7 +103,10 @@ def init_process_group(info: InstanceInfo, device: str, timeout_s: float = DEFAU
         return
     backend = "nccl" if device == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
-    if "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ:
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        dist.init_process_group(backend, store=_agent_store(timeout), rank=info.rank, world_size=info.size,
+                                timeout=timeout)
+    elif "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ:
         dist.init_process_group(backend, rank=info.rank, world_size=info.size, timeout=timeout)
     else:
         store = dist.FileStore(_rendezvous_file(info), info.size)

@@ -18,11 +18,11 @@ import argparse
 import os
 import shlex
 import stat
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from utils import numa_binding
 from utils.errors import UsageError
-from utils.poprun_launch import REMOTE_SHELL_ENV, Node, local_nodes, plan
+from utils.poprun_launch import REMOTE_SHELL_ENV, Node, local_nodes, new_run_id, plan
 from utils.poprun_supervisor import Launch
 from utils.poprun_topology import Topology, describe, place
 
@@ -63,8 +63,9 @@ def parser() -> argparse.ArgumentParser:
       help="Print the instances, hosts, replicas and devices this launch would use, then exit")
     a("--executable-cache-path", default=None, help="The programs' model cache path (their --model-cache-path)")
     a("--only-output-from-instance", type=int, default=None, help="Show only this instance's output")
-    a("--max-restarts", type=int, default=0, help="torch.distributed.run elastic restarts: after an instance "
-      "fails, every instance is restarted up to N times (training resumes from its last checkpoint)")
+    a("--max-restarts", type=int, default=0, help="Elastic restarts: after an instance fails, every instance on "
+      "every host is started again, up to N times, with a fresh rendezvous and the same launch id (training "
+      "resumes from the last checkpoint of this launch)")
     a("--install", metavar="DIR", default=None, help="Write a `poprun` command into DIR and exit")
     a("program", nargs=argparse.REMAINDER, help="Command run by every instance")
     return p
@@ -164,19 +165,20 @@ def install(folder: str) -> None:
     print(f"Installed {path}")
 
 
-def prepare(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, Topology, List[Node], List[str]]:
-    """Parse and check the command line; the topology, the per-host launch plan and the notes to print."""
+def prepare(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, Topology, Callable[[], List[Node]],
+                                                           List[str]]:
+    """Parse and check the command line; the topology, a maker of the per-host launch plan (called again
+    for each restart) and the notes to print."""
     args = parser().parse_args(argv)
     topo = check(args)
     exported, ignored = mpi_exports(args.mpi_local_args)
-    nodes = plan(topo, args.program, shared_environment(args, topo), exported, args.max_restarts) \
-        if args.program else []
-    return args, topo, nodes, notes_for(args, ignored)
+    env, run_id = shared_environment(args, topo), new_run_id()
+    return args, topo, lambda: plan(topo, args.program, env, exported, run_id), notes_for(args, ignored)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
-        args, topo, nodes, notes = prepare(argv)
+        args, topo, make_nodes, notes = prepare(argv)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -188,13 +190,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     for note in notes:
         print(f"poprun: {note}", file=sys.stderr)
+    nodes = make_nodes()
     if args.verbose:
         print("\n".join(f"poprun: {line}" for line in topology_lines(args, topo)), file=sys.stderr)
         for node in nodes:
             how = "here" if node.local else f"through {os.environ.get(REMOTE_SHELL_ENV) or 'ssh'}"
             print(f"poprun: host {node.host} (node {node.index}, {how}): {shlex.join(node.command)}", file=sys.stderr)
     sys.stderr.flush()
-    return Launch(nodes).run()
+    return Launch(nodes, make_nodes, args.max_restarts).run()
 
 
 if __name__ == "__main__":

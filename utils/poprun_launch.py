@@ -66,13 +66,14 @@ def local_nodes(hosts: List[str]) -> List[bool]:
     return out
 
 
-def torchrun_command(topo: Topology, node: int, endpoint: str, run_id: str, max_restarts: int,
-                     program: List[str]) -> List[str]:
+def torchrun_command(topo: Topology, node: int, endpoint: str, run_id: str, program: List[str]) -> List[str]:
+    """torch.distributed.run's own restarts stay off: it counts them per host, and its workers' store keys
+    go stale when only one host restarts; poprun restarts the whole launch instead (Launch.run)."""
     nodes_used = len({i.node for i in topo.instances})
     return [sys.executable, NODE_LAUNCHER, f"--nnodes={nodes_used}",
             f"--nproc-per-node={len(topo.on_node(node))}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
             f"--rdzv-id={run_id}", f"--rdzv-conf=is_host={'true' if node == 0 else 'false'}",
-            f"--local-addr={topo.hosts[node]}", f"--max-restarts={max_restarts}", "--monitor-interval=0.5",
+            f"--local-addr={topo.hosts[node]}", "--max-restarts=0", "--monitor-interval=0.5",
             INSTANCE, *program]
 
 
@@ -87,19 +88,24 @@ def remote_command(host: str, env: Dict[str, str], command: List[str]) -> List[s
     return shlex.split(os.environ.get(REMOTE_SHELL_ENV) or DEFAULT_REMOTE_SHELL) + [host, line]
 
 
+def new_run_id() -> str:
+    return f"poprun-{uuid.uuid4().hex[:12]}"
+
+
 def plan(topo: Topology, program: List[str], shared_env: Dict[str, str], exported: Dict[str, str],
-         max_restarts: int) -> List[Node]:
-    """One Node per host with instances; ``shared_env`` goes to every host, ``exported`` (-x VAR) too."""
+         run_id: str) -> List[Node]:
+    """One Node per host with instances; ``shared_env`` goes to every host, ``exported`` (-x VAR) too.
+    Each call draws a fresh rendezvous port; ``run_id`` stays the launch's across restarts (training
+    resumes from checkpoints carrying it)."""
     used = sorted({i.node for i in topo.instances})
     here = local_nodes(topo.hosts)
     port = free_port() if here[0] else DEFAULT_RDZV_PORT
     endpoint = f"{topo.hosts[0]}:{port}"
-    run_id = f"poprun-{uuid.uuid4().hex[:12]}"
     nodes = []
     for node in used:
         node_env = {**shared_env, **exported, "POPRUN_NODE": str(node), "POPRUN_HOST": topo.hosts[node]}
         agent = node_agent_command(len(topo.on_node(node)),
-                                   torchrun_command(topo, node, endpoint, run_id, max_restarts, program))
+                                   torchrun_command(topo, node, endpoint, run_id, program))
         if here[node]:
             nodes.append(Node(node, topo.hosts[node], True, agent, {**os.environ, **node_env}))
         else:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, List, Optional
+from typing import IO, Callable, List, Optional, Tuple
 
 from . import process_tree
 from .poprun_launch import NODE_GRACE_S, Node
@@ -20,14 +20,19 @@ FAILURE = re.compile(r"^poprun: instance (\d+) on host (\S+) (.+?); its last lin
 
 
 class Launch:
-    def __init__(self, nodes: List[Node]) -> None:
+    def __init__(self, nodes: List[Node], make_nodes: Callable[[], List[Node]], max_restarts: int = 0) -> None:
         self.nodes = nodes
+        self.make_nodes = make_nodes
+        self.max_restarts = max_restarts
+        self.signal: Optional[int] = None
+        self.lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
         self.procs: List[subprocess.Popen] = []
         self.pumps: List[threading.Thread] = []
         self.failures: List[str] = []
         self.failure_codes: List[int] = []
-        self.signal: Optional[int] = None
-        self.lock = threading.Lock()
 
     def _pump(self, source: IO[bytes], sink: IO[bytes], scan: bool) -> None:
         for line in iter(source.readline, b""):
@@ -74,31 +79,45 @@ class Launch:
                 proc.wait()
         process_tree.kill_descendants(os.getpid(), grace_s=0.0)
 
-    def run(self) -> int:
-        """Start every node and wait; returns poprun's exit code."""
-        process_tree.become_subreaper()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
-        self.start()
-        failed: Optional[int] = None
+    def _wait(self) -> Optional[int]:
+        """Until a signal arrives (None), every node succeeds (None) or one fails (its position)."""
         while self.signal is None:
             codes = [p.poll() for p in self.procs]
             failed = next((i for i, c in enumerate(codes) if c not in (None, 0)), None)
-            if failed is not None or all(c == 0 for c in codes):
-                break
+            if failed is not None:
+                return failed
+            if all(c == 0 for c in codes):
+                return None
             time.sleep(0.2)
-        if self.signal is not None:
-            name = signal.Signals(self.signal).name
-            print(f"poprun: {name} received; stopping every instance on every host.", file=sys.stderr, flush=True)
+        return None
+
+    def run(self) -> int:
+        """Start every node and wait, restarting the whole launch after a failure while restarts are left;
+        returns poprun's exit code."""
+        process_tree.become_subreaper()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        for attempt in range(self.max_restarts + 1):
+            if attempt:
+                self.nodes = self.make_nodes()
+                self._reset()
+            self.start()
+            failed = self._wait()
+            if self.signal is not None:
+                name = signal.Signals(self.signal).name
+                print(f"poprun: {name} received; stopping every instance on every host.", file=sys.stderr, flush=True)
+                self.stop()
+                self._drain()
+                return 128 + self.signal
+            if failed is None:
+                self._drain()
+                return 0
+            self._drain(only=failed)
             self.stop()
             self._drain()
-            return 128 + self.signal
-        if failed is None:
-            self._drain()
-            return 0
-        self._drain(only=failed)
-        self.stop()
-        self._drain()
+            if attempt < self.max_restarts:
+                print(f"poprun: {self._failure(failed)[0]}; restarting every instance on every host "
+                      f"(restart {attempt + 1} of {self.max_restarts}).", file=sys.stderr, flush=True)
         return self._report(failed)
 
     def _drain(self, only: Optional[int] = None) -> None:
@@ -106,13 +125,15 @@ class Launch:
         for t in pumps:
             t.join(timeout=5)
 
-    def _report(self, failed: int) -> int:
+    def _failure(self, failed: int) -> Tuple[str, int]:
+        """What failed, in words, and the exit code to pass on."""
         node, code = self.nodes[failed], self.procs[failed].returncode
         if self.failures:
-            what = f"{self.failures[0]} (its last lines are above)"
-            code = self.failure_codes[0]
-        else:
-            via = "" if node.local else " (through the remote shell)"
-            what = f"the node launcher on host {node.host}{via} exited with code {code}"
+            return f"{self.failures[0]} (its last lines are above)", self.failure_codes[0]
+        via = "" if node.local else " (through the remote shell)"
+        return f"the node launcher on host {node.host}{via} exited with code {code}", code
+
+    def _report(self, failed: int) -> int:
+        what, code = self._failure(failed)
         print(f"poprun: the launch failed: {what}; every other instance was stopped.", file=sys.stderr, flush=True)
         return code if 0 < code < 128 else 1
