@@ -67,12 +67,15 @@ def test_launch_plan_one_launcher_per_host_and_only_exported_variables_go_remote
     monkeypatch.setenv("POPRUN_SSH", fake_ssh)
     monkeypatch.setenv("EXPORTED_VAR", "yes")
     monkeypatch.setenv("NOT_EXPORTED_VAR", "secret")
-    args, topo, nodes, notes = poprun.prepare([
+    args, topo, make_nodes, notes = poprun.prepare([
         "--host", "127.0.0.1,127.0.0.1", "--num-instances", "3", "--num-replicas", "6", "--num-ilds", "2",
         "--mpi-local-args=-x EXPORTED_VAR -x SET_HERE=1 --bind-to none", "--mpi-global-args=--tag-output",
         "--executable-cache-path", "cache", "python", "run_benchmark.py", "--model", "resnet18"])
+    nodes = make_nodes()
     assert [n.local for n in nodes] == [True, False]
     local, remote = nodes
+    again = make_nodes()  # a restart: fresh rendezvous port, same launch id
+    assert [c for c in again[0].command if c.startswith("--rdzv-id")] == [c for c in local.command if c.startswith("--rdzv-id")]
     assert "--nproc-per-node=2" in local.command and "--nproc-per-node=1" in nodes[1].command[-1]
     endpoint = next(c for c in local.command if c.startswith("--rdzv-endpoint="))
     assert endpoint.startswith("--rdzv-endpoint=127.0.0.1:") and endpoint in remote.command[-1]
