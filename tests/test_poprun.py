@@ -201,7 +201,8 @@ COMBINING = """
     steps = [metrics.Step(4 * (info.rank + 1), 0.5 + info.rank), metrics.Step(2, 1.0)]
     s = metrics.summarise(steps)
     print(f"instance {info.rank}/{info.size} local {info.local_rank} images {s['images']:g} "
-          f"seconds {s['seconds']:g} replicas {distributed.local_replicas()}", flush=True)
+          f"seconds {s['seconds']:g} replicas {distributed.local_replicas()} each {s['instance_throughputs']} "
+          f"sum {s['throughput_sum']:g}", flush=True)
     distributed.shutdown()
 """
 
@@ -227,6 +228,7 @@ def test_programs_combine_metrics_under_mpi_and_torchrun(tmp_path, launcher):
                                  program], env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr[-3000:]
         out, replicas = result.stdout, "None"
-    # step 1: 4 + 8 images over max(0.5, 1.5) s; step 2: 2 + 2 images over 1 s
+    # step 1: 4 + 8 images over max(0.5, 1.5) s; step 2: 2 + 2 images over 1 s;
+    # instance 0 alone: 6 images in 1.5 s, instance 1: 10 images in 2.5 s
     for rank in range(2):
-        assert f"instance {rank}/2 local {rank} images 16 seconds 2.5 replicas {replicas}" in out
+        assert f"instance {rank}/2 local {rank} images 16 seconds 2.5 replicas {replicas} each [4.0, 4.0] sum 8" in out

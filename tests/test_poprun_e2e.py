@@ -2,6 +2,7 @@
 seed-003 inference command and a short training run give the same results as a one-host launch, and an
 elastic restart after SIGKILL of one training instance ends with an uninterrupted run's weights."""
 import glob
+import json
 import os
 import re
 import signal
@@ -51,8 +52,23 @@ def test_seed_003_inference_on_two_loopback_hosts_matches_one_host(tmp_path, fak
         assert instances == [(str(k), str(k + 1)) for k in range(4)]
         runs[name] = sorted({shape(line.split(":", 1)[1]) for line in out.splitlines()
                              if re.search(r"Throughput at bs=|Latency: min=", line)})
+        check_instance_figures(out, tmp_path / name)
     assert runs["two"] == runs["one"] and len(runs["one"]) == 2
     assert "num_ipus=4, of resnet18" in runs["two"][1] + runs["two"][0]
+
+
+def check_instance_figures(out, log_path):
+    """results.json's per-instance throughputs are what each instance's own step lines give, and the
+    combined sum is their sum."""
+    (path,) = glob.glob(str(log_path / "*" / "results.json"))
+    summary = json.load(open(path))["metrics"]
+    for k in range(4):
+        rates = [float(r) for r in re.findall(rf"^\[1,{k}\]<stdout>:\[instance{k + 1}/4\] Throughput: ([\d.]+) "
+                                              rf"imgs/sec; Latency range: [^(\n]*$", out, re.M)]
+        assert len(rates) == 2  # --iterations 2 measured calls of 2 images each
+        own = 2 * len(rates) / sum(2 / r for r in rates)
+        assert summary["instance_throughputs"][k] == pytest.approx(own, rel=1e-2)
+    assert summary["throughput_sum"] == pytest.approx(sum(summary["instance_throughputs"]), rel=1e-12)
 
 
 def final_weights(folder):
