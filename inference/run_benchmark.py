@@ -119,7 +119,7 @@ def run_one(argv: Sequence[str]) -> dict:
     args = parse_arguments(argv)
     info = distributed.instance_info()
     backend = select_backend(args.device, args.half_dtype)
-    distributed.init_process_group(info, backend.device)
+    distributed.init_process_group(info, backend.device, args.collective_timeout)
     logger = RunLogger(args, info)
     for note in getattr(args, "notes", []):
         logger.once(note)
@@ -188,6 +188,10 @@ def report(args: argparse.Namespace, s: dict, info: distributed.InstanceInfo, ba
     logger.log(f"Throughput at bs={args.batch_size}, data_mode={args.data}, data_type={dtype}, num_ipus={num_ipus}, "
                f"of {args.model}: min={s['throughput_min']:.2f} imgs/s, max={s['throughput_max']:.2f} imgs/s, "
                f"mean={s['throughput_mean']:.2f} imgs/s, std={s['throughput_std']:.2f} imgs/s.")
+    if "instance_throughputs" in s:
+        each = ", ".join(f"{t:.2f}" for t in s["instance_throughputs"])
+        logger.log(f"Each instance measured {each} imgs/s; sum={s['throughput_sum']:.2f} imgs/s (the mean above "
+                   f"divides all images by the slowest instance's time per call).")
     if "latency_min_ms" in s:
         logger.log(f"Latency: min={s['latency_min_ms']:.3f} ms, max={s['latency_max_ms']:.3f} ms, "
                    f"mean={s['latency_mean_ms']:.3f} ms.")

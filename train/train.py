@@ -17,6 +17,7 @@ from train.arguments import loss_scaling_steps, parse_arguments
 from train.augmentations import CoefficientSampler
 from train.checkpoint import (check_space_for, checkpoint_name, claim_folder, list_checkpoints, plain, rng_state,
                               save_checkpoint, set_rng_state)
+from train import elastic
 from train.data_state import augmentation_state, load_augmentation_state, set_crop_scale
 from train.fine_tune import fine_tune_args
 from train.losses import TrainingModelWithLoss
@@ -94,7 +95,7 @@ class Run:
             if self.folder_lock is not None:
                 on_failure(lambda _: self.folder_lock.release())
             self.backend: Backend = select_backend(args.device, args.half_dtype)
-            distributed.init_process_group(self.info, self.backend.device)
+            distributed.init_process_group(self.info, self.backend.device, args.collective_timeout)
             drawn = args.seed is None
             resolve_seed(args, self.info)
             folder = os.path.abspath(args.checkpoint_path) if args.checkpoint_path else None
@@ -183,6 +184,9 @@ class Run:
         resolved = ckpt.get("training_executor")
         if self.backend.is_portable and self.args.executor == "auto" and resolved in ("eager", "inductor"):
             self.opts.Portable.executor(resolved)  # the run continues with the numerics it started with
+        states = ckpt.get("instance_states")
+        if states and len(states) == self.info.size:
+            ckpt = {**ckpt, **states[self.info.rank]}
         restorers = (("optimizer_state_dict", self.optimizer.load_state_dict),
                      ("augmentation_rng", self.sampler.load_state_dict), ("rng_state", set_rng_state),
                      ("data_augmentation_rng", lambda state: load_augmentation_state(self.train_data, state)))
@@ -341,9 +345,17 @@ class Run:
             self.history.log_validation(epoch, epoch * steps, acc)
         return acc
 
+    def instance_state(self) -> Dict[str, Any]:
+        """What differs between instances and a resumed run needs: their RNG streams."""
+        return {"augmentation_rng": self.sampler.state_dict(), "rng_state": rng_state(),
+                "data_augmentation_rng": augmentation_state(self.train_data)}
+
     def save(self, epoch: int, result: Dict[str, Any]) -> Optional[str]:
         args = self.args
-        if not args.checkpoint_path or self.info.rank != 0:
+        if not args.checkpoint_path:
+            return None
+        states = distributed.gather_objects(self.instance_state()) if self.info.distributed else None
+        if self.info.rank != 0:
             return None
         payload = {
             "epoch": epoch, "model": args.model, "data": args.data, "num_classes": self.num_classes,
@@ -355,9 +367,11 @@ class Run:
             "data_augmentation_rng": augmentation_state(self.train_data),
             "loss": result["loss"], "train_accuracy": result["accuracy"],
             "validation_accuracy": result["validation_accuracy"], "args": plain(vars(args)),
+            "launch_id": elastic.launch_id(), "instance_states": states,
         }
         self.last_checkpoint = save_checkpoint(args.checkpoint_path, checkpoint_name(args.model, args.data, epoch),
                                                payload)
+        elastic.record(args.checkpoint_path, self.last_checkpoint)
         return self.last_checkpoint
 
     def after_training(self) -> Dict[str, Any]:
@@ -469,7 +483,12 @@ def run_training(args: argparse.Namespace, resume: Optional[Dict[str, Any]] = No
 
 @exit_on_usage_error
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    return run_training(parse_arguments(argv))
+    args = parse_arguments(argv)
+    found = elastic.checkpoint_to_resume(args.checkpoint_path)
+    if found is None:
+        return run_training(args)
+    args.resumed_from, ckpt = found
+    return run_training(args, resume=ckpt)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from portable_poptorch.compilers import EXECUTORS
 
+from . import distributed
+from .distributed import DEFAULT_COLLECTIVE_TIMEOUT_S
 from .errors import UsageError
 from .option_values import checked_mapping, load_yaml_mapping
 from .validation import check_common
@@ -98,6 +100,10 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     p("--log-path", type=str, default="logs", help="Parent folder of the run's log folder")
     p("--debug", action="store_true", help="Show the Python traceback of a failure instead of one error line "
                                            "(also HARNESS_DEBUG=1)")
+    p("--collective-timeout", type=float, default=DEFAULT_COLLECTIVE_TIMEOUT_S,
+      help="Multi-instance runs: seconds any collective between instances (metric sums, gradient all-reduce, "
+           "barriers) may wait before failing the run instead of hanging; raise it when instance 0's validation "
+           "or one instance's compilation takes longer")
 
 
 def load_presets(config_file: str) -> Dict[str, Dict[str, Any]]:
@@ -133,8 +139,7 @@ def normalise_args(args: argparse.Namespace) -> argparse.Namespace:
             raise UsageError(f"--precision {args.precision!r} is not one of {', '.join(PRECISIONS)}, full or half.")
     if hasattr(args, "norm_type") and args.norm_type not in NORM_TYPES:
         raise UsageError(f"--norm-type {args.norm_type!r} is not one of {', '.join(NORM_TYPES)}.")
-    if os.environ.get("POPRUN_LOCAL_REPLICAS") and hasattr(args, "replicas"):
-        args.replicas = int(os.environ["POPRUN_LOCAL_REPLICAS"])  # poprun divides --num-replicas between instances
+    _apply_launcher(args)
     for name in ("batch_size", "replicas", "device_iterations"):
         if getattr(args, name, 1) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
@@ -165,6 +170,25 @@ def _translate_original_splits(args: argparse.Namespace) -> None:
             args.notes = getattr(args, "notes", []) + [
                 f"Pipeline split {old} (the original application's module name) is {new} in this model."]
     args.pipeline_splits = translated
+
+
+def _apply_launcher(args: argparse.Namespace) -> None:
+    """poprun/popdist settings: this instance's share of --num-replicas, --ipus-per-replica checked against
+    the pipeline stages, and --executable-cache-path as the model cache path."""
+    replicas = distributed.local_replicas()
+    if replicas is not None and hasattr(args, "replicas"):
+        args.replicas = replicas
+    ipr = distributed.ipus_per_replica()
+    splits = getattr(args, "pipeline_splits", None)
+    if ipr is not None and splits is not None and ipr != len(splits) + 1:
+        raise UsageError(f"poprun --ipus-per-replica {ipr} does not match this program's {len(splits) + 1} pipeline "
+                         f"stage(s) (--pipeline-splits {' '.join(splits) or 'none'}); give --ipus-per-replica "
+                         f"{len(splits) + 1} or {ipr - 1} pipeline split(s).")
+    cache = distributed.executable_cache_path()
+    if cache and hasattr(args, "model_cache_path") and not args.model_cache_path:
+        args.model_cache_path = cache
+    if getattr(args, "collective_timeout", 1) <= 0:
+        raise UsageError(f"--collective-timeout must be a positive number of seconds, got {args.collective_timeout}.")
 
 
 def option_strings(parser: argparse.ArgumentParser) -> List[str]:

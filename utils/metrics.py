@@ -18,7 +18,8 @@ class Step:
 def summarise(steps: List[Step]) -> Dict[str, float]:
     """Per-step rates for min/max/std; mean = all images / all wall time (never a mean of rates).
 
-    With several instances a step's images are summed and its time is the slowest instance's.
+    With several instances a step's images are summed and its time is the slowest instance's; each
+    instance's own figure (its images / its time) and their sum are kept too, as scaling reports show both.
     """
     images = distributed.sum_all([float(s.images) for s in steps])
     seconds = distributed.max_all([s.seconds for s in steps])
@@ -33,6 +34,11 @@ def summarise(steps: List[Step]) -> Dict[str, float]:
         "throughput_mean": sum(images) / total_t if total_t > 0 else 0.0,
         "throughput_std": _std(rates),
     }
+    own_images, own_seconds = float(sum(s.images for s in steps)), sum(s.seconds for s in steps)
+    measured = distributed.gather_objects(own_images / own_seconds if own_seconds > 0 else 0.0)
+    if len(measured) > 1:
+        out["instance_throughputs"] = [float(m) for m in measured]  # each instance: its images / its time
+        out["throughput_sum"] = float(sum(measured))
     lats = [s.latency for s in steps if s.latency is not None]
     if lats:
         lo = distributed.min_all([min(l[0] for l in lats)])[0]

@@ -1,97 +1,160 @@
-"""``poprun``-compatible launcher: starts one process per instance through torch.distributed.run.
+"""``poprun``-compatible launcher: instances round-robin over one or more hosts, each host's instances
+started by a torch.distributed.run node launcher (c10d rendezvous on the first host).
 
     poprun --num-instances=4 --num-replicas=4 --ipus-per-replica=1 python run_benchmark.py ...
+    poprun --host h1,h2 --num-instances=4 --num-replicas=8 python train.py ...
 
-poprun's options map to torch.distributed.run (instances = processes on this host); replicas are
-divided between the instances and passed through the environment; options about MPI, NUMA, V-IPU
-and remote hosts are accepted and reported once. ``--install DIR`` writes a ``poprun`` command there.
+Instance i runs on host i mod H; replicas are divided between instances (popdist's variables tell each
+program its share). Hosts other than this machine are reached with ``$POPRUN_SSH HOST COMMAND``
+(default ``ssh -o BatchMode=yes``), in the same folder and with the same Python path, carrying only
+poprun's variables and the ones named by ``--mpi-local-args="-x VAR"``. The first failing instance ends
+the launch (named with its host and last lines); SIGINT/SIGTERM stop every instance on every host.
+V-IPU and IPU-Link options are accepted and have no effect off IPU (said once).
+``--install DIR`` writes a ``poprun`` command there.
 """
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import os
 import shlex
-import socket
 import stat
-import subprocess
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-ENV_REPLICAS = "POPRUN_LOCAL_REPLICAS"
-ENV_IPUS_PER_REPLICA = "POPRUN_IPUS_PER_REPLICA"
+from utils import numa_binding
+from utils.errors import UsageError
+from utils.poprun_launch import REMOTE_SHELL_ENV, Node, local_nodes, new_run_id, plan
+from utils.poprun_supervisor import Launch
+from utils.poprun_topology import Topology, describe, place
+
+NO_EFFECT_OFF_IPU = ("num_ilds", "vipu_server_host", "vipu_server_port", "vipu_server_timeout", "vipu_partition",
+                     "reset_partition", "update_partition", "remove_partition")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message[0].upper()}{message[1:]}; run poprun -h for the options.")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="poprun", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    p.add_argument("--num-instances", type=int, default=1, help="Processes to start (one per instance)")
-    p.add_argument("--num-replicas", type=int, default=None, help="Replicas in total, divided between instances")
-    p.add_argument("--ipus-per-replica", type=int, default=1, help="Devices per replica (pipeline stages)")
-    p.add_argument("--numa-aware", default="no", help="Accepted; process pinning is left to the OS")
-    p.add_argument("--mpi-global-args", default="", help="--tag-output prefixes each line with the instance; "
-                   "--allow-run-as-root accepted")
-    p.add_argument("--mpi-local-args", default="", help="-x VAR exports VAR to the instances (they inherit the environment)")
-    p.add_argument("--host", "--hosts", dest="hosts", default=None, help="Only this host is supported")
-    p.add_argument("--vipu-server-host", default=None, help="Accepted, no effect off IPU")
-    p.add_argument("--vipu-partition", default=None, help="Accepted, no effect off IPU")
-    p.add_argument("--reset-partition", default=None, help="Accepted, no effect off IPU")
-    p.add_argument("--update-partition", default=None, help="Accepted, no effect off IPU")
-    p.add_argument("--only-output-from-instance", type=int, default=None, help="Show only this instance's output")
-    p.add_argument("--install", metavar="DIR", default=None, help="Write a `poprun` command into DIR and exit")
-    p.add_argument("program", nargs=argparse.REMAINDER, help="Command run by every instance")
+    p = _Parser(prog="poprun", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                allow_abbrev=False)
+    a = p.add_argument
+    a("-v", "--verbose", action="count", default=0, help="-v: the topology and each host's launch command; "
+      "-vv: also torch.distributed.run's own log (LOGLEVEL=INFO)")
+    a("--num-instances", type=int, default=1, help="Instances (processes), placed round-robin over the hosts")
+    a("--num-replicas", type=int, default=None, help="Replicas in total, divided evenly between instances")
+    a("--ipus-per-replica", type=int, default=1, help="Devices per replica; must equal each program's pipeline stages")
+    a("--num-ilds", type=int, default=1, help="IPU-Link domains; no effect off IPU")
+    a("--host", "--hosts", dest="hosts", default=None, help="Comma-separated hosts (default: this machine)")
+    a("--numa-aware", default="no", choices=["yes", "no"], help="yes: bind each instance's CPUs (and memory with "
+      "numactl, on hosts with several NUMA nodes) to its share of the host")
+    a("--mpi-global-args", default="", help="--tag-output prefixes each line with [1,K]<stdout>:; "
+      "--allow-run-as-root is accepted; other MPI options are accepted with no effect (said once)")
+    a("--mpi-local-args", default="", help="-x VAR or -x VAR=VALUE exports VAR to the instances on every host "
+      "(remote hosts get only these and poprun's variables)")
+    a("--vipu-server-host", default=None, help="No effect off IPU")
+    a("--vipu-server-port", type=int, default=None, help="No effect off IPU")
+    a("--vipu-server-timeout", type=float, default=None, help="No effect off IPU")
+    a("--vipu-partition", default=None, help="No effect off IPU")
+    a("--reset-partition", default=None, help="No effect off IPU")
+    a("--update-partition", default=None, help="No effect off IPU")
+    a("--remove-partition", default=None, help="No effect off IPU")
+    a("--print-topology", action="store_true",
+      help="Print the instances, hosts, replicas and devices this launch would use, then exit")
+    a("--executable-cache-path", default=None, help="The programs' model cache path (their --model-cache-path)")
+    a("--only-output-from-instance", type=int, default=None, help="Show only this instance's output")
+    a("--max-restarts", type=int, default=0, help="Elastic restarts: after an instance fails, every instance on "
+      "every host is started again, up to N times, with a fresh rendezvous and the same launch id (training "
+      "resumes from the last checkpoint of this launch)")
+    a("--install", metavar="DIR", default=None, help="Write a `poprun` command into DIR and exit")
+    a("program", nargs=argparse.REMAINDER, help="Command run by every instance")
     return p
 
 
-def split_program(program: List[str]) -> Tuple[List[str], bool]:
-    """(script and args, whether it is a Python script) from ``python x.py ...`` or ``x.py ...``."""
-    if program and os.path.basename(program[0]).startswith("python"):
-        return program[1:], True
-    return program, program[0].endswith(".py") if program else False
+def check(args: argparse.Namespace) -> Topology:
+    """Values argparse cannot check, each a one-sentence UsageError; returns where instances go."""
+    for name in ("num_instances", "ipus_per_replica", "num_ilds"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+    replicas = args.num_instances if args.num_replicas is None else args.num_replicas
+    if replicas < 1:
+        raise UsageError(f"--num-replicas must be at least 1, got {replicas}.")
+    if replicas % args.num_instances:
+        raise UsageError(f"--num-replicas {replicas} does not divide between {args.num_instances} instances; "
+                         f"give a multiple of {args.num_instances}.")
+    only = args.only_output_from_instance
+    if only is not None and not 0 <= only < args.num_instances:
+        raise UsageError(f"--only-output-from-instance {only} is not an instance of this launch; accepted: "
+                         f"0 to {args.num_instances - 1}.")
+    if args.max_restarts < 0:
+        raise UsageError(f"--max-restarts must be 0 or more, got {args.max_restarts}.")
+    if args.vipu_server_port is not None and not 0 < args.vipu_server_port < 65536:
+        raise UsageError(f"--vipu-server-port {args.vipu_server_port} is not a port; accepted: 1 to 65535.")
+    if args.vipu_server_timeout is not None and args.vipu_server_timeout <= 0:
+        raise UsageError(f"--vipu-server-timeout must be positive, got {args.vipu_server_timeout}.")
+    hosts = [h.strip() for h in (args.hosts or "localhost").split(",")]
+    if not all(hosts):
+        raise UsageError(f"--host {args.hosts!r} has an empty host name; give comma-separated names, e.g. h1,h2.")
+    if not args.program and not args.print_topology:
+        raise UsageError("no program given; usage: poprun [options] python script.py [args].")
+    return place(hosts, args.num_instances, replicas, args.ipus_per_replica)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def mpi_exports(local_args: str) -> Tuple[Dict[str, str], List[str]]:
+    """-x VAR / -x VAR=VALUE from --mpi-local-args (values from this environment), and the tokens ignored."""
+    tokens, out, ignored = shlex.split(local_args), {}, []
+    i = 0
+    while i < len(tokens):
+        if tokens[i] == "-x" and i + 1 < len(tokens):
+            name, eq, value = tokens[i + 1].partition("=")
+            if eq:
+                out[name] = value
+            elif name in os.environ:
+                out[name] = os.environ[name]
+            i += 2
+        else:
+            ignored.append(tokens[i])
+            i += 1
+    return out, ignored
 
 
-def build_command(args: argparse.Namespace) -> Tuple[List[str], dict, List[str]]:
-    """The torch.distributed.run command line, the environment, and notes on options with no effect."""
-    notes = []
-    if args.num_instances < 1:
-        raise SystemExit("poprun: --num-instances must be at least 1.")
-    replicas = args.num_replicas if args.num_replicas is not None else args.num_instances
-    if replicas % args.num_instances != 0:
-        print(f"poprun: --num-replicas {replicas} does not divide between {args.num_instances} instances.",
-              file=sys.stderr)
-        raise SystemExit(2)
-    if args.hosts and args.hosts.split(",")[0] not in ("localhost", "127.0.0.1", socket.gethostname()):
-        print(f"poprun: remote hosts ({args.hosts}) are not supported; instances run on this host.", file=sys.stderr)
-        raise SystemExit(2)
-    for name in ("vipu_server_host", "vipu_partition", "reset_partition", "update_partition"):
-        if getattr(args, name):
-            notes.append(f"--{name.replace('_', '-')} has no effect off IPU")
-    if args.numa_aware not in ("no", "0", "false"):
-        notes.append("--numa-aware: no NUMA pinning is done; the OS places the processes")
-    script, is_python = split_program(args.program)
-    if not script:
-        print("poprun: no program given; usage: poprun [options] python script.py [args]", file=sys.stderr)
-        raise SystemExit(2)
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.num_instances}",
-           "--nnodes=1", "--master-addr=127.0.0.1", f"--master-port={free_port()}"]
-    tag = "--tag-output" in shlex.split(args.mpi_global_args)
-    if tag:
-        cmd += ["--tee=3", "--log-line-prefix-template=[1,${local_rank}]<stdout>:"]
-    if args.only_output_from_instance is not None:
-        cmd += [f"--local-ranks-filter={args.only_output_from_instance}"]
-    if not is_python:
-        cmd.append("--no-python")
-    cmd += script
-    env = dict(os.environ)
-    env[ENV_REPLICAS] = str(replicas // args.num_instances)
-    env[ENV_IPUS_PER_REPLICA] = str(args.ipus_per_replica)
-    env.setdefault("HARNESS_RUN_NAME", f"poprun_{os.getpid()}")
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.num_instances)))
-    return cmd, env, notes
+def notes_for(args: argparse.Namespace, ignored_local: List[str]) -> List[str]:
+    notes = [f"--{n.replace('_', '-')} has no effect off IPU" for n in NO_EFFECT_OFF_IPU
+             if getattr(args, n) not in (None, 1 if n == "num_ilds" else None)]
+    global_ignored = [t for t in shlex.split(args.mpi_global_args) if t not in ("--tag-output", "--allow-run-as-root")]
+    if global_ignored:
+        notes.append(f"--mpi-global-args {' '.join(global_ignored)}: no equivalent off MPI, no effect")
+    if ignored_local:
+        notes.append(f"--mpi-local-args {' '.join(ignored_local)}: no equivalent off MPI, no effect")
+    return notes
+
+
+def shared_environment(args: argparse.Namespace, topo: Topology) -> Dict[str, str]:
+    """popdist's variables (read by utils.distributed in the programs) and the instance wrapper's settings."""
+    env = {"POPDIST_NUM_INSTANCES": str(len(topo.instances)), "POPDIST_NUM_TOTAL_REPLICAS": str(topo.replicas),
+           "POPDIST_NUM_LOCAL_REPLICAS": str(topo.local_replicas),
+           "POPDIST_NUM_IPUS_PER_REPLICA": str(topo.ipus_per_replica),
+           "POPRUN_NUM_HOSTS": str(len(topo.hosts)), "POPRUN_NUMA": args.numa_aware,
+           "POPRUN_TAG_OUTPUT": "1" if "--tag-output" in shlex.split(args.mpi_global_args) else "0",
+           "POPRUN_ONLY_OUTPUT_FROM": "" if args.only_output_from_instance is None else str(args.only_output_from_instance),
+           "HARNESS_RUN_NAME": os.environ.get("HARNESS_RUN_NAME", f"poprun_{os.getpid()}")}
+    if args.executable_cache_path:
+        env["POPDIST_EXECUTABLE_CACHE_PATH"] = os.path.abspath(args.executable_cache_path)
+    if args.verbose >= 2:
+        env["LOGLEVEL"] = "INFO"
+    return env
+
+
+def topology_lines(args: argparse.Namespace, topo: Topology) -> List[str]:
+    here = local_nodes(topo.hosts)
+    cpus = []
+    for inst in topo.instances:
+        if args.numa_aware != "yes":
+            cpus.append("all of the host's")
+        else:
+            b = numa_binding.plan(inst.local_index, len(topo.on_node(inst.node)))
+            cpus.append(",".join(map(str, b.cpus)) + ("" if here[inst.node] else " (as on this machine)"))
+    return describe(topo, cpus)
 
 
 def install(folder: str) -> None:
@@ -102,15 +165,39 @@ def install(folder: str) -> None:
     print(f"Installed {path}")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def prepare(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, Topology, Callable[[], List[Node]],
+                                                           List[str]]:
+    """Parse and check the command line; the topology, a maker of the per-host launch plan (called again
+    for each restart) and the notes to print."""
     args = parser().parse_args(argv)
+    topo = check(args)
+    exported, ignored = mpi_exports(args.mpi_local_args)
+    env, run_id = shared_environment(args, topo), new_run_id()
+    return args, topo, lambda: plan(topo, args.program, env, exported, run_id), notes_for(args, ignored)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args, topo, make_nodes, notes = prepare(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.install:
         install(args.install)
         return 0
-    cmd, env, notes = build_command(args)
+    if args.print_topology:
+        print("\n".join(topology_lines(args, topo)))
+        return 0
     for note in notes:
         print(f"poprun: {note}", file=sys.stderr)
-    return subprocess.call(cmd, env=env)
+    nodes = make_nodes()
+    if args.verbose:
+        print("\n".join(f"poprun: {line}" for line in topology_lines(args, topo)), file=sys.stderr)
+        for node in nodes:
+            how = "here" if node.local else f"through {os.environ.get(REMOTE_SHELL_ENV) or 'ssh'}"
+            print(f"poprun: host {node.host} (node {node.index}, {how}): {shlex.join(node.command)}", file=sys.stderr)
+    sys.stderr.flush()
+    return Launch(nodes, make_nodes, args.max_restarts).run()
 
 
 if __name__ == "__main__":
