@@ -35,6 +35,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message[0].upper()}{message[1:]}; run poprun -h for the options.")
 
 
+def _yes_no(value: str) -> str:
+    """poprun's yes/no options, also written 1/0 or true/false as in the SDK's examples."""
+    word = str(value).strip().lower()
+    table = {"yes": "yes", "1": "yes", "true": "yes", "no": "no", "0": "no", "false": "no"}
+    if word not in table:
+        raise argparse.ArgumentTypeError(f"invalid value {value!r} (accepted: yes, no, 1, 0, true, false)")
+    return table[word]
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="poprun", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                 allow_abbrev=False)
@@ -46,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     a("--ipus-per-replica", type=int, default=1, help="Devices per replica; must equal each program's pipeline stages")
     a("--num-ilds", type=int, default=1, help="IPU-Link domains; no effect off IPU")
     a("--host", "--hosts", dest="hosts", default=None, help="Comma-separated hosts (default: this machine)")
-    a("--numa-aware", default="no", choices=["yes", "no"], help="yes: bind each instance's CPUs (and memory with "
+    a("--numa-aware", default="no", type=_yes_no, help="yes (or 1): bind each instance's CPUs (and memory with "
       "numactl, on hosts with several NUMA nodes) to its share of the host")
     a("--mpi-global-args", default="", help="--tag-output prefixes each line with [1,K]<stdout>:; "
       "--allow-run-as-root is accepted; other MPI options are accepted with no effect (said once)")
@@ -59,8 +68,8 @@ def parser() -> argparse.ArgumentParser:
     a("--reset-partition", default=None, help="No effect off IPU")
     a("--update-partition", default=None, help="No effect off IPU")
     a("--remove-partition", default=None, help="No effect off IPU")
-    a("--print-topology", action="store_true",
-      help="Print the instances, hosts, replicas and devices this launch would use, then exit")
+    a("--print-topology", nargs="?", const="yes", default="no", type=_yes_no,
+      help="Print the instances, hosts, replicas and devices this launch uses; with no program, exit after")
     a("--executable-cache-path", default=None, help="The programs' model cache path (their --model-cache-path)")
     a("--only-output-from-instance", type=int, default=None, help="Show only this instance's output")
     a("--max-restarts", type=int, default=0, help="Elastic restarts: after an instance fails, every instance on "
@@ -95,7 +104,7 @@ def check(args: argparse.Namespace) -> Topology:
     hosts = [h.strip() for h in (args.hosts or "localhost").split(",")]
     if not all(hosts):
         raise UsageError(f"--host {args.hosts!r} has an empty host name; give comma-separated names, e.g. h1,h2.")
-    if not args.program and not args.print_topology:
+    if not args.program and args.print_topology != "yes":
         raise UsageError("no program given; usage: poprun [options] python script.py [args].")
     return place(hosts, args.num_instances, replicas, args.ipus_per_replica)
 
@@ -185,9 +194,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.install:
         install(args.install)
         return 0
-    if args.print_topology:
-        print("\n".join(topology_lines(args, topo)))
-        return 0
+    if args.print_topology == "yes":
+        print("\n".join(topology_lines(args, topo)), flush=True)
+        if not args.program:
+            return 0
     for note in notes:
         print(f"poprun: {note}", file=sys.stderr)
     nodes = make_nodes()
