@@ -26,7 +26,7 @@ SEED_003 = ["--mpi-global-args=--allow-run-as-root --tag-output", "--mpi-local-a
             "--random-weights"]
 TRAIN = ["python", "train/train.py", "--data", "generated", "--model", "resnet18", "--input-size", "16",
          "--precision", "32.32", "--dataloader-worker", "0", "--batch-size", "2", "--iterations", "4", "--epoch", "3",
-         "--validation-mode", "none"]
+         "--validation-mode", "none", "--seed", "0", "--executor", "eager"]
 
 
 def poprun(argv, env, cwd=REPO_ROOT):

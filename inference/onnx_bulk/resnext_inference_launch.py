@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     process_logs = log_dir / datetime.now().strftime("%d-%b-%Y (%H:%M:%S.%f)")
-    process_logs.mkdir()
+    process_logs.mkdir(parents=True)
     stem = f"{run_id}_{flags.model_name}_bs{flags.batch_size}"
     threads = threads_per_process(flags.num_ipus, flags.num_threads)
     parts = (
