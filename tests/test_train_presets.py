@@ -125,7 +125,10 @@ def run_train(args, tmp_path):
 
 
 # Appended to every preset: sizes a 2-core CPU trains in seconds (values per preset below).
-SHRINK = ["--data", "generated", "--epoch", "1", "--iterations", "2", "--input-size", "64", "--replicas", "1"]
+# --executor eager: these runs check the commands, not compilation (tests/test_executors.py does), and
+# compiling each preset's training step with Inductor would cost minutes per run on a 2-core machine
+SHRINK = ["--data", "generated", "--epoch", "1", "--iterations", "2", "--input-size", "64", "--replicas", "1",
+          "--executor", "eager"]
 SHRINK_SIZES = {
     # the base preset names no model (the original merged it into the EfficientNet ones)
     "efficientnet-g16-gn-16ipu-mk2-base": ["--batch-size", "2", "--gradient-accumulation", "1",
@@ -191,13 +194,13 @@ needs_poprun = pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirnam
 # The scripts' own options stay; these appended ones make the run small.
 SCRIPT_SHRINK = {
     "rn50_pod16.sh": "--data generated --epoch 1 --iterations 2 --batch-size 2 --gradient-accumulation 1 "
-                     "--input-size 64 --validation-mode none",
+                     "--input-size 64 --validation-mode none --executor eager",
     "efficientnet_b0_pod16.sh": "--data generated --epoch 1 --iterations 1 --fine-tune-epoch 1 --batch-size 2 "
                                 "--gradient-accumulation 3 --fine-tune-batch-size 2 --fine-tune-gradient-accumulation 3 "
-                                "--input-size 64 --validation-mode none",
+                                "--input-size 64 --validation-mode none --executor eager",
     "efficientnet_b4_pod16.sh": "--data generated --epoch 1 --iterations 1 --fine-tune-epoch 1 --batch-size 4 "
                                 "--gradient-accumulation 7 --fine-tune-batch-size 4 --fine-tune-gradient-accumulation 7 "
-                                "--device-iterations 1 --input-size 64 --validation-mode none",
+                                "--device-iterations 1 --input-size 64 --validation-mode none --executor eager",
 }
 
 
@@ -358,7 +361,7 @@ def test_readme_benchmarks_command_runs_as_written(name, datasets_dir, tmp_path)
         pytest.skip("poprun is installed by make install")
     if "--num-ilds" in command and "--num-ilds" not in shell("poprun -h", TRAIN_DIR).stdout:
         pytest.skip("this poprun does not take the IPU-POD64 options yet (-vv, --num-ilds, ...)")
-    extra = f" {README_SHRINK[name]} --log-path {tmp_path / 'logs'}"
+    extra = f" {README_SHRINK[name]} --executor eager --log-path {tmp_path / 'logs'}"
     proc = shell(command + extra, TRAIN_DIR, {"DATASETS_DIR": datasets_dir})
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
     (results_file,) = glob.glob(str(tmp_path / "logs" / "*" / "results.json"))
