@@ -232,3 +232,14 @@ def test_programs_combine_metrics_under_mpi_and_torchrun(tmp_path, launcher):
     # instance 0 alone: 6 images in 1.5 s, instance 1: 10 images in 2.5 s
     for rank in range(2):
         assert f"instance {rank}/2 local {rank} images 16 seconds 2.5 replicas {replicas} each [4.0, 4.0] sum 8" in out
+
+
+def test_install_writes_a_poprun_command_that_runs_this_launcher(tmp_path):
+    """`make install` runs ``poprun.py --install DIR`` with no program: it must not be refused as a launch."""
+    assert poprun.main(["--install", str(tmp_path)]) == 0
+    command = tmp_path / "poprun"
+    assert os.access(command, os.X_OK)
+    out = subprocess.run([str(command), "--print-topology", "yes", "--num-instances", "2", "--num-replicas", "2"],
+                         capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    assert out.returncode == 0, out.stderr
+    assert "instance" in out.stdout.lower()

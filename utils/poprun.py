@@ -186,14 +186,15 @@ def prepare(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, T
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    early = parser().parse_args(argv)
+    if early.install:
+        install(early.install)
+        return 0
     try:
         args, topo, make_nodes, notes = prepare(argv)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.install:
-        install(args.install)
-        return 0
     if args.print_topology == "yes":
         print("\n".join(topology_lines(args, topo)), flush=True)
         if not args.program:
