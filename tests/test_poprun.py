@@ -55,7 +55,7 @@ def test_print_topology_four_instances_over_two_hosts(capsys):
      "error: --only-output-from-instance 5 is not an instance of this launch; accepted: 0 to 1."),
     (["--num-instances", "4", "--num-replicas", "6"],
      "error: --num-replicas 6 does not divide between 4 instances; give a multiple of 4."),
-    (["--numa-aware", "maybe"], "error: Argument --numa-aware: invalid choice: 'maybe' (choose from *"),
+    (["--numa-aware", "maybe"], "error: Argument --numa-aware: invalid value 'maybe' (accepted: yes, no, 1, 0, true, false)*"),
 ])
 def test_bad_values_are_one_error_line_and_exit_2(argv, message, capsys):
     assert poprun.main(argv + ["python", "x.py"]) == 2

@@ -186,11 +186,11 @@ def prepare(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, T
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    early = parser().parse_args(argv)
-    if early.install:
-        install(early.install)
-        return 0
     try:
+        early = parser().parse_args(argv)
+        if early.install:
+            install(early.install)
+            return 0
         args, topo, make_nodes, notes = prepare(argv)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
