@@ -63,6 +63,26 @@ def test_sigkill_during_a_checkpoint_write_leaves_no_checkpoint_and_the_next_sta
     assert removed == 1 and os.listdir(tmp_path) == []
 
 
+def test_a_sigkilled_run_leaves_a_results_file_that_says_it_never_finished(tmp_path):
+    child = _run_python(f"""
+        import argparse, time
+        from utils.distributed import InstanceInfo
+        from utils.logger import RunLogger
+        logger = RunLogger(argparse.Namespace(log_path={str(tmp_path)!r}, model="m"), InstanceInfo(0, 1, 0), folder="run")
+        print("started", flush=True)
+        time.sleep(60)
+    """, tmp_path)
+    assert child.stdout.readline().strip() == "started"
+    child.kill()
+    child.wait(timeout=30)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "running" and results["pid"] == child.pid
+    logger = RunLogger(argparse.Namespace(log_path=str(tmp_path), model="m"), InstanceInfo(0, 1, 0), folder="done")
+    logger.write_results({"throughput": 1.0})
+    logger.close()
+    assert json.loads((tmp_path / "done" / "results.json").read_text()) == {"status": "completed", "throughput": 1.0}
+
+
 def test_disk_full_during_a_checkpoint_write_is_one_sentence_naming_the_file(tmp_path, monkeypatch, capsys):
     from train import checkpoint
 
