@@ -238,6 +238,22 @@ def test_a_cached_file_with_the_right_hash_loads_as_tensors(tmp_path, monkeypatc
     assert torch.equal(state["w"], torch.arange(3.0))
 
 
+def test_hashes_are_checked_only_where_the_source_publishes_them(tmp_path, monkeypatch):
+    """torchvision's names carry a SHA256 prefix (refused on mismatch); efficientnet_pytorch's 8 hex digits
+    are not a published hash, so a genuine file with other content still loads, as tensors only."""
+    from models import pretrained
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    for name in ("resnet18-f37072fd.pth", "efficientnet-b0-355c32eb.pth"):
+        torch.save({"w": torch.arange(3.0)}, cache / name)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(pretrained.PretrainedWeightsError, match="does not match its published SHA256 prefix"):
+        pretrained.load_pretrained_state_dict("https://download.pytorch.org/models/resnet18-f37072fd.pth")
+    state = pretrained.load_pretrained_state_dict(
+        "http://storage.googleapis.com/public-models/efficientnet/efficientnet-b0-355c32eb.pth")
+    assert torch.equal(state["w"], torch.arange(3.0))
+
+
 def test_every_builder_uses_the_checked_loader(tmp_path, monkeypatch):
     """No builder reaches torch.hub's unchecked loader: each asks load_pretrained_state_dict for its URL."""
     import models.cadene
