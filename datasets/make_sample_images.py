@@ -1,13 +1,15 @@
 """Write the photographs bundled with scikit-image as JPEG files (the offline sample-image set)."""
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
 import os
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
 from utils.atomic import atomic_file
+from utils.errors import UsageError, exit_on_usage_error
+from utils.validation import check_free_space, writable_folder
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field", "retina")
 
@@ -34,8 +36,23 @@ def write_samples(folder: str, quality: int = 90) -> list:
     return written
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
+SAMPLES_BYTES = 4 * 2 ** 20  # the eight photographs as JPEG take about 1 MiB
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    from utils.argparser import new_parser
+    parser = new_parser(__doc__)
     parser.add_argument("folder", help="Output folder")
-    paths = write_samples(parser.parse_args().folder)
+    folder = parser.parse_args(argv).folder
+    writable_folder(folder, "folder")
+    check_free_space(folder, SAMPLES_BYTES, "The sample images")
+    paths = write_samples(folder)
+    if not paths:
+        raise UsageError("scikit-image provides none of its sample photographs here; reinstall scikit-image "
+                         "or give images with --data real and a folder of JPEGs.")
     print(f"Wrote {len(paths)} sample images")
+
+
+if __name__ == "__main__":
+    main()

@@ -171,8 +171,7 @@ def run_one(argv: Sequence[str]) -> dict:
         "latency_p99_ms": metrics.percentile(samples, 99) * 1e3 if samples else None,
         "host_allocator": env.host_allocator, "no_effect": env.no_effect, "log_folder": logger.path,
     }
-    if info.rank == 0:
-        logger.write_json("results.json", results)
+    logger.write_results(results)
     inference_model.detachFromDevice()
     logger.close()
     distributed.shutdown()

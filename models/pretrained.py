@@ -2,9 +2,12 @@
 
 ``torch.hub.load_state_dict_from_url`` unpickles cache hits with ``weights_only=False`` and checks the
 hash only on download, so a file planted in ``$TORCH_HOME/hub/checkpoints`` would run its code. Here
-every file, downloaded or cached, has the SHA256 prefix its published name carries checked (torchvision,
-efficientnet_pytorch and Cadene's files all follow the hub ``name-<sha256 prefix>.pth`` convention) and
-is read with ``weights_only=True``; a file that fails is named and refused.
+every file, downloaded or cached, is read with ``weights_only=True``, and where the source publishes a
+hash the file is checked against it: torchvision's files (download.pytorch.org) carry the SHA256 prefix in
+their names (``name-<sha256 prefix>.pth``) and torchvision itself verifies it. efficientnet_pytorch's and
+Cadene's names carry 8 hex digits too, but those sources never say they are a SHA256 prefix (torchvision's
+own EfficientNet files with such names failed the check until re-published), so there the digits are not
+treated as a hash and the log says the file was read as tensors only. A file that fails is named and refused.
 """
 from __future__ import annotations
 
@@ -20,15 +23,18 @@ import torch
 from .errors import ModelConfigError
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
+SHA256_IN_NAME_HOSTS = frozenset({"download.pytorch.org"})
 
 
 class PretrainedWeightsError(ModelConfigError):
     """A pretrained weights file that fails its published hash or is not plain tensors."""
 
 
-def published_hash_prefix(file_name: str) -> Optional[str]:
-    """The SHA256 prefix the hub naming convention puts in ``file_name``, if it carries one."""
-    match = _HASH_IN_NAME.search(file_name)
+def published_hash_prefix(url: str) -> Optional[str]:
+    """The SHA256 prefix in the file name of ``url``, for sources known to publish one; else None."""
+    if urlparse(url).hostname not in SHA256_IN_NAME_HOSTS:
+        return None
+    match = _HASH_IN_NAME.search(os.path.basename(urlparse(url).path))
     return match.group(1) if match else None
 
 
@@ -58,7 +64,7 @@ def load_pretrained_state_dict(url: str) -> Dict[str, torch.Tensor]:
     fails its hash or holds anything but tensors raises PretrainedWeightsError.
     """
     path = cache_path(url)
-    expected = published_hash_prefix(os.path.basename(path))
+    expected = published_hash_prefix(url)
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         try:

@@ -27,7 +27,7 @@ class ModelSpec:
 
 def _torchvision_spec(name: str, family: str, function_name: str) -> ModelSpec:
     return ModelSpec(name, family, torchvision_builder(function_name), 224,
-                     f"torchvision {function_name} {PRETRAINED_TAG}")
+                     f"torchvision {function_name} {PRETRAINED_TAG}, SHA256 prefix checked")
 
 
 def _build_table() -> Dict[str, ModelSpec]:
@@ -36,7 +36,7 @@ def _build_table() -> Dict[str, ModelSpec]:
         _torchvision_spec("resnext50", "resnext", "resnext50_32x4d"),
         _torchvision_spec("resnext101", "resnext", "resnext101_32x8d"),
         ModelSpec("resnext101_32x4d", "resnext", build_resnext101_32x4d, 224,
-                  "Cadene pretrainedmodels resnext101_32x4d imagenet"),
+                  "Cadene pretrainedmodels resnext101_32x4d imagenet, no published hash: read as tensors only"),
         _torchvision_spec("mobilenet", "mobilenet", "mobilenet_v2"),
         _torchvision_spec("mobilenet-v3-small", "mobilenet", "mobilenet_v3_small"),
         _torchvision_spec("mobilenet-v3-large", "mobilenet", "mobilenet_v3_large"),
@@ -44,7 +44,7 @@ def _build_table() -> Dict[str, ModelSpec]:
     for level, size in enumerate(EFFICIENTNET_INPUT_SIZES):
         name = f"efficientnet-b{level}"
         specs.append(ModelSpec(name, "efficientnet", efficientnet_builder(name), size,
-                               f"efficientnet_pytorch {name} ImageNet"))
+                               f"efficientnet_pytorch {name} ImageNet, no published hash: read as tensors only"))
     return {spec.name: spec for spec in specs}
 
 

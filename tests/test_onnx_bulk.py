@@ -408,3 +408,31 @@ def test_original_test_resnext101_commands(tmp_path):
     assert "Batch size 48 over 8 processes: 6 per process." in launch.stdout
     processes, aggregate, count = parse_throughput(launch.stdout)
     assert count == 8 and all(p[2] == 6 for p in processes)
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--batch_size", "0"], "--batch_size must be 1 or more, got 0."),
+        (["--iterations", "-1"], "--iterations must be 1 or more, got -1."),
+        (["--threads", "0"], "--threads must be 1 or more, got 0."),
+        (["--model", "MISSING"], "is not a file"),
+        (["--synthetic_off"], "--data_dir None is not a folder"),
+        (["--provider", "tpu"], "--provider must be auto, cpu or cuda"),
+    ],
+)
+def test_worker_started_by_hand_checks_its_values(tmp_path, extra, expected):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    args = {"--index": "0", "--model": str(model), "--batch_size": "2", "--batches_per_step": "1",
+            "--log_file": str(tmp_path / "logs" / "w.log")}
+    synthetic = "--synthetic_off" not in extra
+    extra = [e for e in extra if e != "--synthetic_off"]
+    for name, value in zip(extra[::2], extra[1::2]):
+        args[name] = str(tmp_path / value) if value == "MISSING" else value
+    argv = [token for pair in args.items() for token in pair] + (["--synthetic"] if synthetic else [])
+    result = run_script("inference_worker.py", *argv)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and expected in result.stderr
+    assert not (tmp_path / "logs").exists()

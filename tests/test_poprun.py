@@ -243,3 +243,15 @@ def test_install_writes_a_poprun_command_that_runs_this_launcher(tmp_path):
                          capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
     assert out.returncode == 0, out.stderr
     assert "instance" in out.stdout.lower()
+
+
+@pytest.mark.slow
+def test_ipus_per_replica_against_pipeline_stages_is_one_error(tmp_path, fake_ssh):
+    result = subprocess.run([sys.executable, POPRUN, "--num-instances", "2", "--ipus-per-replica", "2", "python",
+                             "inference/run_benchmark.py", "--model", "resnet18", "--log-path", str(tmp_path)],
+                            cwd=REPO_ROOT, env=launch_env(fake_ssh), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: poprun --ipus-per-replica 2 does not match this program's 1 pipeline stage(s) "
+                      "(--pipeline-splits none); give --ipus-per-replica 1 or 1 pipeline split(s)."]
+    assert "Traceback" not in result.stderr

@@ -108,6 +108,9 @@ def _entry(script: str, monkeypatch) -> Callable[[List[str]], Any]:
     elif script == "make_sample_folder":
         import datasets.make_sample_folder as module
         monkeypatch.setattr(module, "build_image_folder", _sentinel)
+    elif script == "make_sample_images":
+        import datasets.make_sample_images as module
+        monkeypatch.setattr(module, "write_samples", _sentinel)
     elif script == "validate_dataset":
         import datasets.validate_dataset as module
         monkeypatch.setattr(module, "check_dataset", _sentinel)
@@ -299,6 +302,10 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("make_sample_folder", ["{tmp}/samples", "--size", "99999"], "--size must be at most"),
     ("make_sample_folder", ["{tmp}/samples", "--digit-classes", "11"], "invalid choice"),
     ("make_sample_folder", ["{text}"], "is a file, not a folder"),
+    # datasets/make_sample_images.py
+    ("make_sample_images", ["{text}"], "is a file, not a folder"),
+    ("make_sample_images", ["{under_file}"], "cannot be written to"),
+    ("make_sample_images", [], "the following arguments are required: folder"),
 ]
 
 

@@ -63,6 +63,26 @@ def test_sigkill_during_a_checkpoint_write_leaves_no_checkpoint_and_the_next_sta
     assert removed == 1 and os.listdir(tmp_path) == []
 
 
+def test_a_sigkilled_run_leaves_a_results_file_that_says_it_never_finished(tmp_path):
+    child = _run_python(f"""
+        import argparse, time
+        from utils.distributed import InstanceInfo
+        from utils.logger import RunLogger
+        logger = RunLogger(argparse.Namespace(log_path={str(tmp_path)!r}, model="m"), InstanceInfo(0, 1, 0), folder="run")
+        print("started", flush=True)
+        time.sleep(60)
+    """, tmp_path)
+    assert child.stdout.readline().strip() == "started"
+    child.kill()
+    child.wait(timeout=30)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "running" and results["pid"] == child.pid
+    logger = RunLogger(argparse.Namespace(log_path=str(tmp_path), model="m"), InstanceInfo(0, 1, 0), folder="done")
+    logger.write_results({"throughput": 1.0})
+    logger.close()
+    assert json.loads((tmp_path / "done" / "results.json").read_text()) == {"status": "completed", "throughput": 1.0}
+
+
 def test_disk_full_during_a_checkpoint_write_is_one_sentence_naming_the_file(tmp_path, monkeypatch, capsys):
     from train import checkpoint
 
@@ -215,6 +235,22 @@ def test_a_cached_file_with_the_right_hash_loads_as_tensors(tmp_path, monkeypatc
     os.replace(staged, cache / f"good-{digest}.pth")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     state = pretrained.load_pretrained_state_dict(f"https://example.invalid/good-{digest}.pth")
+    assert torch.equal(state["w"], torch.arange(3.0))
+
+
+def test_hashes_are_checked_only_where_the_source_publishes_them(tmp_path, monkeypatch):
+    """torchvision's names carry a SHA256 prefix (refused on mismatch); efficientnet_pytorch's 8 hex digits
+    are not a published hash, so a genuine file with other content still loads, as tensors only."""
+    from models import pretrained
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    for name in ("resnet18-f37072fd.pth", "efficientnet-b0-355c32eb.pth"):
+        torch.save({"w": torch.arange(3.0)}, cache / name)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(pretrained.PretrainedWeightsError, match="does not match its published SHA256 prefix"):
+        pretrained.load_pretrained_state_dict("https://download.pytorch.org/models/resnet18-f37072fd.pth")
+    state = pretrained.load_pretrained_state_dict(
+        "http://storage.googleapis.com/public-models/efficientnet/efficientnet-b0-355c32eb.pth")
     assert torch.equal(state["w"], torch.arange(3.0))
 
 

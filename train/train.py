@@ -295,6 +295,8 @@ class Run:
         slowest = distributed.max_all([elapsed])[0]
         result = {"epoch": shown, "loss": loss_sum / count, "accuracy": acc_sum / count,
                   "throughput": all_images / slowest, "images": all_images, "seconds": slowest}
+        if self.info.distributed:
+            result["instance_throughputs"] = distributed.gather_objects(images / elapsed)
         self.log(f"Epoch {shown}: Train accuracy is {result['accuracy']:0.2f}%")
         self.log(f"Throughput of the epoch:{result['throughput']:0.1f} img/sec")
         result["validation_accuracy"] = self.validate_if_due(epoch)
@@ -465,8 +467,7 @@ class Run:
                    "host_allocator": getattr(self, "host_allocator", None),
                    "cpu_threads": getattr(self, "cpu_threads", None),
                    "epochs": self.epoch_results, "no_effect": no_effect, "log_path": self.logger.path, **extra}
-        if self.info.rank == 0:
-            self.logger.write_json("results.json", results)
+        self.logger.write_results(results)
         if self.history is not None:
             self.history.close()
         if self.folder_lock is not None:

@@ -4,6 +4,7 @@ columns plus the latency), ``validation.csv`` (one row per validation, the origi
 from __future__ import annotations
 
 import csv
+import io
 import os
 from typing import Any, Dict, List, Optional
 
@@ -26,25 +27,18 @@ class TrainingLog:
         self.wandb_run = wandb_run
         self.epochs: List[Dict[str, Optional[float]]] = []
         if not (append and os.path.exists(self.csv_path)):
-            with open(self.csv_path, "w", newline="") as f:
-                csv.writer(f).writerow(CSV_FIELDS)
+            _append_row(self.csv_path, CSV_FIELDS, None, fresh=True)
 
     def log_point(self, row: Dict[str, Any]) -> None:
-        with open(self.csv_path, "a", newline="") as f:
-            csv.DictWriter(f, CSV_FIELDS).writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})
+        _append_row(self.csv_path, CSV_FIELDS, {k: _fmt(row.get(k)) for k in CSV_FIELDS})
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in row.items() if v is not None})
 
     def log_validation(self, epoch: int, iteration: int, accuracy: float) -> None:
         """One validation.csv row, as the original: epoch, iteration (epoch x validation steps), accuracy."""
         path = os.path.join(os.path.dirname(self.csv_path), "validation.csv")
-        new = not os.path.exists(path)
         row = {"validation_epoch": epoch, "validation_iteration": iteration, "validation_accuracy": accuracy}
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, VALIDATION_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow({k: _fmt(v) for k, v in row.items()})
+        _append_row(path, VALIDATION_FIELDS, {k: _fmt(v) for k, v in row.items()})
         if self.wandb_run is not None:
             self.wandb_run.log(row)
 
@@ -83,6 +77,24 @@ class TrainingLog:
     def close(self) -> None:
         if self.wandb_run is not None:
             self.wandb_run.finish()
+
+
+def _append_row(path: str, fields: List[str], row: Optional[Dict[str, Any]], fresh: bool = False) -> None:
+    """Adds ``row`` (and the header for a new file) by writing the whole file under a temporary name and
+    renaming it, so a killed run leaves every CSV with whole rows only (files are small: one row per log
+    point)."""
+    old = b""
+    if not fresh and os.path.exists(path):
+        with open(path, "rb") as f:
+            old = f.read()
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fields)
+    if not old:
+        writer.writeheader()
+    if row is not None:
+        writer.writerow(row)
+    with atomic_file(path) as f:
+        f.write(old + text.getvalue().encode())
 
 
 def _fmt(value: Any) -> Any:

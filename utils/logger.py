@@ -1,14 +1,17 @@
 """The run's log folder: app.json (all options), log.txt (everything printed) and results.json.
 
-JSON files are written atomically; a run that fails writes results.json with the error instead of
-leaving a folder without results."""
+JSON files are written atomically. results.json exists from the start with status "running" (and the
+process id and host), so a run killed with SIGKILL leaves a folder that says it never finished; a run
+that fails replaces it with status "failed" and the error, one that ends with status "completed"."""
 from __future__ import annotations
 
 import json
 import logging
 import os
 import secrets
+import socket
 import sys
+import time
 from typing import Any, Dict, Optional
 
 from . import atomic
@@ -45,6 +48,8 @@ class RunLogger:
         self._unregister = on_failure(self.record_failure)
         if info.rank == 0:
             self.write_json("app.json", _jsonable(vars(args)))
+            self.write_json("results.json", {"status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+                                             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
     def log(self, message: str) -> None:
         self._logger.info(message)
@@ -57,6 +62,11 @@ class RunLogger:
 
     def write_json(self, name: str, data: Dict[str, Any]) -> None:
         atomic.write_json(os.path.join(self.path, name), data)
+
+    def write_results(self, results: Dict[str, Any]) -> None:
+        """The finished run's results.json, status "completed" (instance 0 only)."""
+        if self.info.rank == 0:
+            self.write_json("results.json", {"status": "completed", **results})
 
     def record_failure(self, message: str) -> None:
         """The run ended with ``message``: said in log.txt, and results.json records it (instance 0)."""

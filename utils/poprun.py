@@ -128,8 +128,8 @@ def mpi_exports(local_args: str) -> Tuple[Dict[str, str], List[str]]:
 
 
 def notes_for(args: argparse.Namespace, ignored_local: List[str]) -> List[str]:
-    notes = [f"--{n.replace('_', '-')} has no effect off IPU" for n in NO_EFFECT_OFF_IPU
-             if getattr(args, n) not in (None, 1 if n == "num_ilds" else None)]
+    given = [n for n in NO_EFFECT_OFF_IPU if getattr(args, n) is not None and not (n == "num_ilds" and args.num_ilds == 1)]
+    notes = [f"--{n.replace('_', '-')} has no effect off IPU" for n in given]
     global_ignored = [t for t in shlex.split(args.mpi_global_args) if t not in ("--tag-output", "--allow-run-as-root")]
     if global_ignored:
         notes.append(f"--mpi-global-args {' '.join(global_ignored)}: no equivalent off MPI, no effect")

@@ -10,12 +10,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Callable, List, Optional, Tuple
+from typing import IO, Callable, List, Optional, Set, Tuple
 
 from . import process_tree
 from .poprun_launch import NODE_GRACE_S, Node
 
 STOP_GRACE_S = NODE_GRACE_S + 5.0
+TAG = re.compile(r"^\[1,\d+\]<std(?:out|err)>:")
 FAILURE = re.compile(r"^poprun: instance (\d+) on host (\S+) (.+?); its last lines:$")
 
 
@@ -26,6 +27,7 @@ class Launch:
         self.max_restarts = max_restarts
         self.signal: Optional[int] = None
         self.lock = threading.Lock()
+        self.errors: Set[str] = set()
         self._reset()
 
     def _reset(self) -> None:
@@ -37,7 +39,13 @@ class Launch:
     def _pump(self, source: IO[bytes], sink: IO[bytes], scan: bool) -> None:
         for line in iter(source.readline, b""):
             if scan:
-                match = FAILURE.match(line.decode(errors="replace").rstrip())
+                text = line.decode(errors="replace").rstrip()
+                error = TAG.sub("", text)
+                if error.startswith("error: "):  # a usage error every instance found: said once
+                    if error in self.errors:
+                        continue
+                    self.errors.add(error)
+                match = FAILURE.match(text)
                 if match:
                     self.failures.append(f"instance {match[1]} on host {match[2]} {match[3]}")
                     code = re.match(r"exited with code (\d+)", match[3])

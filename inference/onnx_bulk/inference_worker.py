@@ -47,6 +47,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def input_problem(args: argparse.Namespace) -> str | None:
+    """The first bad value of a command line, as one sentence (the launcher checks its own flags, but this
+    process can be started by hand too)."""
+    for name, minimum in (("index", 0), ("batch_size", 1), ("batches_per_step", 1), ("iterations", 1),
+                          ("num_workers", 0), ("threads", 1)):
+        if getattr(args, name) < minimum:
+            return f"--{name} must be {minimum} or more, got {getattr(args, name)}."
+    if not args.model.is_file():
+        return f"--model {args.model} is not a file; give the .onnx model that get_model.py wrote."
+    if not args.synthetic and (args.data_dir is None or not args.data_dir.is_dir()):
+        return f"--data_dir {args.data_dir} is not a folder; give a partition folder or --synthetic."
+    if args.provider not in ("auto", "cpu", "cuda"):
+        return f"--provider must be auto, cpu or cuda, not {args.provider!r}."
+    for option, path in (("--log_file", args.log_file), ("--results_file", args.results_file)):
+        if path is not None and path.is_dir():
+            return f"{option} {path} is a folder; give a file name."
+    return None
+
+
 def synthetic_steps(batch_size: int, batches_per_step: int, iterations: int) -> Iterator[Step]:
     """The same batch reused for every slot: made once, no file is opened."""
     batch = synthetic_batch(batch_size)
@@ -88,7 +107,15 @@ def wait_for_go() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    args.log_file.parent.mkdir(parents=True, exist_ok=True)
+    problem = input_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        args.log_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"error: --log_file {args.log_file} cannot be written ({error.strerror or error}).", file=sys.stderr)
+        return 2
     logging.basicConfig(
         filename=args.log_file,
         filemode="w",
