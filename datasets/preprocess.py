@@ -1,5 +1,6 @@
 """Image preprocessing as the original: train = random-resized crop + horizontal flip, eval = resize to
-size x 256/224 then centre crop; normalisation fused into one multiply-subtract; uint8 kept for 8-bit IO.
+size / crop ratio (256/224) then centre crop; normalisation fused into one multiply-subtract; uint8 kept
+for 8-bit IO. Mean, std and crop ratio are the model's (``models.model_preprocessing``).
 
 The random steps draw from an ``AugmentationRNG`` (different per instance and worker) instead of torch's
 global generator; with no RNG given they use the global one and then match torchvision's classes draw
@@ -14,11 +15,13 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as F
 
+from models.preprocessing import IMAGENET, Preprocessing
+
 from .bbox import Box, keeps_object
 from .seeding import AugmentationRNG
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = IMAGENET.mean
+IMAGENET_STD = IMAGENET.std
 DEFAULT_SCALE = (0.08, 1.0)
 DEFAULT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 CIFAR_PADDING = 4
@@ -165,13 +168,9 @@ class Pipeline:
         return img
 
 
-def eval_resize(size: int) -> int:
-    """Shorter side before the centre crop: the usual 256/224 ratio."""
-    return int(round(size * 256 / 224))
-
-
-def eval_transform(size: int, to_input: Callable[[torch.Tensor], torch.Tensor]) -> Pipeline:
-    return Pipeline(Resize(eval_resize(size)), CenterCrop(size), to_uint8_chw, to_input)
+def eval_transform(size: int, to_input: Callable[[torch.Tensor], torch.Tensor],
+                   preprocessing: Preprocessing = IMAGENET) -> Pipeline:
+    return Pipeline(Resize(preprocessing.eval_resize(size)), CenterCrop(size), to_uint8_chw, to_input)
 
 
 def train_transform(size: int, to_input: Callable[[torch.Tensor], torch.Tensor],

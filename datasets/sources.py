@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 
+from models.preprocessing import IMAGENET, Preprocessing
 from utils.errors import UsageError
 
 from .bbox import bbox_file, load_boxes
@@ -13,7 +14,7 @@ from .corrupt import CorruptImagePolicy
 from .generated import RepeatedHostBatch
 from .image_folder import ImageFolderDataset, check_folder
 from .options import data_setting
-from .preprocess import (ToModelInput, cifar_eval_transform, cifar_train_transform, eval_transform,
+from .preprocess import (DEFAULT_SCALE, ToModelInput, cifar_eval_transform, cifar_train_transform, eval_transform,
                          train_transform)
 from .sample_images import REPO_ROOT, SAMPLE_IMAGES_DIR, SampleImages
 from .seeding import AugmentationRNG
@@ -28,6 +29,7 @@ DATASETS_INFO: Dict[str, Dict[str, int]] = {
     "cifar10": {"num_classes": 10},
 }
 DATA_MODES = tuple(DATASETS_INFO)
+RANDOM_RESIZED_CROP_DATA = ("real", "imagenet")  # the modes whose training transform takes --train-crop-scale
 CIFAR10_DIR = os.path.join(REPO_ROOT, "data", "cifar10")
 SPLIT_FOLDERS = {True: "train", False: "validation"}
 
@@ -47,8 +49,13 @@ def instance_of(opts: Any) -> Tuple[int, int]:
 
 def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: int,
              half_dtype: torch.dtype, batches: int = 1, async_dataloader: bool = False,
-             drop_last: Optional[bool] = None, augment: bool = True) -> Iterable:
+             drop_last: Optional[bool] = None, augment: bool = True, preprocessing: Preprocessing = IMAGENET,
+             crop_scale: Sequence[float] = DEFAULT_SCALE, rng: Optional[AugmentationRNG] = None) -> Iterable:
     """Loader of combined host batches for ``args.data``; ``batches`` sizes the generated/real streams.
+
+    ``preprocessing`` is the model's mean/std and crop ratio; ``crop_scale`` the area range of the
+    training random-resized crop (ImageNet-style data); ``rng`` the augmentation stream, given by callers
+    that save and restore it (a new one from ``args.seed`` and the instance otherwise).
 
     ``drop_last`` (default True) keeps only full host batches; pass False to read every sample of an
     evaluation set once (the last batch is then short). ``augment=False`` gives training data (shuffled)
@@ -64,8 +71,9 @@ def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: in
         return RepeatedHostBatch(combined, input_size, dtype, num_classes, batches, seed=args.seed)
     drop_last = True if drop_last is None else drop_last
     instance, num_instances = instance_of(opts)
-    rng = AugmentationRNG(args.seed, instance)
-    to_input = ToModelInput(args.normalization_location, args.eight_bit_io, dtype)
+    rng = rng or AugmentationRNG(args.seed, instance)
+    to_input = ToModelInput(args.normalization_location, args.eight_bit_io, dtype, preprocessing.mean,
+                            preprocessing.std)
     workers = max(0, int(args.dataloader_worker or 0))
     # Workers' batches of --dataloader-rebatch-size are rebatched into host batches (training and
     # inference alike); without worker processes there is nothing to rebatch.
@@ -74,7 +82,8 @@ def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: in
             poptorch.DataLoaderMode.Async if async_dataloader else poptorch.DataLoaderMode.Sync)
     augmented = train and augment
     if args.data == "real":
-        transform = train_transform(input_size, to_input, rng=rng) if augmented else eval_transform(input_size, to_input)
+        transform = (train_transform(input_size, to_input, crop_scale, rng=rng) if augmented
+                     else eval_transform(input_size, to_input, preprocessing))
         try:
             dataset: Any = SampleImages(SAMPLE_IMAGES_DIR, transform, combined * batches,
                                         CorruptImagePolicy(data_setting(args, "corrupt_images")))
@@ -85,7 +94,8 @@ def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: in
                      else cifar_eval_transform(input_size, to_input))
         dataset = _cifar10(train, transform)
     else:
-        transform = train_transform(input_size, to_input, rng=rng) if augmented else eval_transform(input_size, to_input)
+        transform = (train_transform(input_size, to_input, crop_scale, rng=rng) if augmented
+                     else eval_transform(input_size, to_input, preprocessing))
         dataset = _imagenet(args, train, transform, instance=instance, num_instances=num_instances,
                             num_workers=workers, worker_batch=rebatch or combined, drop_last=drop_last)
     return poptorch.DataLoader(opts, dataset, batch_size=args.batch_size, shuffle=train and not _iterable(dataset),

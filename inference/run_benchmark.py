@@ -20,7 +20,7 @@ from utils.errors import UsageError, exit_on_usage_error
 from utils.executor_report import executor_report, log_compiled
 from utils.ipu_settings import inference_options, num_stages
 from utils.logger import RunLogger
-from utils.model_setup import for_executor, input_size, prepare_model
+from utils.model_setup import for_executor, input_preprocessing, input_size, prepare_model
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs.yml")
 
@@ -129,7 +129,8 @@ def run_one(argv: Sequence[str]) -> dict:
     model.eval()
     size = input_size(args)
     data = datasets.get_data(args, opts, backend.poptorch, train=False, input_size=size,
-                             half_dtype=backend.half_dtype, batches=args.warmup_iterations + args.iterations)
+                             half_dtype=backend.half_dtype, batches=args.warmup_iterations + args.iterations,
+                             preprocessing=input_preprocessing(args))
     inference_model = backend.poptorch.inferenceModel(for_executor(model, args, backend), opts)
     env = report_backend(args, opts, backend, logger)
     stream = batches(data, args.warmup_iterations + args.iterations)

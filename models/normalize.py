@@ -6,8 +6,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .preprocessing import IMAGENET
+
+IMAGENET_MEAN = IMAGENET.mean
+IMAGENET_STD = IMAGENET.std
 
 
 class NormalizeInputModel(nn.Module):

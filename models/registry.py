@@ -1,4 +1,4 @@
-"""The model table: canonical names, aliases, input sizes and how each model is built."""
+"""The model table: canonical names, aliases, input sizes, input preprocessing and how each model is built."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,6 +9,7 @@ from torch import nn
 from .cadene import build_resnext101_32x4d
 from .efficientnet import efficientnet_builder
 from .errors import ModelConfigError
+from .preprocessing import IMAGENET, Preprocessing
 from .torchvision_zoo import PRETRAINED_TAG, torchvision_builder
 
 EFFICIENTNET_INPUT_SIZES = (224, 240, 260, 300, 380, 456, 528, 600)
@@ -23,6 +24,7 @@ class ModelSpec:
     builder: Callable[[int, bool], nn.Module]
     input_size: int
     pretrained_source: str
+    preprocessing: Preprocessing = IMAGENET
 
 
 def _torchvision_spec(name: str, family: str, function_name: str) -> ModelSpec:
@@ -83,6 +85,11 @@ def canonical_model_name(name: str) -> str:
 
 def model_spec(name: str) -> ModelSpec:
     return MODEL_TABLE[canonical_model_name(name)]
+
+
+def model_preprocessing(name: str) -> Preprocessing:
+    """Mean/std and evaluation crop ratio of ``name``'s published weights (ImageNet statistics for all today)."""
+    return model_spec(name).preprocessing
 
 
 def model_input_size(name: str) -> int:

@@ -163,3 +163,30 @@ def test_add_data_options_adds_its_options_and_keeps_existing_ones():
     assert (args.corrupt_images, args.use_bbox_info, args.webdataset_percentage_to_use) == ("skip", True, 25.0)
     with pytest.raises(SystemExit):
         parser.parse_args(["--corrupt-images", "ignore"])
+
+
+def test_model_preprocessing_crop_scale_and_rng_reach_the_transforms(folder):
+    """get_data takes the model's mean/std and crop ratio, the crop range and the augmentation stream as
+    arguments: host normalisation uses the given statistics, eval resizes by the given ratio, and the
+    training crop uses the given range and stream."""
+    from datasets.seeding import AugmentationRNG
+    from models.preprocessing import IMAGENET, Preprocessing
+    from test_datasets_support import options
+    import portable_poptorch as pp
+    root, _ = folder
+    args = data_args(root, batch_size=2)
+    plain = Preprocessing(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), crop_ratio=0.5)
+
+    def first(preprocessing, train=False, **kwargs):
+        dl = datasets.get_data(args, options(), pp, train=train, input_size=24, half_dtype=torch.float16,
+                               preprocessing=preprocessing, **kwargs)
+        return dl, next(iter(dl))[0]
+    _, imagenet = first(IMAGENET)
+    dl, raw = first(plain)
+    assert raw.min() >= 0 and raw.max() <= 1 and imagenet.min() < 0  # mean 0, std 1: x / 255 only
+    steps = dl.dataset.transform.steps
+    assert steps[0].size == 48  # shorter side 24 / 0.5 before the centre crop
+    rng = AugmentationRNG(7)
+    dl, _ = first(IMAGENET, train=True, crop_scale=(0.5, 1.0), rng=rng)
+    crop = dl.dataset.transform.steps[0]
+    assert crop.scale == (0.5, 1.0) and crop.rng is rng

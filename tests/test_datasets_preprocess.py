@@ -7,7 +7,7 @@ from torchvision import transforms as T
 
 from datasets.bbox import coverage, crop_boxes, keeps_object, load_boxes
 from datasets.preprocess import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop, PaddedRandomCrop, RandomHorizontalFlip,
-                                 RandomResizedCrop, Resize, ToModelInput, eval_resize, eval_transform,
+                                 RandomResizedCrop, Resize, ToModelInput, eval_transform,
                                  to_uint8_chw, train_transform)
 from datasets.seeding import AugmentationRNG
 from utils.errors import UsageError
@@ -81,7 +81,8 @@ def test_eval_transform_is_resize_by_256_over_224_then_centre_crop(photo, size):
     out = eval_transform(size, ToModelInput("ipu", eight_bit_io=True))(big)
     assert torch.equal(out, expected)
     assert out.dtype == torch.uint8 and out.shape == (3, size, size)
-    assert eval_resize(224) == 256
+    from models.preprocessing import IMAGENET
+    assert IMAGENET.eval_resize(224) == 256
 
 
 def test_resize_and_centre_crop_steps_match_torchvision(photo):

@@ -447,7 +447,7 @@ def test_onnx_bulk_bad_input_is_one_error_line(script, argv, code, fragment, fil
 def test_the_table_is_large_and_covers_every_entry_point():
     scripts = {c[0] for c in CASES} | {c[0] for c in ONNX_CASES}
     assert len(CASES) + len(PRESETS) + len(ONNX_CASES) > 150
-    assert len(scripts) == 13, sorted(scripts)
+    assert len(scripts) == 14, sorted(scripts)
 
 
 def test_a_second_training_run_into_a_locked_checkpoint_folder_is_refused(files, monkeypatch, capsys):

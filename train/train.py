@@ -13,12 +13,14 @@ import torch
 from tqdm import tqdm
 
 import datasets
+from datasets.preprocess import DEFAULT_SCALE
+from datasets.seeding import AugmentationRNG
 from train.arguments import loss_scaling_steps, parse_arguments
 from train.augmentations import CoefficientSampler
 from train.checkpoint import (check_space_for, checkpoint_name, claim_folder, list_checkpoints, plain, rng_state,
                               save_checkpoint, set_rng_state)
 from train import elastic
-from train.data_state import augmentation_state, load_augmentation_state, set_crop_scale
+from train.data_state import augmentation_state, load_augmentation_state
 from train.fine_tune import fine_tune_args
 from train.losses import TrainingModelWithLoss
 from train.lr_schedule import schedule_from_args
@@ -34,7 +36,7 @@ from utils.executor_report import executor_report, log_compiled
 from utils.errors import Stopped, UsageError, exit_on_usage_error, on_failure
 from utils.ipu_settings import num_stages
 from utils.logger import RunLogger
-from utils.model_setup import for_executor, prepare_model
+from utils.model_setup import for_executor, input_preprocessing, prepare_model
 
 
 def resolve_seed(args: argparse.Namespace, info: distributed.InstanceInfo) -> None:
@@ -117,11 +119,13 @@ class Run:
         poptorch = self.backend.poptorch
         self.opts = training_options(args, self.backend, self.info,
                                      report_dir=self.logger.path if self.info.rank == 0 else None)
+        self.augmentation = AugmentationRNG(args.seed, datasets.instance_of(self.opts)[0])
         self.train_data = datasets.get_data(
             args, self.opts, poptorch, train=True, input_size=train_input_size(args),
             half_dtype=self.backend.half_dtype, batches=args.iterations, async_dataloader=args.dataloader_worker > 0,
-            augment=parent is None)
-        if list(args.train_crop_scale) != [0.08, 1.0] and not set_crop_scale(self.train_data, args.train_crop_scale):
+            augment=parent is None, preprocessing=input_preprocessing(args), crop_scale=args.train_crop_scale,
+            rng=self.augmentation)
+        if tuple(args.train_crop_scale) != DEFAULT_SCALE and args.data not in datasets.RANDOM_RESIZED_CROP_DATA:
             self.logger.once(f"--train-crop-scale has no effect with --data {args.data} (no random-resized crop).")
         self.steps_per_epoch = len(self.train_data)
         if self.steps_per_epoch == 0:
@@ -189,7 +193,7 @@ class Run:
             ckpt = {**ckpt, **states[self.info.rank]}
         restorers = (("optimizer_state_dict", self.optimizer.load_state_dict),
                      ("augmentation_rng", self.sampler.load_state_dict), ("rng_state", set_rng_state),
-                     ("data_augmentation_rng", lambda state: load_augmentation_state(self.train_data, state)))
+                     ("data_augmentation_rng", lambda state: load_augmentation_state(self.augmentation, state)))
         for field, restore in restorers:
             if field not in ckpt:
                 continue
@@ -234,12 +238,12 @@ class Run:
         """Compile with the first batch before training, as PopTorch does, so epoch figures exclude it.
         Drawing that batch (loader shuffling, augmentation) leaves every RNG as it was, so a run restored
         from a checkpoint continues exactly as an uninterrupted one."""
-        augmentation, coefficients = augmentation_state(self.train_data), self.sampler.state_dict()
+        augmentation, coefficients = augmentation_state(self.augmentation), self.sampler.state_dict()
         with preserved_rngs():
             images, labels = next(iter(self.train_data))
             start = time.perf_counter()
             self.training_model.compile(*self.inputs(images, labels))
-        load_augmentation_state(self.train_data, augmentation)
+        load_augmentation_state(self.augmentation, augmentation)
         self.sampler.load_state_dict(coefficients)
         seconds = time.perf_counter() - start
         report = executor_report(self.training_model, self.backend, seconds)
@@ -350,7 +354,7 @@ class Run:
     def instance_state(self) -> Dict[str, Any]:
         """What differs between instances and a resumed run needs: their RNG streams."""
         return {"augmentation_rng": self.sampler.state_dict(), "rng_state": rng_state(),
-                "data_augmentation_rng": augmentation_state(self.train_data)}
+                "data_augmentation_rng": augmentation_state(self.augmentation)}
 
     def save(self, epoch: int, result: Dict[str, Any]) -> Optional[str]:
         args = self.args
@@ -366,7 +370,7 @@ class Run:
             "lr_schedule": self.schedule.state_dict(), "loss_scaling": float(getattr(self.optimizer, "loss_scaling", 1.0)),
             "augmentation_rng": self.sampler.state_dict(), "rng_state": rng_state(),
             "training_executor": self.training_executor,
-            "data_augmentation_rng": augmentation_state(self.train_data),
+            "data_augmentation_rng": augmentation_state(self.augmentation),
             "loss": result["loss"], "train_accuracy": result["accuracy"],
             "validation_accuracy": result["validation_accuracy"], "args": plain(vars(args)),
             "launch_id": elastic.launch_id(), "instance_states": states,

@@ -24,7 +24,7 @@ from utils.argparser import normalise_args
 from utils.option_values import checked_mapping
 from utils.host_memory import configure_host_allocator
 from utils.logger import RunLogger
-from utils.model_setup import for_executor, prepare_model
+from utils.model_setup import for_executor, input_preprocessing, prepare_model
 
 # Half-resolution training sizes of the original (from https://arxiv.org/abs/2106.03640); other sizes x 5/7.
 HALF_RESOLUTION = {224: 160, 380: 252}
@@ -57,7 +57,8 @@ def padded_batches(loader: Iterable, combined: int) -> Iterator[Tuple[torch.Tens
 def validation_loader(args: Any, opts: Any, backend: Backend) -> Iterable:
     """Validation data as full host batches plus a padded last one (all samples, no shuffling)."""
     return datasets.get_data(args, opts, backend.poptorch, train=False, input_size=train_input_size(args, train=False),
-                             half_dtype=backend.half_dtype, batches=args.iterations, drop_last=False)
+                             half_dtype=backend.half_dtype, batches=args.iterations, drop_last=False,
+                             preprocessing=input_preprocessing(args))
 
 
 def accuracy(inference_model: Any, batches: Iterable[Tuple[torch.Tensor, torch.Tensor, int]],

@@ -25,12 +25,19 @@ def prepare_model(args: Any, backend: Backend, num_classes: int, log: Callable[[
     if args.pipeline_splits:
         models.apply_pipeline_splits(model, args.pipeline_splits, backend.poptorch.BeginBlock)
     if args.normalization_location == "ipu":
-        model = models.NormalizeInputModel(model)
+        stats = models.model_preprocessing(args.model)
+        model = models.NormalizeInputModel(model, stats.mean, stats.std)
     if args.precision.startswith("16") and not (backend.is_portable and args.precision == "16.32"):
         model = model.to(backend.half_dtype)
         if args.full_precision_norm:
             models.keep_norm_in_float32(model)
     return model
+
+
+def input_preprocessing(args: Any) -> Any:
+    """The model's mean/std and crop ratio (``models.Preprocessing``), for the data pipeline."""
+    import models
+    return models.model_preprocessing(args.model)
 
 
 def for_executor(model: nn.Module, args: Any, backend: Backend) -> nn.Module:
