@@ -119,7 +119,7 @@ def run_one(argv: Sequence[str]) -> dict:
     args = parse_arguments(argv)
     info = distributed.instance_info()
     backend = select_backend(args.device, args.half_dtype)
-    distributed.init_process_group(info, backend.device, args.collective_timeout)
+    distributed.init_process_group(info, backend.device, args.collective_timeout, num_stages(args))
     logger = RunLogger(args, info)
     for note in getattr(args, "notes", []):
         logger.once(note)

@@ -125,6 +125,15 @@ def test_ipus_per_replica_must_match_pipeline_stages_and_cache_path_is_passed(mo
     assert args.model_cache_path == str(tmp_path)
 
 
+def test_each_instance_gets_its_stages_own_gpus_and_wraps_round_when_short():
+    info = lambda local: distributed.InstanceInfo(local, 4, local)  # noqa: E731
+    assert [distributed.instance_cuda_devices(info(k), 2, 4) for k in range(2)] == [["cuda:0", "cuda:1"],
+                                                                                  ["cuda:2", "cuda:3"]]
+    assert [distributed.instance_cuda_devices(info(k), 1, 2) for k in range(4)] == [["cuda:0"], ["cuda:1"],
+                                                                                  ["cuda:0"], ["cuda:1"]]
+    assert distributed.instance_cuda_devices(info(1), 2, 3) == ["cuda:2", "cuda:0"]
+
+
 def test_numa_binding_plans():
     two_nodes = {0: [0, 1], 1: [2, 3]}
     bound = numa_binding.plan(1, 2, two_nodes, [0, 1, 2, 3], "/usr/bin/numactl")

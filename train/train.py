@@ -97,7 +97,7 @@ class Run:
             if self.folder_lock is not None:
                 on_failure(lambda _: self.folder_lock.release())
             self.backend: Backend = select_backend(args.device, args.half_dtype)
-            distributed.init_process_group(self.info, self.backend.device, args.collective_timeout)
+            distributed.init_process_group(self.info, self.backend.device, args.collective_timeout, num_stages(args))
             drawn = args.seed is None
             resolve_seed(args, self.info)
             folder = os.path.abspath(args.checkpoint_path) if args.checkpoint_path else None

@@ -96,9 +96,20 @@ def _agent_store(timeout: datetime.timedelta) -> "dist.Store":
     return dist.PrefixStore(f"harness/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
-def init_process_group(info: InstanceInfo, device: str, timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S) -> None:
+def instance_cuda_devices(info: InstanceInfo, stages: int, count: int) -> List[str]:
+    """The one rule for which GPUs an instance uses: ``stages`` consecutive devices (one per pipeline
+    stage) starting at ``local_rank x stages``, wrapping round when the host has fewer than
+    instances x stages (then instances share devices)."""
+    count = max(1, count)
+    first = (info.local_rank * stages) % count
+    return [f"cuda:{(first + k) % count}" for k in range(stages)]
+
+
+def init_process_group(info: InstanceInfo, device: str, timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S,
+                       stages: int = 1) -> None:
     """Join the instances' group (NCCL on CUDA, gloo otherwise) whenever there is more than one instance,
-    so metrics are always combined; every collective gives up after ``timeout_s`` instead of hanging."""
+    so metrics are always combined; every collective gives up after ``timeout_s`` instead of hanging.
+    On CUDA the current device is the instance's first stage device (``instance_cuda_devices``)."""
     if not info.distributed or dist.is_initialized():
         return
     backend = "nccl" if device == "cuda" else "gloo"
@@ -113,7 +124,7 @@ def init_process_group(info: InstanceInfo, device: str, timeout_s: float = DEFAU
         store.set_timeout(timeout)
         dist.init_process_group(backend, store=store, rank=info.rank, world_size=info.size, timeout=timeout)
     if device == "cuda":
-        torch.cuda.set_device(info.local_rank % max(1, torch.cuda.device_count()))
+        torch.cuda.set_device(instance_cuda_devices(info, stages, torch.cuda.device_count())[0])
 
 
 def _reduce(values: List[float], op: "dist.ReduceOp") -> List[float]:

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from .backend import Backend
-from .distributed import InstanceInfo
+from .distributed import InstanceInfo, instance_cuda_devices
 
 # The original's --exchange-memory-target default; off IPU the option is only reported when given.
 DEFAULT_EXCHANGE_TARGET = "cycles"
@@ -105,10 +105,7 @@ def _portable_settings(opts: Any, args: Any, backend: Backend, info: InstanceInf
     fmt = args.memory_format
     opts.Portable.channelsLast(fmt == "channels_last" or (fmt == "auto" and backend.device == "cuda"))
     if backend.device == "cuda":
-        stages = num_stages(args)
-        count = torch.cuda.device_count()
-        first = (info.local_rank * stages) % max(1, count)
-        opts.Portable.devices([f"cuda:{(first + k) % count}" for k in range(stages)])
+        opts.Portable.devices(instance_cuda_devices(info, num_stages(args), torch.cuda.device_count()))
 
 
 def inference_options(args: Any, backend: Backend, info: InstanceInfo, report_dir: Optional[str] = None) -> Any:
