@@ -20,6 +20,7 @@ from utils.errors import UsageError, exit_on_usage_error
 from utils.executor_report import executor_report, log_compiled
 from utils.ipu_settings import inference_options, num_stages
 from utils.logger import RunLogger
+from utils.profiling import torch_trace
 from utils.model_setup import for_executor, input_preprocessing, input_size, prepare_model
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs.yml")
@@ -63,11 +64,7 @@ def profiler(args: argparse.Namespace, backend: Backend, log_dir: str) -> Any:
     options before compilation (utils/ipu_settings.engine_options)."""
     if not args.profile or not backend.is_portable:
         return nullcontext()
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if backend.device == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    return torch.profiler.profile(activities=activities, record_shapes=True,
-                                  on_trace_ready=lambda p: p.export_chrome_trace(os.path.join(log_dir, "profile_trace.json")))
+    return torch_trace(backend.device, log_dir)
 
 
 def benchmark(model: Any, data: Iterator[Any], args: argparse.Namespace, logger: RunLogger,
@@ -158,19 +155,13 @@ def run_one(argv: Sequence[str]) -> dict:
     summary = metrics.summarise(steps)
     report(args, summary, info, backend, logger, first_images.dtype)
     results = {
-        "model": args.model, "batch_size": args.batch_size, "data": args.data, "precision": args.precision,
-        "replicas": args.replicas, "device_iterations": args.device_iterations, "instances": info.size,
-        "pipeline_stages": num_stages(args), "input_dtype": str(first_images.dtype),
-        "half_dtype": str(backend.half_dtype),
-        "backend": backend.name, "device": backend.device, "device_name": env.device_name,
+        **env.results_fields(args, backend, info.size), "input_dtype": str(first_images.dtype),
         "executor": executor["executor"], "executor_reason": executor["reason"],
         "executor_trials": executor["trials"], "compile_s": round(compile_s, 3), **memory,
-        "cpu_threads": env.cpu_threads,
-        "torch_version": torch.__version__, "poptorch_version": getattr(backend.poptorch, "__version__", "?"),
         "warmup_iterations_excluded": args.warmup_iterations, "metrics": summary,
         "latency_p50_ms": metrics.percentile(samples, 50) * 1e3 if samples else None,
         "latency_p99_ms": metrics.percentile(samples, 99) * 1e3 if samples else None,
-        "host_allocator": env.host_allocator, "no_effect": env.no_effect, "log_folder": logger.path,
+        "log_folder": logger.path,
     }
     logger.write_results(results)
     inference_model.detachFromDevice()

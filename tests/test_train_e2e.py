@@ -248,3 +248,14 @@ def test_usage_errors_of_every_script(tmp_path, capsys):
     torch.save(other, ckpt_dir / "resnet34_generated_2.pt")
     code, msg = _exit_code(weight_avg.main, ["--checkpoint-path", str(ckpt_dir)], capsys)
     assert code == 2 and "hold different models" in msg
+
+
+def test_profile_traces_one_step_and_records_it(tmp_path):
+    out = run("train.py", ["--data", "generated", "--batch-size", "2", "--iterations", "2", "--epoch", "1",
+                           "--executor", "eager", "--profile", "--log-path", tmp_path, *FAST])
+    assert out.returncode == 0, out.stderr[-2000:]
+    (results_file,) = glob.glob(os.path.join(str(tmp_path), "*", "results.json"))
+    results = json.load(open(results_file))
+    assert results["status"] == "completed" and results["model"] == "resnet18" and results["pipeline_stages"] == 1
+    trace = json.load(open(results["profile"]))
+    assert any("conv" in str(event.get("name", "")).lower() for event in trace["traceEvents"])

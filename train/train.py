@@ -31,11 +31,12 @@ from train.training_log import TrainingLog, start_wandb
 from train.validate import model_from_checkpoint, run_validation_steps, train_input_size
 from utils import distributed
 from utils.backend import Backend, select_backend
-from utils.backend_report import report_backend
+from utils.backend_report import BackendRecord, report_backend
 from utils.executor_report import executor_report, log_compiled
 from utils.errors import Stopped, UsageError, exit_on_usage_error, on_failure
 from utils.ipu_settings import num_stages
 from utils.logger import RunLogger
+from utils.profiling import torch_trace, trace_path
 from utils.model_setup import for_executor, input_preprocessing, prepare_model
 
 
@@ -206,11 +207,9 @@ class Run:
         self.log(f"Resuming training at epoch {self.start_epoch}/{self.args.epoch}.")
 
     # ------------------------------------------------------------------ reporting
-    def report_backend(self) -> List[Dict[str, str]]:
-        record = report_backend(self.args, self.opts, self.backend, self.logger)
-        self.device_name, no_effect, self.host_allocator = record.device_name, record.no_effect, record.host_allocator
-        self.cpu_threads = record.cpu_threads
-        return no_effect
+    def report_backend(self) -> BackendRecord:
+        self.record = report_backend(self.args, self.opts, self.backend, self.logger)
+        return self.record
 
     # ------------------------------------------------------------------ training
     def inputs(self, images: torch.Tensor, labels: torch.Tensor) -> tuple:
@@ -224,13 +223,9 @@ class Run:
             self.training_model(*self.inputs(images, labels))
             return {"profile": self.logger.path}
         self.training_model.compile(*self.inputs(images, labels))
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if self.backend.device == "cuda":
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        path = os.path.join(self.logger.path, "profile_trace.json")
-        with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+        with torch_trace(self.backend.device, self.logger.path):
             self.training_model(*self.inputs(images, labels))
-        prof.export_chrome_trace(path)
+        path = trace_path(self.logger.path)
         self.log(f"Profile of one training step written to {path}; --profile was set, exiting.")
         return {"profile": path}
 
@@ -439,12 +434,12 @@ class Run:
         return self.epoch_results
 
     def run(self) -> Dict[str, Any]:
-        no_effect = self.report_backend()
+        record = self.report_backend()
         self.say_portable_messages()
         if self.args.compile_only:
-            return self.finish(self.compile_only(), no_effect)
+            return self.finish(self.compile_only(), record)
         if self.args.profile:
-            return self.finish(self.profile_one_step(), no_effect)
+            return self.finish(self.profile_one_step(), record)
         compiled = self.compile()
         for epoch in range(self.start_epoch, self.args.epoch + 1):
             try:
@@ -454,23 +449,17 @@ class Run:
                          f"{self.last_checkpoint or 'none (no epoch finished)'}.")
                 raise
         self.say_portable_messages()
-        return self.finish({**compiled, **self.after_training()}, no_effect)
+        return self.finish({**compiled, **self.after_training()}, record)
 
     def say_portable_messages(self) -> None:
         if self.backend.is_portable:
             for message in self.training_model.portableMessages():
                 self.logger.once(message)
 
-    def finish(self, extra: Dict[str, Any], no_effect: List[Dict[str, str]]) -> Dict[str, Any]:
-        args = self.args
-        results = {"model": args.model, "data": args.data, "precision": args.precision, "batch_size": args.batch_size,
-                   "replicas": args.replicas, "gradient_accumulation": args.gradient_accumulation,
-                   "device_iterations": args.device_iterations, "instances": self.info.size,
-                   "pipeline_stages": num_stages(args), "backend": self.backend.name, "device": self.backend.device,
-                   "device_name": getattr(self, "device_name", "?"), "torch_version": torch.__version__,
-                   "host_allocator": getattr(self, "host_allocator", None),
-                   "cpu_threads": getattr(self, "cpu_threads", None),
-                   "epochs": self.epoch_results, "no_effect": no_effect, "log_path": self.logger.path, **extra}
+    def finish(self, extra: Dict[str, Any], record: BackendRecord) -> Dict[str, Any]:
+        results = {**record.results_fields(self.args, self.backend, self.info.size),
+                   "gradient_accumulation": self.args.gradient_accumulation, "epochs": self.epoch_results,
+                   "log_path": self.logger.path, **extra}
         self.logger.write_results(results)
         if self.history is not None:
             self.history.close()

@@ -23,6 +23,16 @@ class BackendRecord:
     host_allocator: Dict[str, Any]
     cpu_threads: Dict[str, Any]
 
+    def results_fields(self, args: Any, backend: Backend, instances: int) -> Dict[str, Any]:
+        """The results.json fields every job writes alike: what ran, where, on which versions."""
+        from .ipu_settings import num_stages
+        return {"model": args.model, "data": args.data, "precision": args.precision, "batch_size": args.batch_size,
+                "replicas": args.replicas, "device_iterations": args.device_iterations, "instances": instances,
+                "pipeline_stages": num_stages(args), "half_dtype": str(backend.half_dtype), "backend": backend.name,
+                "device": backend.device, "device_name": self.device_name, "cpu_threads": self.cpu_threads,
+                "host_allocator": self.host_allocator, "torch_version": torch.__version__,
+                "poptorch_version": getattr(backend.poptorch, "__version__", "?"), "no_effect": self.no_effect}
+
 
 def report_backend(args: Any, opts: Any, backend: Backend, logger: Any) -> BackendRecord:
     """Log the backend line and the one-off notes, set the CPU threads; returns what to record."""
