@@ -10,7 +10,7 @@ import csv
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from utils.errors import UsageError
+from .errors import DataError
 
 BBOX_FILE = "imagenet_2012_bounding_boxes.csv"
 MIN_OBJECT_COVERAGE = 0.1
@@ -25,7 +25,7 @@ def bbox_file(root: str) -> str:
 def load_boxes(path: str) -> Dict[str, List[Box]]:
     """Boxes by image file name (no folder); a malformed row is a usage error naming file and line."""
     if not os.path.isfile(path):
-        raise UsageError(f"--use-bbox-info needs the bounding-box file {path}, which does not exist; "
+        raise DataError(f"--use-bbox-info needs the bounding-box file {path}, which does not exist; "
                          f"put {BBOX_FILE} (name,xmin,ymin,xmax,ymax per row) beside train/ or drop the option.")
     boxes: Dict[str, List[Box]] = {}
     with open(path, newline="") as f:
@@ -50,10 +50,10 @@ def _parse_box(row: Sequence[str], path: str, line_no: int) -> Box:
         if len(row) != 5:
             raise ValueError
     except ValueError:
-        raise UsageError(f"Line {line_no} of {path} is {','.join(row)!r}; each row must be "
+        raise DataError(f"Line {line_no} of {path} is {','.join(row)!r}; each row must be "
                          f"'file,xmin,ymin,xmax,ymax' with coordinates between 0 and 1.") from None
     if not (0.0 <= xmin < xmax <= 1.0 and 0.0 <= ymin < ymax <= 1.0):
-        raise UsageError(f"Line {line_no} of {path} has box {xmin},{ymin},{xmax},{ymax}; coordinates must "
+        raise DataError(f"Line {line_no} of {path} has box {xmin},{ymin},{xmax},{ymax}; coordinates must "
                          f"satisfy 0 <= min < max <= 1.")
     return xmin, ymin, xmax, ymax
 

@@ -10,13 +10,13 @@ import multiprocessing
 import sys
 from typing import Any
 
-from utils.errors import UsageError
+from .errors import DataError
 
 CORRUPT_IMAGE_POLICIES = ("skip", "stop")
 DECODE_ERRORS = (OSError, SyntaxError, ValueError)  # PIL raises these for bad or truncated files
 
 
-class CorruptImageError(UsageError):
+class CorruptImageError(DataError):
     """An image that cannot be decoded, with ``--corrupt-images stop``."""
 
     def __init__(self, message: str) -> None:
@@ -41,7 +41,7 @@ class CorruptImagePolicy:
 
     def __init__(self, policy: str = "stop") -> None:
         if policy not in CORRUPT_IMAGE_POLICIES:
-            raise UsageError(f"--corrupt-images {policy!r} is not one of {', '.join(CORRUPT_IMAGE_POLICIES)}.")
+            raise DataError(f"--corrupt-images {policy!r} is not one of {', '.join(CORRUPT_IMAGE_POLICIES)}.")
         self.policy = policy
         self._count: Any = multiprocessing.Value("q", 0)
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
-from utils.errors import UsageError
+from .errors import DataError
 
 from .bbox import Box
 from .corrupt import DECODE_ERRORS, CorruptImagePolicy
@@ -23,7 +23,7 @@ class ImageFolderDataset(ImageFolder):
         try:
             super().__init__(root, transform=transform)
         except FileNotFoundError as exc:
-            raise UsageError(f"Image folder {root} is not a set of class sub-folders holding images: "
+            raise DataError(f"Image folder {root} is not a set of class sub-folders holding images: "
                              f"{str(exc).rstrip('.')}.") from None
         self.corrupt_policy = corrupt_policy or CorruptImagePolicy("stop")
         self.boxes = boxes
@@ -43,13 +43,13 @@ class ImageFolderDataset(ImageFolder):
                 continue
             boxes = self.boxes.get(os.path.basename(path)) if self.boxes is not None else None
             return self.transform(img, boxes), target
-        raise UsageError(f"No image of {self.root} can be decoded.")
+        raise DataError(f"No image of {self.root} can be decoded.")
 
 
 def check_folder(root: str) -> None:
     """A missing or empty folder is a usage error, said before any worker starts."""
     if not os.path.isdir(root):
-        raise UsageError(f"Image folder {root} does not exist; --imagenet-data-path must hold train/ and "
+        raise DataError(f"Image folder {root} does not exist; --imagenet-data-path must hold train/ and "
                          f"validation/ with one sub-folder per class (or a WebDataset folder with metadata.json).")
     if not any(entry.is_dir() for entry in os.scandir(root)):
-        raise UsageError(f"Image folder {root} has no class sub-folders; expected {root}/<class>/<image>.jpg.")
+        raise DataError(f"Image folder {root} has no class sub-folders; expected {root}/<class>/<image>.jpg.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from utils.errors import UsageError
+from .errors import DataError
 
 from .corrupt import CORRUPT_IMAGE_POLICIES
 
@@ -39,11 +39,11 @@ def data_setting(args: Any, name: str) -> Any:
     """An option of add_data_options, or its default when the script did not add it; checked."""
     value = getattr(args, name, DEFAULTS[name])
     if name == "webdataset_percentage_to_use" and not 0 < float(value) <= 100:
-        raise UsageError(f"--webdataset-percentage-to-use {value} is outside (0, 100]; give a percentage "
+        raise DataError(f"--webdataset-percentage-to-use {value} is outside (0, 100]; give a percentage "
                          f"of the shards such as 10 or 100.")
     if name == "webdataset_memory_cache_ratio" and not 0.0 <= float(value) <= 1.0:
-        raise UsageError(f"--webdataset-memory-cache-ratio {value} is outside [0, 1]; give the portion of the "
+        raise DataError(f"--webdataset-memory-cache-ratio {value} is outside [0, 1]; give the portion of the "
                          f"shards to keep in memory, such as 0.2.")
     if name == "corrupt_images" and value not in CORRUPT_IMAGE_POLICIES:
-        raise UsageError(f"--corrupt-images {value!r} is not one of {', '.join(CORRUPT_IMAGE_POLICIES)}.")
+        raise DataError(f"--corrupt-images {value!r} is not one of {', '.join(CORRUPT_IMAGE_POLICIES)}.")
     return value

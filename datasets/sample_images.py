@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from utils.errors import UsageError
+from .errors import DataError
 
 from .corrupt import DECODE_ERRORS, CorruptImagePolicy
 
@@ -46,4 +46,4 @@ class SampleImages(Dataset):
                     return self.transform(img.convert("RGB")), 0
             except DECODE_ERRORS as exc:
                 self.policy.handle(path, exc)
-        raise UsageError(f"No image in {self.folder} can be decoded; run `make get_data` to write the samples again.")
+        raise DataError(f"No image in {self.folder} can be decoded; run `make get_data` to write the samples again.")

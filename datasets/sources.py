@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 import torch
 
 from models.preprocessing import IMAGENET, Preprocessing
-from utils.errors import UsageError
+from .errors import DataError
 
 from .bbox import bbox_file, load_boxes
 from .corrupt import CorruptImagePolicy
@@ -47,6 +47,13 @@ def instance_of(opts: Any) -> Tuple[int, int]:
     return int(getattr(dist, "processId", 0)), int(getattr(dist, "numProcesses", 1))
 
 
+def host_batch_size(opts: Any, batch_size: int) -> int:
+    """PopTorch's combined host batch, from its public ``Options`` attributes (real or portable):
+    micro-batch x device iterations x replicas x gradient accumulation."""
+    return (batch_size * opts.device_iterations * opts.replication_factor
+            * opts.Training.gradient_accumulation)
+
+
 def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: int,
              half_dtype: torch.dtype, batches: int = 1, async_dataloader: bool = False,
              drop_last: Optional[bool] = None, augment: bool = True, preprocessing: Preprocessing = IMAGENET,
@@ -61,11 +68,10 @@ def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: in
     evaluation set once (the last batch is then short). ``augment=False`` gives training data (shuffled)
     the evaluation crop, as fine-tuning after half-resolution training uses.
     """
-    from portable_poptorch.dataloader import combined_batch_size
-    combined = combined_batch_size(opts, args.batch_size)
+    combined = host_batch_size(opts, args.batch_size)
     dtype = input_dtype(args, half_dtype)
     if args.data not in DATASETS_INFO:
-        raise UsageError(f"--data {args.data!r} is not one of {', '.join(DATA_MODES)}.")
+        raise DataError(f"--data {args.data!r} is not one of {', '.join(DATA_MODES)}.")
     num_classes = DATASETS_INFO[args.data]["num_classes"]
     if args.data in ("generated", "synthetic"):
         return RepeatedHostBatch(combined, input_size, dtype, num_classes, batches, seed=args.seed)
@@ -88,7 +94,7 @@ def get_data(args: Any, opts: Any, poptorch: Any, *, train: bool, input_size: in
             dataset: Any = SampleImages(SAMPLE_IMAGES_DIR, transform, combined * batches,
                                         CorruptImagePolicy(data_setting(args, "corrupt_images")))
         except FileNotFoundError as exc:
-            raise UsageError(str(exc)) from None
+            raise DataError(str(exc)) from None
     elif args.data == "cifar10":
         transform = (cifar_train_transform(input_size, to_input, rng) if augmented
                      else cifar_eval_transform(input_size, to_input))
@@ -111,13 +117,13 @@ def _imagenet(args: Any, train: bool, transform: Callable, **sharding: Any) -> A
     """An image folder or a WebDataset folder, told apart by metadata.json."""
     root = data_setting(args, "imagenet_data_path")
     if not root:
-        raise UsageError("--data imagenet needs --imagenet-data-path: a folder with train/ and validation/ "
+        raise DataError("--data imagenet needs --imagenet-data-path: a folder with train/ and validation/ "
                          "class sub-folders, or a WebDataset folder from datasets/create_webdataset.py.")
     use_boxes = bool(data_setting(args, "use_bbox_info")) and train
     policy = CorruptImagePolicy(data_setting(args, "corrupt_images"))
     percentage = float(data_setting(args, "webdataset_percentage_to_use"))
     if not os.path.isdir(root):
-        raise UsageError(f"--imagenet-data-path {root} does not exist; give a folder with train/ and validation/ "
+        raise DataError(f"--imagenet-data-path {root} does not exist; give a folder with train/ and validation/ "
                          f"class sub-folders, or a WebDataset folder with metadata.json.")
     split = SPLIT_FOLDERS[train]
     if is_webdataset(root):
@@ -126,7 +132,7 @@ def _imagenet(args: Any, train: bool, transform: Callable, **sharding: Any) -> A
                                   memory_cache_ratio=float(data_setting(args, "webdataset_memory_cache_ratio")),
                                   corrupt_policy=policy, use_boxes=use_boxes, **sharding)
         if use_boxes and not dataset.has_boxes:
-            raise UsageError(f"--use-bbox-info: the WebDataset in {root} was written without bounding boxes; "
+            raise DataError(f"--use-bbox-info: the WebDataset in {root} was written without bounding boxes; "
                              f"recreate it from a source holding imagenet_2012_bounding_boxes.csv or drop the option.")
         return dataset
     folder = os.path.join(root, split)
@@ -141,6 +147,6 @@ def _cifar10(train: bool, transform: Callable) -> Any:
     try:
         return CIFAR10(CIFAR10_DIR, train=train, download=True, transform=transform)
     except (OSError, RuntimeError) as exc:
-        raise UsageError(f"CIFAR-10 is not in {CIFAR10_DIR} and could not be downloaded ({exc}); connect once to "
+        raise DataError(f"CIFAR-10 is not in {CIFAR10_DIR} and could not be downloaded ({exc}); connect once to "
                          f"the internet, or copy cifar-10-python.tar.gz (or its cifar-10-batches-py folder) there."
                          ) from None

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.errors import UsageError
+from .errors import DataError
 
 METADATA_FILE = "metadata.json"
 FORMATS = ("img", "tensor")
@@ -72,8 +72,8 @@ def stays_inside(folder: str, name: str) -> bool:
     return os.path.realpath(os.path.join(root, name)).startswith(root + os.sep)
 
 
-def _bad(folder: str, reason: str) -> UsageError:
-    return UsageError(f"{os.path.join(folder, METADATA_FILE)} is not valid: {reason}; recreate the folder with "
+def _bad(folder: str, reason: str) -> DataError:
+    return DataError(f"{os.path.join(folder, METADATA_FILE)} is not valid: {reason}; recreate the folder with "
                       f"datasets/create_webdataset.py.")
 
 
@@ -123,7 +123,7 @@ def _check_split(folder: str, split: str, info: Any) -> None:
 
 def split_shards(folder: str, meta: Dict[str, Any], split: str) -> List[Shard]:
     if split not in meta["splits"]:
-        raise UsageError(f"WebDataset folder {folder} has no {split!r} split; it holds "
+        raise DataError(f"WebDataset folder {folder} has no {split!r} split; it holds "
                          f"{', '.join(meta['splits'])}.")
     return [Shard(os.path.join(folder, e["file"]), e["samples"]) for e in meta["splits"][split]["shards"]]
 
@@ -179,11 +179,11 @@ def load_written_leftovers(folder: str, meta: Dict[str, Any], split: str, num_in
         with open(path) as f:
             info = json.load(f)
         if info["dataset_checksum"] != meta["checksum"]:
-            raise UsageError(f"{path} was written for another version of {folder}; rerun "
+            raise DataError(f"{path} was written for another version of {folder}; rerun "
                              f"datasets/distributed_webdataset.py --num-instances {num_instances}.")
         entries = info["splits"].get(split)
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-        raise UsageError(f"{path} is not valid; delete it or rerun datasets/distributed_webdataset.py "
+        raise DataError(f"{path} is not valid; delete it or rerun datasets/distributed_webdataset.py "
                          f"--num-instances {num_instances}.") from None
     if entries is None:
         return None
@@ -191,13 +191,13 @@ def load_written_leftovers(folder: str, meta: Dict[str, Any], split: str, num_in
         outside = [e["file"] for instance in entries for e in instance if not stays_inside(where, str(e["file"]))]
         shards = [[Shard(os.path.join(where, e["file"]), int(e["samples"])) for e in instance] for instance in entries]
     except (KeyError, TypeError, ValueError):
-        raise UsageError(f"{path} is not valid; delete it or rerun datasets/distributed_webdataset.py "
+        raise DataError(f"{path} is not valid; delete it or rerun datasets/distributed_webdataset.py "
                          f"--num-instances {num_instances}.") from None
     if outside:
-        raise UsageError(f"{path} names shard {outside[0]!r} outside {where}; delete it or rerun "
+        raise DataError(f"{path} names shard {outside[0]!r} outside {where}; delete it or rerun "
                          f"datasets/distributed_webdataset.py --num-instances {num_instances}.")
     missing = [s.path for instance in shards for s in instance if not os.path.isfile(s.path)]
     if len(shards) != num_instances or missing:
-        raise UsageError(f"{path} does not match its shards ({missing[0] if missing else 'wrong instance count'}); "
+        raise DataError(f"{path} does not match its shards ({missing[0] if missing else 'wrong instance count'}); "
                          f"rerun datasets/distributed_webdataset.py --num-instances {num_instances}.")
     return shards

@@ -7,7 +7,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from utils.errors import UsageError
+from .errors import DataError
 
 from .corrupt import DECODE_ERRORS, CorruptImagePolicy
 from .seeding import mix_seed
@@ -60,7 +60,7 @@ class WebDatasetSplit(IterableDataset):
         if info is None:
             return 0
         if info.num_workers != max(1, self.num_workers):
-            raise UsageError(f"This WebDataset split was planned for {self.num_workers} loader workers but runs "
+            raise DataError(f"This WebDataset split was planned for {self.num_workers} loader workers but runs "
                              f"under {info.num_workers}; pass the same num_workers to the DataLoader.")
         return info.id
 
@@ -114,5 +114,5 @@ class WebDatasetSplit(IterableDataset):
                 yield item
             owed = 0
         if owed:
-            raise UsageError(f"The last {owed} samples of {self.folder} ({self.split}) read by this worker "
+            raise DataError(f"The last {owed} samples of {self.folder} ({self.split}) read by this worker "
                              f"cannot be decoded; run datasets/validate_dataset.py on the folder.")

@@ -10,7 +10,7 @@ import datasets
 from datasets.corrupt import CorruptImageError
 from datasets.make_sample_folder import build_image_folder
 from test_datasets_support import batches, copy_tree, data_args, image_files, loader
-from utils.errors import UsageError
+from datasets.errors import DataError
 
 CLASSES = ["digit0", "digit1", "digit2", "digit3", "photo"]
 
@@ -71,21 +71,21 @@ def test_combined_batches_with_replicas_workers_and_async_rebatching(folder):
 
 
 def test_missing_path_and_folders_are_one_sentence_errors(folder, tmp_path):
-    with pytest.raises(UsageError, match="needs --imagenet-data-path"):
+    with pytest.raises(DataError, match="needs --imagenet-data-path"):
         loader(data_args(None))
-    with pytest.raises(UsageError, match="absent does not exist"):
+    with pytest.raises(DataError, match="absent does not exist"):
         loader(data_args(str(tmp_path / "absent")))
     (tmp_path / "no_splits").mkdir()
-    with pytest.raises(UsageError, match="no_splits/validation does not exist"):
+    with pytest.raises(DataError, match="no_splits/validation does not exist"):
         loader(data_args(str(tmp_path / "no_splits")))
 
 
 def test_empty_folders_are_one_sentence_errors(tmp_path):
     (tmp_path / "empty" / "train").mkdir(parents=True)
-    with pytest.raises(UsageError, match="has no class sub-folders"):
+    with pytest.raises(DataError, match="has no class sub-folders"):
         loader(data_args(str(tmp_path / "empty")), train=True)
     (tmp_path / "empty" / "train" / "cat").mkdir()
-    with pytest.raises(UsageError, match="not a set of class sub-folders holding images.*cat"):
+    with pytest.raises(DataError, match="not a set of class sub-folders holding images.*cat"):
         loader(data_args(str(tmp_path / "empty")), train=True)
 
 
@@ -124,7 +124,7 @@ def test_corrupt_images_skipped_are_counted_and_batches_stay_full(corrupt_folder
 
 def test_bbox_option_needs_its_csv_and_uses_it(folder, tmp_path):
     root = copy_tree(folder[0], str(tmp_path / "imagenet"))
-    with pytest.raises(UsageError, match="imagenet_2012_bounding_boxes.csv"):
+    with pytest.raises(DataError, match="imagenet_2012_bounding_boxes.csv"):
         loader(data_args(root, use_bbox_info=True), train=True)
     names = [os.path.basename(f) for f in image_files(os.path.join(root, "train"))]
     with open(os.path.join(root, "imagenet_2012_bounding_boxes.csv"), "w") as f:
@@ -135,7 +135,7 @@ def test_bbox_option_needs_its_csv_and_uses_it(folder, tmp_path):
 
 
 def test_percentage_is_checked(folder):
-    with pytest.raises(UsageError, match="--webdataset-percentage-to-use 0.0 is outside"):
+    with pytest.raises(DataError, match="--webdataset-percentage-to-use 0.0 is outside"):
         loader(data_args(folder[0], webdataset_percentage_to_use=0.0))
 
 
@@ -148,7 +148,7 @@ def test_cifar10_offline_without_files_says_so(monkeypatch, tmp_path):
         raise urllib.error.URLError("network unreachable")
     monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
     monkeypatch.setattr(sources, "CIFAR10_DIR", str(tmp_path / "cifar10"))
-    with pytest.raises(UsageError, match="CIFAR-10 is not in .*cifar10 and could not be downloaded"):
+    with pytest.raises(DataError, match="CIFAR-10 is not in .*cifar10 and could not be downloaded"):
         loader(data_args(data="cifar10"), train=True)
 
 

@@ -10,7 +10,7 @@ from datasets.preprocess import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop, Padded
                                  RandomResizedCrop, Resize, ToModelInput, eval_transform,
                                  to_uint8_chw, train_transform)
 from datasets.seeding import AugmentationRNG
-from utils.errors import UsageError
+from datasets.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -152,11 +152,11 @@ def test_bbox_csv_is_read_and_bad_rows_are_named(tmp_path):
     assert boxes["a.JPEG"] == [(0.1, 0.2, 0.5, 0.6), (0.0, 0.0, 1.0, 1.0)] and len(boxes["b.JPEG"]) == 1
     bad = tmp_path / "bad.csv"
     bad.write_text("a.JPEG,0.1,0.2,0.5,0.6\nb.JPEG,0.5,0.2,0.1\n")
-    with pytest.raises(UsageError, match="Line 2 of .*bad.csv"):
+    with pytest.raises(DataError, match="Line 2 of .*bad.csv"):
         load_boxes(str(bad))
     inverted = tmp_path / "inverted.csv"
     inverted.write_text("a.JPEG,0.6,0.2,0.5,0.9\n")
-    with pytest.raises(UsageError, match="0 <= min < max <= 1"):
+    with pytest.raises(DataError, match="0 <= min < max <= 1"):
         load_boxes(str(inverted))
-    with pytest.raises(UsageError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         load_boxes(str(tmp_path / "absent.csv"))

@@ -18,7 +18,7 @@ from datasets.make_sample_folder import build_image_folder
 from datasets.validate_dataset import check_dataset, main as validate_main
 from datasets.webdataset_format import combined_checksum, decode_sample, shard_entry
 from test_datasets_support import batches, data_args, fingerprint, image_files, loader, seen_samples
-from utils.errors import UsageError
+from datasets.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_wrong_metadata_is_one_clear_sentence(shards, tmp_path, case):
     text = (copy / "metadata.json").read_text()
     make, expected = BROKEN_METADATA[case]
     (copy / "metadata.json").write_text(make(text, json.loads(text)))
-    with pytest.raises(UsageError, match=f"metadata.json is not valid: .*{expected}") as error:
+    with pytest.raises(DataError, match=f"metadata.json is not valid: .*{expected}") as error:
         loader(data_args(str(copy)))
     assert "\n" not in str(error.value) and "create_webdataset.py" in str(error.value)
 
@@ -138,14 +138,14 @@ def test_wrong_metadata_is_one_clear_sentence(shards, tmp_path, case):
 def test_missing_shard_and_missing_split(shards, tmp_path):
     copy = shutil.copytree(shards, tmp_path / "copy")
     os.remove(copy / "validation-000001.tar")
-    with pytest.raises(UsageError, match="shard validation-000001.tar of split 'validation' is missing"):
+    with pytest.raises(DataError, match="shard validation-000001.tar of split 'validation' is missing"):
         loader(data_args(str(copy)))
     only_train = shutil.copytree(shards, tmp_path / "train_only")
     meta = json.loads((only_train / "metadata.json").read_text())
     del meta["splits"]["validation"]
     meta["checksum"] = combined_checksum(meta["splits"])
     (only_train / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(UsageError, match="has no 'validation' split; it holds train"):
+    with pytest.raises(DataError, match="has no 'validation' split; it holds train"):
         loader(data_args(str(only_train)))
 
 
@@ -225,7 +225,7 @@ def test_boxes_travel_with_the_samples(folder, tmp_path):
     dl = loader(data_args(str(tmp_path / "boxed"), use_bbox_info=True), train=True)
     assert sum(len(y) for _, y in batches(dl)) == 28
     convert(folder, tmp_path / "plain")
-    with pytest.raises(UsageError, match="written without bounding boxes"):
+    with pytest.raises(DataError, match="written without bounding boxes"):
         loader(data_args(str(tmp_path / "plain"), use_bbox_info=True), train=True)
 
 
@@ -238,7 +238,7 @@ def test_leftover_scripts_and_stale_leftovers(shards, tmp_path, capsys):
     stale = json.loads((copy / "distributed" / "3-instances" / "leftovers.json").read_text())
     stale["dataset_checksum"] = "f" * 64
     (copy / "distributed" / "3-instances" / "leftovers.json").write_text(json.dumps(stale))
-    with pytest.raises(UsageError, match="written for another version"):
+    with pytest.raises(DataError, match="written for another version"):
         loader(data_args(str(copy)), instance=1, instances=3)
     with pytest.raises(SystemExit) as exit_info:
         distributed_main(["--imagenet-data-path", str(copy), "--num-instances", "1"])

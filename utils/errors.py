@@ -47,6 +47,8 @@ def _usage_error_types() -> Tuple[Type[BaseException], ...]:
         types.append(ModelConfigError)
     except ImportError:
         pass
+    from datasets.errors import DataError
+    types.append(DataError)
     from portable_poptorch.errors import ConfigError
     types.append(ConfigError)
     return tuple(types)
