@@ -19,7 +19,6 @@ install:
 		echo "pillow-simd could not be built here (it needs a C compiler and the libjpeg/zlib headers, e.g. apt-get install libjpeg62-turbo-dev zlib1g-dev); keeping pillow"; \
 		$(PIP) install -q pillow; \
 	fi
-	$(PY) utils/poprun.py --install $(VENV)/bin
 
 get_data:
 	bash datasets/get_images.sh

@@ -10,7 +10,7 @@ import csv
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from utils.errors import UsageError
+from cnns.utils.errors import UsageError
 
 BBOX_FILE = "imagenet_2012_bounding_boxes.csv"
 MIN_OBJECT_COVERAGE = 0.1

@@ -10,7 +10,7 @@ import multiprocessing
 import sys
 from typing import Any
 
-from utils.errors import UsageError
+from cnns.utils.errors import UsageError
 
 CORRUPT_IMAGE_POLICIES = ("skip", "stop")
 DECODE_ERRORS = (OSError, SyntaxError, ValueError)  # PIL raises these for bad or truncated files

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
-from utils.errors import UsageError
+from cnns.utils.errors import UsageError
 
 from .bbox import Box
 from .corrupt import DECODE_ERRORS, CorruptImagePolicy

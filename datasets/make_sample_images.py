@@ -1,5 +1,4 @@
 """Write the photographs bundled with scikit-image as JPEG files (the offline sample-image set)."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import os
@@ -7,7 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from utils.atomic import atomic_file
+from cnns.utils.atomic import atomic_file
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field", "retina")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from utils.errors import UsageError
+from cnns.utils.errors import UsageError
 
 from .corrupt import CORRUPT_IMAGE_POLICIES
 

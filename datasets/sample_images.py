@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from utils.errors import UsageError
+from cnns.utils.errors import UsageError
 
 from .corrupt import DECODE_ERRORS, CorruptImagePolicy
 

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 
-from utils.errors import UsageError
+from cnns.utils.errors import UsageError
 
 from .bbox import bbox_file, load_boxes
 from .corrupt import CorruptImagePolicy

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.errors import UsageError
+from cnns.utils.errors import UsageError
 
 METADATA_FILE = "metadata.json"
 FORMATS = ("img", "tensor")

@@ -7,7 +7,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from utils.errors import UsageError
+from cnns.utils.errors import UsageError
 
 from .corrupt import DECODE_ERRORS, CorruptImagePolicy
 from .seeding import mix_seed

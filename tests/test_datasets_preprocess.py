@@ -5,12 +5,12 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from datasets.bbox import coverage, crop_boxes, keeps_object, load_boxes
-from datasets.preprocess import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop, PaddedRandomCrop, RandomHorizontalFlip,
+from cnns.datasets.bbox import coverage, crop_boxes, keeps_object, load_boxes
+from cnns.datasets.preprocess import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop, PaddedRandomCrop, RandomHorizontalFlip,
                                  RandomResizedCrop, Resize, ToModelInput, eval_resize, eval_transform,
                                  to_uint8_chw, train_transform)
-from datasets.seeding import AugmentationRNG
-from utils.errors import UsageError
+from cnns.datasets.seeding import AugmentationRNG
+from cnns.utils.errors import UsageError
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-import models
+from cnns import models
 import portable_poptorch as poptorch
 from portable_poptorch import compilers
 from portable_poptorch.enums import OutputMode

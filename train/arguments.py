@@ -10,9 +10,9 @@ import math
 import os
 from typing import List, Optional, Sequence, Set
 
-from datasets import add_data_options
-from utils.argparser import add_common_options, new_parser, parse_with_config
-from utils.errors import UsageError
+from cnns.datasets import add_data_options
+from cnns.utils.argparser import add_common_options, new_parser, parse_with_config
+from cnns.utils.errors import UsageError
 
 from .value_checks import check_training_values
 

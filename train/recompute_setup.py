@@ -11,9 +11,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from torch import nn
 
-from models import NormalizeInputModel
-from models.original_names import MAPPING_HELP, fx_node_modules, translate_module_path
-from utils.errors import UsageError
+from cnns.models import NormalizeInputModel
+from cnns.models.original_names import MAPPING_HELP, fx_node_modules, translate_module_path
+from cnns.utils.errors import UsageError
 
 SEPARATOR = "/"
 

@@ -43,7 +43,7 @@ def on_failure(hook: Callable[[str], None]) -> Callable[[], None]:
 def _usage_error_types() -> Tuple[Type[BaseException], ...]:
     types: list = [UsageError]
     try:
-        from models import ModelConfigError
+        from cnns.models import ModelConfigError
         types.append(ModelConfigError)
     except ImportError:
         pass
