@@ -36,7 +36,7 @@ def add_weight_avg_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """The original train.py's options (the common ones come from utils.argparser)."""
+    """The original train.py's options (the common ones come from cnns.utils.argparser)."""
     p = parser.add_argument
     p("--data", choices=DATA_MODES, default="cifar10",
       help="cifar10 (downloaded), imagenet (folder with train/ and validation/), generated (random host "

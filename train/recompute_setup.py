@@ -2,7 +2,7 @@
 
 A checkpoint is ``poptorch.recomputationCheckpoint`` applied to a module's output through a forward
 hook; PopTorch keeps those tensors and recomputes the rest in backward (portable_poptorch recomputes
-each marked module's inside, see portable_poptorch/recompute.py).
+each marked module's inside, see portable_poptorch/src/portable_poptorch/recompute.py).
 """
 from __future__ import annotations
 
