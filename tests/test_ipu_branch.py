@@ -187,7 +187,7 @@ def test_training_options_equal_the_originals(words, env, sdk, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     # the original's dataset folders (e.g. /data/imagenet_optimised) do not exist here; options are compared
-    monkeypatch.setattr("utils.validation.existing_folder", lambda path, option: path)
+    monkeypatch.setattr("cnns.utils.validation.existing_folder", lambda path, option: path)
     from cnns.train.arguments import parse_arguments
     from cnns.train.train_options import training_options
     from cnns.utils.distributed import InstanceInfo
