@@ -34,4 +34,4 @@ benchmark:
 	$(PY) inference/run_benchmark.py --data generated --model resnet18 --batch-size 8 --device-iterations 4 --iterations 10 --precision 32.32 --random-weights
 
 clean:
-	rm -rf $(VENV) logs inference/logs train/logs
+	rm -rf $(VENV) logs inference/logs train/logs cnns.egg-info portable_poptorch/src/portable_poptorch.egg-info
