@@ -18,8 +18,8 @@ from typing import Dict, List
 
 import torch
 
-from cnns import models
 from portable_poptorch.device import device_name
+from cnns import models
 from cnns.utils.host_memory import configure_host_allocator
 
 

@@ -17,9 +17,9 @@ from typing import List
 
 import torch
 
+from portable_poptorch.device import device_name, synchronize
 from cnns import models
 from cnns.inference import run_benchmark
-from portable_poptorch.device import device_name, synchronize
 from cnns.utils.host_memory import configure_host_allocator
 
 

@@ -12,10 +12,10 @@ from tqdm import tqdm
 
 from cnns import datasets
 from cnns.utils import distributed, metrics, sweep
+from cnns.utils import peak_memory
 from cnns.utils.argparser import add_common_options, new_parser, parse_with_config
 from cnns.utils.backend import Backend, select_backend
 from cnns.utils.backend_report import report_backend
-from cnns.utils import peak_memory
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.executor_report import executor_report, log_compiled
 from cnns.utils.ipu_settings import inference_options, num_stages

@@ -152,8 +152,8 @@ def test_unknown_preset_key_is_rejected(tmp_path):
     config = tmp_path / "configs.yml"
     config.write_text("bad:\n  model: resnet18\n  batch_sise: 4\n")
     from cnns.inference import run_benchmark
-    from cnns.utils.errors import UsageError
     from cnns.utils.argparser import parse_with_config
+    from cnns.utils.errors import UsageError
     parser = run_benchmark.new_parser("t")
     run_benchmark.add_common_options(parser)
     with pytest.raises(UsageError, match="batch_sise"):

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import portable_poptorch
 from cnns.train.arguments import loss_scaling_steps, parse_arguments
 from cnns.train.augmentations import CoefficientSampler, cutmix_mask
 from cnns.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
@@ -15,7 +16,6 @@ from cnns.train.lr_schedule import LearningRateSchedule
 from cnns.train.optimizers import get_optimizer
 from cnns.train.weight_avg import average_state_dicts
 from cnns.utils.errors import UsageError
-import portable_poptorch
 
 torch.set_num_threads(1)
 

@@ -29,8 +29,8 @@ from cnns.train.validate import model_from_checkpoint, run_validation_steps, tra
 from cnns.utils import distributed
 from cnns.utils.backend import Backend, select_backend
 from cnns.utils.backend_report import report_backend
-from cnns.utils.executor_report import executor_report, log_compiled
 from cnns.utils.errors import Stopped, UsageError, exit_on_usage_error, on_failure
+from cnns.utils.executor_report import executor_report, log_compiled
 from cnns.utils.ipu_settings import num_stages
 from cnns.utils.logger import RunLogger
 from cnns.utils.model_setup import for_executor, prepare_model

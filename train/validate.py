@@ -18,13 +18,13 @@ from cnns.train.arguments import check_training_args, explicit_options, training
 from cnns.train.checkpoint import list_checkpoints, load_checkpoint
 from cnns.train.train_options import validation_args, validation_options
 from cnns.utils import distributed
+from cnns.utils.argparser import normalise_args
 from cnns.utils.backend import Backend, select_backend
 from cnns.utils.errors import UsageError, exit_on_usage_error
-from cnns.utils.argparser import normalise_args
-from cnns.utils.option_values import checked_mapping
 from cnns.utils.host_memory import configure_host_allocator
 from cnns.utils.logger import RunLogger
 from cnns.utils.model_setup import for_executor, prepare_model
+from cnns.utils.option_values import checked_mapping
 
 # Half-resolution training sizes of the original (from https://arxiv.org/abs/2106.03640); other sizes x 5/7.
 HALF_RESOLUTION = {224: 160, 380: 252}
