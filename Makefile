@@ -1,4 +1,5 @@
-# Set-up, data, tests and a short benchmark. `make` = install + get_data.
+# Set-up, data, tests and a short benchmark. `make` = install + get_data. `make install` installs the
+# repo (cnns) and portable_poptorch editable into .venv through requirements.txt.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -19,19 +20,18 @@ install:
 		echo "pillow-simd could not be built here (it needs a C compiler and the libjpeg/zlib headers, e.g. apt-get install libjpeg62-turbo-dev zlib1g-dev); keeping pillow"; \
 		$(PIP) install -q pillow; \
 	fi
-	$(PY) utils/poprun.py --install $(VENV)/bin
 
 get_data:
 	bash datasets/get_images.sh
 
 test:
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto tests portable_poptorch/tests
 
 test-fast:
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto -m "not slow" tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto -m "not slow" tests portable_poptorch/tests
 
 benchmark:
 	$(PY) inference/run_benchmark.py --data generated --model resnet18 --batch-size 8 --device-iterations 4 --iterations 10 --precision 32.32 --random-weights
 
 clean:
-	rm -rf $(VENV) logs inference/logs train/logs
+	rm -rf $(VENV) logs inference/logs train/logs cnns.egg-info portable_poptorch/src/portable_poptorch.egg-info

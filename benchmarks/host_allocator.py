@@ -6,21 +6,21 @@ resident/default is printed per model (> 1.0 = the setting helps).
 
     python3 benchmarks/host_allocator.py --models resnet18 resnet50 --batch-size 8
 """
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import json
 import resource
 import statistics
 import subprocess
+import sys
 import time
 from typing import Dict, List
 
 import torch
 
-import models
 from portable_poptorch.device import device_name
-from utils.host_memory import configure_host_allocator
+from cnns import models
+from cnns.utils.host_memory import configure_host_allocator
 
 
 def child(model_name: str, batch: int, steps: int, mode: str) -> Dict[str, float]:

@@ -6,7 +6,6 @@ for the median runs and for the best runs (the best run is the least disturbed b
 
     python3 benchmarks/inference_overhead.py --models resnet18 resnet50 --batch-size 8
 """
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import contextlib
@@ -18,11 +17,10 @@ from typing import List
 
 import torch
 
-import models
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "inference"))
-import run_benchmark  # noqa: E402
 from portable_poptorch.device import device_name, synchronize
-from utils.host_memory import configure_host_allocator
+from cnns import models
+from cnns.inference import run_benchmark
+from cnns.utils.host_memory import configure_host_allocator
 
 
 def hand_loop(model_name: str, batch: int, steps: int, calls: int, device: torch.device, dtype: torch.dtype,

@@ -7,7 +7,6 @@ Pillow and Pillow-SIMD cannot be imported side by side, so the other one runs in
 ``pip install --target`` folder: give it with ``--other-pil DIR`` or let ``--install-other-pil`` build
 it into a temporary folder (the project's venv is never touched). Ratios are against plain Pillow.
 """
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import glob
@@ -15,6 +14,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -37,7 +37,7 @@ def load_images(folder: Optional[str]) -> List[bytes]:
     folder = folder or DEFAULT_IMAGES
     files = sorted(glob.glob(os.path.join(folder, "*.jp*g")) + glob.glob(os.path.join(folder, "*.JPEG")))
     if not files:
-        from datasets.make_sample_images import write_samples
+        from cnns.datasets.make_sample_images import write_samples
         files = write_samples(tempfile.mkdtemp(prefix="jpeg_decode_"))
     return [open(f, "rb").read() for f in files]
 
@@ -108,7 +108,7 @@ def cuda_rate(images: List[bytes], size: int, seconds: float, batch: int = 64) -
 
 
 def measure(images: List[bytes], size: int, seconds: float, only_pil: bool) -> List[Result]:
-    from datasets.pil_info import pil_info
+    from cnns.datasets.pil_info import pil_info
     pil = pil_info()
     name = "pillow-simd" if pil["simd"] else "pillow"
     label = f"{pil['distribution']} {pil['version']}"
@@ -181,7 +181,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
     images = load_images(args.images)
     results = measure(images, args.size, args.seconds, args.only_pil)
     if not args.only_pil:
-        from datasets.pil_info import pil_info
+        from cnns.datasets.pil_info import pil_info
         target = args.other_pil or (install_other_pil(bool(pil_info()["simd"])) if args.install_other_pil else None)
         if target:
             results[2:2] = other_pil(target, args)

@@ -8,14 +8,15 @@ run_benchmark / fastest peer, and the median peak RSS of each engine's process.
     python3 benchmarks/peers.py --models resnet18 resnet50 efficientnet-b0 mobilenet-v3-large \\
         --batch-sizes 1 16 --rounds 5 --seconds 3
 """
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import json
 import os
+import pathlib
 import resource
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -28,7 +29,7 @@ ENGINES = ("run_benchmark",) + PEERS
 
 def _model_and_input(name: str, batch: int) -> Any:
     import torch
-    import models
+    from cnns import models
     model = models.get_model(name, pretrained=False, log=lambda _: None).eval()
     size = models.model_input_size(name)
     return model, torch.randn(batch, 3, size, size)
@@ -83,7 +84,7 @@ def child(engine: str, name: str, batch: int, seconds: float) -> Dict[str, float
     """Runs in its own process: warm up, then time calls for about ``seconds``. Every engine gets one
     intra-op thread per visible core, as run_benchmark.py gives a single instance."""
     import torch
-    from utils.cpu_threads import visible_cores
+    from cnns.utils.cpu_threads import visible_cores
     torch.set_num_threads(visible_cores())
     call = _peer_call(engine, name, batch)
     call()

@@ -8,17 +8,18 @@ Each launch's figures come from its results.json: "combined" is the harness's fi
 the slowest instance's time per call or epoch); "sum" adds what each instance measured on its own.
 Training runs two epochs and reports the second (the first includes compilation).
 """
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import glob
 import json
 import os
+import pathlib
 import subprocess
+import sys
 import tempfile
 from typing import Dict, List, Optional
 
-from utils import numa_binding
+from cnns.utils import numa_binding
 
 REPO = str(pathlib.Path(__file__).resolve().parents[1])
 POPRUN = os.path.join(REPO, "utils", "poprun.py")

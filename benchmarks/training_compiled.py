@@ -7,13 +7,14 @@ compilation done before the epoch. The hand loops time the same number of steps 
 
     python3 benchmarks/training_compiled.py --model resnet18 --batch-size 16 --steps 20 --rounds 3
 """
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import json
 import os
+import pathlib
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Dict, List
@@ -24,7 +25,7 @@ LOOPS = ("hand-eager", "hand-compiled")
 
 def hand_loop(kind: str, model_name: str, batch: int, steps: int) -> float:
     import torch
-    import models
+    from cnns import models
     model = models.get_model(model_name, num_classes=10, pretrained=False, log=lambda _: None).train()
     size = models.model_input_size(model_name)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))

@@ -2,7 +2,6 @@
 shards plus metadata.json, so training reads a few large sequential files instead of a million small
 ones. Images can be pre-resized/cropped once here (``--*-preprocess-steps``) and stored either as JPEG
 (``img``) or as decoded uint8 arrays (``tensor``: no decoding at load time, much larger files)."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import multiprocessing
@@ -17,14 +16,14 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.transforms import functional as F
 
-from datasets.bbox import BBOX_FILE, Box, crop_boxes, load_boxes
-from datasets.corrupt import CORRUPT_IMAGE_POLICIES, DECODE_ERRORS, CorruptImagePolicy
-from datasets.webdataset_format import (FORMAT_VERSION, FORMATS, METADATA_FILE, SPLITS, combined_checksum,
+from cnns.datasets.bbox import BBOX_FILE, Box, crop_boxes, load_boxes
+from cnns.datasets.corrupt import CORRUPT_IMAGE_POLICIES, DECODE_ERRORS, CorruptImagePolicy
+from cnns.datasets.webdataset_format import (FORMAT_VERSION, FORMATS, METADATA_FILE, SPLITS, combined_checksum,
                                         encode_sample, shard_entry)
-from utils.argparser import new_parser
-from utils.atomic import TEMP_SUFFIX, remove_stale_temporaries, write_json
-from utils.errors import UsageError, exit_on_usage_error
-from utils.validation import check_free_space, writable_folder
+from cnns.utils.argparser import new_parser
+from cnns.utils.atomic import TEMP_SUFFIX, remove_stale_temporaries, write_json
+from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.validation import check_free_space, writable_folder
 
 STEP_NAMES = ("resize", "center_crop")
 DEFAULT_STEP_SIZE = {"resize": 256, "center_crop": 224}

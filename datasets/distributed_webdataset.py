@@ -5,18 +5,17 @@ shard) are split sample by sample. Without this script every instance reads thos
 whole and keeps its own samples; with it, each instance reads one small shard holding exactly those
 samples. The files go to ``<folder>/distributed/<N>-instances/`` and are used automatically when the
 loader runs on N instances with all of the data (``--webdataset-percentage-to-use 100``)."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import webdataset as wds
 
-from datasets.shard_plan import deal, leftover_parts
-from datasets.webdataset_format import LEFTOVER_FILE, leftover_folder, load_metadata, shard_entry, split_shards
-from utils.argparser import new_parser
-from utils.atomic import write_json
-from utils.errors import UsageError, exit_on_usage_error
+from cnns.datasets.shard_plan import deal, leftover_parts
+from cnns.datasets.webdataset_format import LEFTOVER_FILE, leftover_folder, load_metadata, shard_entry, split_shards
+from cnns.utils.argparser import new_parser
+from cnns.utils.atomic import write_json
+from cnns.utils.errors import UsageError, exit_on_usage_error
 
 
 def write_instance_leftovers(folder: str, split: str, shards: Sequence[Any], instance: int, num_instances: int,

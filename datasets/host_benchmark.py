@@ -1,20 +1,19 @@
 """Host data-loading throughput: the training (or validation) input pipeline alone, no model, so you can
 tell whether the host keeps up with the device. Uses the same get_data and poptorch.DataLoader as
 training; every epoch prints ``Throughput of the epoch:X img/sec`` (images / wall time of the epoch)."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import os
 import time
 from typing import List, Optional, Sequence
 
-import datasets
-from datasets.pil_info import pil_description
-from utils import distributed
-from utils.argparser import NORMALIZATION_LOCATIONS, PRECISIONS, new_parser
-from utils.backend import select_backend
-from utils.errors import UsageError, exit_on_usage_error
-from utils.validation import at_least, existing_folder, in_range
+from cnns import datasets
+from cnns.datasets.pil_info import pil_description
+from cnns.utils import distributed
+from cnns.utils.argparser import NORMALIZATION_LOCATIONS, PRECISIONS, new_parser
+from cnns.utils.backend import select_backend
+from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.validation import at_least, existing_folder, in_range
 
 
 def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -1,7 +1,6 @@
 """Write a small ImageNet-layout folder (train/ and validation/ class sub-folders of JPEGs) made offline
 from scikit-learn's handwritten digits (upscaled to RGB) and scikit-image's photographs: a real image
 folder for tests, demos and the host benchmark when ImageNet is not at hand."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import functools
 import os
@@ -10,9 +9,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from utils.atomic import atomic_file
-from utils.errors import UsageError, exit_on_usage_error
-from utils.validation import MAX_IMAGE_SIDE, at_least, writable_folder
+from cnns.utils.atomic import atomic_file
+from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.validation import MAX_IMAGE_SIDE, at_least, writable_folder
 
 PHOTO_CLASS = "photo"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
@@ -86,7 +85,7 @@ def build_image_folder(root: str, *, digit_classes: int = 4, train_per_class: in
 
 @exit_on_usage_error
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    from utils.argparser import new_parser
+    from cnns.utils.argparser import new_parser
     parser = new_parser(__doc__)
     parser.add_argument("folder", help="Output folder (train/ and validation/ are created in it)")
     parser.add_argument("--digit-classes", type=int, default=10, choices=range(1, 11), metavar="1..10",

@@ -1,5 +1,4 @@
 """Write the photographs bundled with scikit-image as JPEG files (the offline sample-image set)."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import os
 from typing import Optional, Sequence
@@ -7,9 +6,9 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from utils.atomic import atomic_file
-from utils.errors import UsageError, exit_on_usage_error
-from utils.validation import check_free_space, writable_folder
+from cnns.utils.atomic import atomic_file
+from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.validation import check_free_space, writable_folder
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field", "retina")
 
@@ -41,7 +40,7 @@ SAMPLES_BYTES = 4 * 2 ** 20  # the eight photographs as JPEG take about 1 MiB
 
 @exit_on_usage_error
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    from utils.argparser import new_parser
+    from cnns.utils.argparser import new_parser
     parser = new_parser(__doc__)
     parser.add_argument("folder", help="Output folder")
     folder = parser.parse_args(argv).folder

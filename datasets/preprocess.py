@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as F
 
-from models.preprocessing import IMAGENET, Preprocessing
+from cnns.models.preprocessing import IMAGENET, Preprocessing
 
 from .bbox import Box, keeps_object
 from .seeding import AugmentationRNG

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 
-from models.preprocessing import IMAGENET, Preprocessing
+from cnns.models.preprocessing import IMAGENET, Preprocessing
 from .errors import DataError
 
 from .bbox import bbox_file, load_boxes

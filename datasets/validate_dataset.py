@@ -2,21 +2,21 @@
 metadata's checksum, every shard's SHA-256 and sample count, every sample's label, and (``--decode``)
 that every image decodes. Also checks the per-instance leftover shards of distributed_webdataset.py.
 Exit code 0 when all is well, 1 with one line per problem otherwise, 2 for a usage error."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import glob
 import json
 import os
+import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import webdataset as wds
 
-from datasets.corrupt import DECODE_ERRORS
-from datasets.webdataset_format import (IMAGE_KEY, LEFTOVER_FILE, METADATA_FILE, decode_sample, load_metadata,
+from cnns.datasets.corrupt import DECODE_ERRORS
+from cnns.datasets.webdataset_format import (IMAGE_KEY, LEFTOVER_FILE, METADATA_FILE, decode_sample, load_metadata,
                                         sha256_file)
-from utils.argparser import new_parser
-from utils.errors import UsageError, exit_on_usage_error
-from utils.validation import existing_folder
+from cnns.utils.argparser import new_parser
+from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.validation import existing_folder
 
 
 def check_shard(path: str, entry: Dict[str, Any], meta: Dict[str, Any], decode: bool) -> List[str]:

@@ -1,8 +1,8 @@
 """CNN inference throughput/latency benchmark, PopTorch semantics on IPU, CUDA or CPU."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import os
+import sys
 import time
 from contextlib import nullcontext
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
@@ -10,18 +10,18 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-import datasets
-from utils import distributed, metrics, sweep
-from utils.argparser import add_common_options, new_parser, parse_with_config
-from utils.backend import Backend, select_backend
-from utils.backend_report import report_backend
-from utils import peak_memory
-from utils.errors import UsageError, exit_on_usage_error
-from utils.executor_report import executor_report, log_compiled
-from utils.ipu_settings import inference_options, num_stages
-from utils.logger import RunLogger
-from utils.profiling import torch_trace
-from utils.model_setup import for_executor, input_preprocessing, input_size, prepare_model
+from cnns import datasets
+from cnns.utils import distributed, metrics, sweep
+from cnns.utils.argparser import add_common_options, new_parser, parse_with_config
+from cnns.utils.backend import Backend, select_backend
+from cnns.utils.backend_report import report_backend
+from cnns.utils import peak_memory
+from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.executor_report import executor_report, log_compiled
+from cnns.utils.ipu_settings import inference_options, num_stages
+from cnns.utils.logger import RunLogger
+from cnns.utils.profiling import torch_trace
+from cnns.utils.model_setup import for_executor, input_preprocessing, input_size, prepare_model
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs.yml")
 
@@ -190,5 +190,10 @@ def report(args: argparse.Namespace, s: dict, info: distributed.InstanceInfo, ba
         logger.log("Latency: min=N/A ms, max=N/A ms, mean=N/A ms.")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``cnns-run-benchmark`` command: main's return value is for callers, not the exit status."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,4 +1,5 @@
-"""Tests import the repo's top-level packages directly, as the scripts do.
+"""Tests import the harness as installed (``cnns.*``, ``portable_poptorch``); the repository root is on
+the path only so that tests can share helpers as ``tests.<module>``.
 
 Compiled artefacts and auto's executor choices are shared by every test of a session (and every
 xdist worker) through PopTorch's POPTORCH_CACHE_DIR, so a model is compiled once per session.

@@ -5,9 +5,9 @@ import types
 import pytest
 import torch
 
-from utils import backend as backend_module
-from utils.backend import select_backend
-from utils.errors import UsageError
+from cnns.utils import backend as backend_module
+from cnns.utils.backend import select_backend
+from cnns.utils.errors import UsageError
 
 
 @pytest.mark.parametrize("error", [ImportError, AssertionError, OSError])

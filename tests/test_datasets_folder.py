@@ -6,11 +6,11 @@ from collections import Counter
 import pytest
 import torch
 
-import datasets
-from datasets.corrupt import CorruptImageError
-from datasets.make_sample_folder import build_image_folder
+from cnns import datasets
+from cnns.datasets.corrupt import CorruptImageError
+from cnns.datasets.make_sample_folder import build_image_folder
 from test_datasets_support import batches, copy_tree, data_args, image_files, loader
-from datasets.errors import DataError
+from cnns.datasets.errors import DataError
 
 CLASSES = ["digit0", "digit1", "digit2", "digit3", "photo"]
 
@@ -142,7 +142,7 @@ def test_percentage_is_checked(folder):
 def test_cifar10_offline_without_files_says_so(monkeypatch, tmp_path):
     import urllib.error
     import torchvision.datasets.cifar as cifar
-    from datasets import sources
+    from cnns.datasets import sources
 
     def offline(*_, **__):
         raise urllib.error.URLError("network unreachable")
@@ -169,8 +169,8 @@ def test_model_preprocessing_crop_scale_and_rng_reach_the_transforms(folder):
     """get_data takes the model's mean/std and crop ratio, the crop range and the augmentation stream as
     arguments: host normalisation uses the given statistics, eval resizes by the given ratio, and the
     training crop uses the given range and stream."""
-    from datasets.seeding import AugmentationRNG
-    from models.preprocessing import IMAGENET, Preprocessing
+    from cnns.datasets.seeding import AugmentationRNG
+    from cnns.models.preprocessing import IMAGENET, Preprocessing
     from test_datasets_support import options
     import portable_poptorch as pp
     root, _ = folder

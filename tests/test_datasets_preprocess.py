@@ -5,12 +5,12 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from datasets.bbox import coverage, crop_boxes, keeps_object, load_boxes
-from datasets.preprocess import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop, PaddedRandomCrop, RandomHorizontalFlip,
+from cnns.datasets.bbox import coverage, crop_boxes, keeps_object, load_boxes
+from cnns.datasets.preprocess import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop, PaddedRandomCrop, RandomHorizontalFlip,
                                  RandomResizedCrop, Resize, ToModelInput, eval_transform,
                                  to_uint8_chw, train_transform)
-from datasets.seeding import AugmentationRNG
-from datasets.errors import DataError
+from cnns.datasets.seeding import AugmentationRNG
+from cnns.datasets.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_eval_transform_is_resize_by_256_over_224_then_centre_crop(photo, size):
     out = eval_transform(size, ToModelInput("ipu", eight_bit_io=True))(big)
     assert torch.equal(out, expected)
     assert out.dtype == torch.uint8 and out.shape == (3, size, size)
-    from models.preprocessing import IMAGENET
+    from cnns.models.preprocessing import IMAGENET
     assert IMAGENET.eval_resize(224) == 256
 
 

@@ -7,11 +7,11 @@ from collections import Counter
 import pytest
 import torch
 
-from datasets.create_webdataset import main as create_webdataset
-from datasets.distributed_webdataset import write_leftovers
-from datasets.make_sample_folder import build_image_folder
-from datasets.shard_plan import deal, plan
-from datasets.webdataset_format import Shard, load_metadata, load_written_leftovers, split_shards
+from cnns.datasets.create_webdataset import main as create_webdataset
+from cnns.datasets.distributed_webdataset import write_leftovers
+from cnns.datasets.make_sample_folder import build_image_folder
+from cnns.datasets.shard_plan import deal, plan
+from cnns.datasets.webdataset_format import Shard, load_metadata, load_written_leftovers, split_shards
 from test_datasets_support import batches, data_args, fingerprint, loader, seen_samples
 
 

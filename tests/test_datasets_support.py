@@ -30,7 +30,7 @@ def options(instance: int = 0, instances: int = 1, replicas: int = 1) -> Any:
 def loader(args: SimpleNamespace, *, train: bool = False, instance: int = 0, instances: int = 1,
            input_size: int = 32, drop_last: Optional[bool] = None, async_dataloader: bool = False,
            half_dtype: torch.dtype = torch.float16) -> Any:
-    import datasets
+    from cnns import datasets
     return datasets.get_data(args, options(instance, instances), pp, train=train, input_size=input_size,
                              half_dtype=half_dtype, async_dataloader=async_dataloader, drop_last=drop_last)
 

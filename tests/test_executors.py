@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-import models
-import portable_poptorch as poptorch
 from portable_poptorch import compilers
+import portable_poptorch as poptorch
 from portable_poptorch.enums import OutputMode
+from cnns import models
 
 COMPILED = [name for name in compilers.COMPILERS if name != "eager"]
 MODES = [(OutputMode.All, None), (OutputMode.Final, None), (OutputMode.Sum, None), (OutputMode.EveryN, 2)]

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from datasets.create_webdataset import main as create_webdataset
-from datasets.host_benchmark import main
-from datasets.make_sample_folder import build_image_folder
+from cnns.datasets.create_webdataset import main as create_webdataset
+from cnns.datasets.host_benchmark import main
+from cnns.datasets.make_sample_folder import build_image_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINE = re.compile(r"^Throughput of the epoch:(\d+\.\d) img/sec$", re.M)

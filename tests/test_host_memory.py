@@ -4,7 +4,7 @@ import resource
 import pytest
 import torch
 
-from utils.host_memory import MMAP_THRESHOLD_BYTES, configure_host_allocator
+from cnns.utils.host_memory import MMAP_THRESHOLD_BYTES, configure_host_allocator
 
 
 def test_resident_on_cpu_reuses_freed_buffers_without_page_faults():

@@ -65,7 +65,7 @@ def sdk(monkeypatch):
 
 
 def ipu_backend(poptorch):
-    from utils.backend import Backend
+    from cnns.utils.backend import Backend
     return Backend(poptorch, "poptorch", "ipu", torch.float16)
 
 
@@ -147,8 +147,7 @@ def inference_state(state):
 
 # ----------------------------------------------------------------------------------- comparisons
 def run_benchmark_args(words):
-    sys.path.insert(0, os.path.join(REPO_ROOT, "inference"))
-    import run_benchmark
+    from cnns.inference import run_benchmark
     return run_benchmark.parse_arguments(words)
 
 
@@ -157,8 +156,8 @@ def run_benchmark_args(words):
 def test_inference_options_equal_the_originals(words, env, sdk, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    from utils.distributed import InstanceInfo
-    from utils.ipu_settings import inference_options
+    from cnns.utils.distributed import InstanceInfo
+    from cnns.utils.ipu_settings import inference_options
     args = run_benchmark_args(words)
     ours = inference_options(args, ipu_backend(sdk.poptorch), InstanceInfo(0, 1, 0), report_dir="logs")
     original = original_inference_options(run_benchmark_args(words), sdk)
@@ -188,10 +187,10 @@ def test_training_options_equal_the_originals(words, env, sdk, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     # the original's dataset folders (e.g. /data/imagenet_optimised) do not exist here; options are compared
-    monkeypatch.setattr("utils.validation.existing_folder", lambda path, option: path)
-    from train.arguments import parse_arguments
-    from train.train_options import training_options
-    from utils.distributed import InstanceInfo
+    monkeypatch.setattr("cnns.utils.validation.existing_folder", lambda path, option: path)
+    from cnns.train.arguments import parse_arguments
+    from cnns.train.train_options import training_options
+    from cnns.utils.distributed import InstanceInfo
     args = parse_arguments(words)
     ours = training_options(args, ipu_backend(sdk.poptorch), InstanceInfo(0, 1, 0), report_dir="logs")
     original = original_training_options(parse_arguments(words), sdk)
@@ -204,8 +203,8 @@ def test_script_training_options_equal_the_originals(script, sdk, monkeypatch):
     replicas = {"rn50_pod16.sh": 16, "rn50_pod64.sh": 64, "efficientnet_b0_pod16.sh": 8}.get(script, 4)
     monkeypatch.setenv("POPDIST_NUM_TOTAL_REPLICAS", str(replicas))
     monkeypatch.setenv("POPDIST_NUM_INSTANCES", str(instances))
-    from train.train_options import training_options
-    from utils.distributed import InstanceInfo
+    from cnns.train.train_options import training_options
+    from cnns.utils.distributed import InstanceInfo
     ours = training_options(script_train_args(script), ipu_backend(sdk.poptorch), InstanceInfo(0, instances, 0))
     original = original_training_options(script_train_args(script), sdk)
     assert ours.state() == original.state()
@@ -225,8 +224,8 @@ def original_validation_options(args, sdk):
 
 @pytest.mark.parametrize("name", ["resnet50_mk2", "efficientnet-b4-g16-gn-16ipu-mk2", "mobilenet-v3-large"])
 def test_validation_options_equal_the_originals(name, sdk):
-    from train.arguments import parse_arguments
-    from train.train_options import validation_options
+    from cnns.train.arguments import parse_arguments
+    from cnns.train.train_options import validation_options
     words = ["--config", name, "--data", "generated", "--checkpoint-path", "x"]
     ours = validation_options(parse_arguments(words), ipu_backend(sdk.poptorch))
     assert ours.state() == original_validation_options(parse_arguments(words), sdk).state()
@@ -236,9 +235,9 @@ def test_listed_mistakes_are_fixed(sdk):
     """Exchange target as an engine option, RecomputeAll (4) for manual recomputation, floating-point
     exceptions through Precision, IO tiles with sharded execution and prefetch depth 3, --profile's
     report asked for before compilation."""
-    from train.arguments import parse_arguments
-    from train.train_options import training_options
-    from utils.distributed import InstanceInfo
+    from cnns.train.arguments import parse_arguments
+    from cnns.train.train_options import training_options
+    from cnns.utils.distributed import InstanceInfo
     args = parse_arguments(["--data", "generated", "--exchange-memory-target", "memory", "--recompute-mode", "manual",
                             "--enable-fp-exceptions", "--num-io-tiles", "64", "--profile"])
     opts = training_options(args, ipu_backend(sdk.poptorch), InstanceInfo(0, 1, 0), report_dir="/tmp/report")
@@ -306,7 +305,7 @@ def test_train_compile_only_down_the_ipu_branch_records_the_originals_options(na
              "--input-size", "64"]
     record = run_script("train/train.py", words, tmp_path)
     (wrapped,) = [w for w in record["wrapped"] if w["training"]]
-    from train.arguments import parse_arguments
+    from cnns.train.arguments import parse_arguments
     original = original_training_options(parse_arguments(words), sdk, log_dir=str(tmp_path / "ck"))
     assert wrapped["state"] == json.loads(json.dumps(original.state()))
     assert ["compile", [[], {}]] in record["calls"]
@@ -323,8 +322,8 @@ def test_train_down_the_ipu_branch_validates_between_epochs(tmp_path, sdk):
     record = run_script("train/train.py", words, tmp_path)
     wrapped = record["wrapped"]
     assert [w["training"] for w in wrapped] == [True, False, False, False]  # training, 2 validations, average
-    from train.arguments import parse_arguments
-    from train.train_options import validation_options
+    from cnns.train.arguments import parse_arguments
+    from cnns.train.train_options import validation_options
     original = original_training_options(parse_arguments(words), sdk, log_dir=str(tmp_path / "ck"))
     assert wrapped[0]["state"] == json.loads(json.dumps(original.state()))
     validation = validation_options(parse_arguments(words), ipu_backend(sdk.poptorch))

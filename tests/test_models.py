@@ -1,17 +1,13 @@
 """Tests for the models package: table, construction, norms, weights, pipeline splits, normalisation."""
-import os
 import socket
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest
 import torch
 from torch import nn
 
-import models
-from models import ModelConfigError
+from cnns import models
+from cnns.models import ModelConfigError
 
 CANONICAL_NAMES = [
     "efficientnet-b0", "efficientnet-b1", "efficientnet-b2", "efficientnet-b3", "efficientnet-b4",

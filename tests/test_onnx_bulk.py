@@ -379,9 +379,8 @@ def test_get_model_missing_weights_file_exits_2(tmp_path):
 def test_get_model_original_command_and_partition_layout(tmp_path, exported_model):
     """test_resnext101.py's `get_model.py --micro-batch-size 6` flag and the original's partitions,
     <data_dir>/<i>/pytorch_subdir, are read as they are."""
-    sys.path.insert(0, str(BULK))
-    import get_model
-    import resnext_inference_launch as launch
+    from cnns.inference.onnx_bulk import get_model
+    from cnns.inference.onnx_bulk import resnext_inference_launch as launch
     assert get_model.parse_args(["--micro-batch-size", "6"]).batch_size == 6
     for i in range(2):
         folder = tmp_path / "datasets" / str(i) / "pytorch_subdir"

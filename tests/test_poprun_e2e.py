@@ -15,7 +15,7 @@ import torch
 
 from tests.conftest import REPO_ROOT
 from tests.test_poprun import fake_ssh, launch_env  # noqa: F401  (fixture)
-from utils import process_tree
+from cnns.utils import process_tree
 
 POPRUN = os.path.join(REPO_ROOT, "utils", "poprun.py")
 TWO_HOSTS = ["--host", "127.0.0.1,127.0.0.1"]

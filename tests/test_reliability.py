@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
@@ -85,34 +84,34 @@ def _entry(script: str, monkeypatch) -> Callable[[List[str]], Any]:
         module = _load_script("run_benchmark", os.path.join(REPO, "inference", "run_benchmark.py"))
         monkeypatch.setattr(module, "select_backend", _sentinel)
     elif script == "train":
-        import train.train as module
+        import cnns.train.train as module
         monkeypatch.setattr(module, "select_backend", _sentinel)
     elif script == "validate":
-        import train.validate as module
+        import cnns.train.validate as module
         monkeypatch.setattr(module, "select_backend", _sentinel)
     elif script == "restore":
-        import train.restore as module
+        import cnns.train.restore as module
         monkeypatch.setattr(module, "run_training", _sentinel)
     elif script == "weight_avg":
-        import train.weight_avg as module
+        import cnns.train.weight_avg as module
         monkeypatch.setattr(module, "average_checkpoints", _sentinel)
     elif script == "create_webdataset":
-        import datasets.create_webdataset as module
+        import cnns.datasets.create_webdataset as module
         monkeypatch.setattr(module, "write_split", _sentinel)
     elif script == "distributed_webdataset":
-        import datasets.distributed_webdataset as module
+        import cnns.datasets.distributed_webdataset as module
         monkeypatch.setattr(module, "write_instance_leftovers", _sentinel)
     elif script == "host_benchmark":
-        import datasets.host_benchmark as module
+        import cnns.datasets.host_benchmark as module
         monkeypatch.setattr(module, "run", _sentinel)
     elif script == "make_sample_folder":
-        import datasets.make_sample_folder as module
+        import cnns.datasets.make_sample_folder as module
         monkeypatch.setattr(module, "build_image_folder", _sentinel)
     elif script == "make_sample_images":
-        import datasets.make_sample_images as module
+        import cnns.datasets.make_sample_images as module
         monkeypatch.setattr(module, "write_samples", _sentinel)
     elif script == "validate_dataset":
-        import datasets.validate_dataset as module
+        import cnns.datasets.validate_dataset as module
         monkeypatch.setattr(module, "check_dataset", _sentinel)
     else:
         raise KeyError(script)
@@ -311,7 +310,7 @@ CASES: List[Tuple[str, List[str], str]] = [
 
 def _write_metadata(folder: str, shard_file: str, as_json: bool = True) -> str:
     os.makedirs(folder, exist_ok=True)
-    from datasets.webdataset_format import METADATA_FILE, combined_checksum
+    from cnns.datasets.webdataset_format import METADATA_FILE, combined_checksum
     entry = {"file": shard_file, "samples": 1, "sha256": "0" * 64}
     splits = {"train": {"samples": 1, "shards": [entry]}}
     meta = {"format_version": 1, "format": "img", "classes": ["a"], "splits": splits,
@@ -431,7 +430,6 @@ ONNX_CASES = [
 
 @pytest.mark.parametrize("script,argv,code,fragment", ONNX_CASES)
 def test_onnx_bulk_bad_input_is_one_error_line(script, argv, code, fragment, files, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the scripts put their own folder first
     monkeypatch.setenv("TORCH_HOME", os.path.join(files["tmp"], "torch_home"))
     monkeypatch.chdir(files["tmp"])
     module = _load_script(f"onnx_bulk_{script[:-3]}", os.path.join(ONNX_BULK, script))
@@ -451,7 +449,7 @@ def test_the_table_is_large_and_covers_every_entry_point():
 
 
 def test_a_second_training_run_into_a_locked_checkpoint_folder_is_refused(files, monkeypatch, capsys):
-    from utils.atomic import FolderLock
+    from cnns.utils.atomic import FolderLock
     folder = os.path.join(files["tmp"], "ckpt")
     os.makedirs(folder)
     holder = FolderLock(folder, "--checkpoint-path")

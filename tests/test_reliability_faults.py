@@ -18,10 +18,10 @@ import time
 import pytest
 import torch
 
-from utils import atomic
-from utils.distributed import InstanceInfo
-from utils.errors import UsageError, exit_on_usage_error
-from utils.logger import RunLogger
+from cnns.utils import atomic
+from cnns.utils.distributed import InstanceInfo
+from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.logger import RunLogger
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +42,7 @@ def _run_python(code: str, tmp_path, **kwargs) -> subprocess.Popen:
 def test_sigkill_during_a_checkpoint_write_leaves_no_checkpoint_and_the_next_start_cleans_up(tmp_path):
     child = _run_python(f"""
         import sys, time, torch
-        from train.checkpoint import save_checkpoint
+        from cnns.train.checkpoint import save_checkpoint
         def slow_save(payload, f):
             f.write(b"PK" + b"0" * 4096)
             f.flush()
@@ -57,7 +57,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_no_checkpoint_and_the_next_sta
     names = os.listdir(tmp_path)
     assert "resnet18_generated_1.pt" not in names
     assert len(names) == 1 and atomic.is_temporary(names[0]), names
-    from train.checkpoint import claim_folder
+    from cnns.train.checkpoint import claim_folder
     lock, removed = claim_folder(str(tmp_path))
     lock.release()
     assert removed == 1 and os.listdir(tmp_path) == []
@@ -66,8 +66,8 @@ def test_sigkill_during_a_checkpoint_write_leaves_no_checkpoint_and_the_next_sta
 def test_a_sigkilled_run_leaves_a_results_file_that_says_it_never_finished(tmp_path):
     child = _run_python(f"""
         import argparse, time
-        from utils.distributed import InstanceInfo
-        from utils.logger import RunLogger
+        from cnns.utils.distributed import InstanceInfo
+        from cnns.utils.logger import RunLogger
         logger = RunLogger(argparse.Namespace(log_path={str(tmp_path)!r}, model="m"), InstanceInfo(0, 1, 0), folder="run")
         print("started", flush=True)
         time.sleep(60)
@@ -84,7 +84,7 @@ def test_a_sigkilled_run_leaves_a_results_file_that_says_it_never_finished(tmp_p
 
 
 def test_disk_full_during_a_checkpoint_write_is_one_sentence_naming_the_file(tmp_path, monkeypatch, capsys):
-    from train import checkpoint
+    from cnns.train import checkpoint
 
     def full(payload, f):
         f.write(b"PK")
@@ -145,7 +145,7 @@ def test_a_killed_loader_worker_ends_the_run_with_one_line_and_a_failed_results_
 def test_sigterm_stops_with_143_and_one_line(tmp_path):
     child = _run_python("""
         import time
-        from utils.errors import exit_on_usage_error
+        from cnns.utils.errors import exit_on_usage_error
         @exit_on_usage_error
         def main(argv):
             print("ready", flush=True)
@@ -178,8 +178,8 @@ def test_two_runs_cannot_share_one_checkpoint_folder(tmp_path):
 
 
 def test_validate_and_restore_never_write_where_the_checkpoint_says(tmp_path):
-    from train.arguments import training_parser
-    from train.validate import args_from_checkpoint
+    from cnns.train.arguments import training_parser
+    from cnns.train.validate import args_from_checkpoint
     cli = training_parser().parse_args(["--checkpoint-path", "x.pt"])
     ckpt = {"args": {"model": "resnet18", "log_path": "/etc/cron.d", "model_cache_path": "/root/.ssh",
                      "batch_size": 4}}
@@ -198,8 +198,8 @@ def _evil_file(path: str, marker: str) -> None:
 
 
 def test_a_pickle_planted_in_the_hub_cache_is_refused_and_never_run(tmp_path, monkeypatch):
-    import models
-    from models.pretrained import PretrainedWeightsError
+    from cnns import models
+    from cnns.models.pretrained import PretrainedWeightsError
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     marker = tmp_path / "code-ran"
@@ -211,7 +211,7 @@ def test_a_pickle_planted_in_the_hub_cache_is_refused_and_never_run(tmp_path, mo
 
 
 def test_a_cached_file_with_the_right_hash_but_code_inside_is_refused(tmp_path, monkeypatch):
-    from models import pretrained
+    from cnns.models import pretrained
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     marker = tmp_path / "code-ran"
@@ -226,7 +226,7 @@ def test_a_cached_file_with_the_right_hash_but_code_inside_is_refused(tmp_path, 
 
 
 def test_a_cached_file_with_the_right_hash_loads_as_tensors(tmp_path, monkeypatch):
-    from models import pretrained
+    from cnns.models import pretrained
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     staged = tmp_path / "staged.pth"
@@ -241,7 +241,7 @@ def test_a_cached_file_with_the_right_hash_loads_as_tensors(tmp_path, monkeypatc
 def test_hashes_are_checked_only_where_the_source_publishes_them(tmp_path, monkeypatch):
     """torchvision's names carry a SHA256 prefix (refused on mismatch); efficientnet_pytorch's 8 hex digits
     are not a published hash, so a genuine file with other content still loads, as tensors only."""
-    from models import pretrained
+    from cnns.models import pretrained
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     for name in ("resnet18-f37072fd.pth", "efficientnet-b0-355c32eb.pth"):
@@ -256,15 +256,14 @@ def test_hashes_are_checked_only_where_the_source_publishes_them(tmp_path, monke
 
 def test_every_builder_uses_the_checked_loader(tmp_path, monkeypatch):
     """No builder reaches torch.hub's unchecked loader: each asks load_pretrained_state_dict for its URL."""
-    import models.cadene
-    import models.efficientnet
-    import models.torchvision_zoo
+    from cnns import models
+    from cnns.models import cadene, efficientnet, torchvision_zoo
     asked = []
 
     def refuse(url):
         asked.append(url)
         raise OSError("offline in this test")
-    for module in (models.cadene, models.efficientnet, models.torchvision_zoo):
+    for module in (cadene, efficientnet, torchvision_zoo):
         monkeypatch.setattr(module, "load_pretrained_state_dict", refuse)
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("unchecked loader"))
     for name in ("resnet18", "efficientnet-b0", "resnext101_32x4d"):
@@ -277,8 +276,8 @@ def test_every_builder_uses_the_checked_loader(tmp_path, monkeypatch):
 def test_a_corrupt_sample_image_follows_the_corrupt_images_policy(tmp_path):
     from PIL import Image
 
-    from datasets.corrupt import CorruptImageError, CorruptImagePolicy
-    from datasets.sample_images import SampleImages
+    from cnns.datasets.corrupt import CorruptImageError, CorruptImagePolicy
+    from cnns.datasets.sample_images import SampleImages
     Image.new("RGB", (8, 8), "red").save(tmp_path / "a.jpg")
     (tmp_path / "b.jpg").write_bytes(b"\xff\xd8 truncated")
     stop = SampleImages(str(tmp_path), lambda img: img.size, 2, CorruptImagePolicy("stop"))
@@ -289,7 +288,7 @@ def test_a_corrupt_sample_image_follows_the_corrupt_images_policy(tmp_path):
 
 
 def test_a_checkpoint_is_refused_for_data_with_another_number_of_classes(tmp_path):
-    from train.validate import check_classes
+    from cnns.train.validate import check_classes
 
     class Loader:
         dataset = argparse.Namespace(classes=["a", "b", "c", "d", "e"])
@@ -330,7 +329,7 @@ def test_a_forked_worker_still_dies_by_sigterm(tmp_path):
     """Pools and loaders stop their workers with SIGTERM; an inherited handler must not make them unwind."""
     child = _run_python("""
         import multiprocessing, os, signal, time
-        from utils.errors import exit_on_usage_error
+        from cnns.utils.errors import exit_on_usage_error
         @exit_on_usage_error
         def main(argv):
             worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))

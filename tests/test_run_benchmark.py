@@ -69,11 +69,10 @@ def test_seed_000_commands_run_and_report_throughput(line, tmp_path):
 
 @pytest.mark.parametrize("line", SEED_000)
 def test_seed_values_reach_the_options(line, monkeypatch):
-    sys.path.insert(0, INFERENCE_DIR)
-    import run_benchmark
-    from utils.backend import select_backend
-    from utils.distributed import InstanceInfo
-    from utils.ipu_settings import inference_options
+    from cnns.inference import run_benchmark
+    from cnns.utils.backend import select_backend
+    from cnns.utils.distributed import InstanceInfo
+    from cnns.utils.ipu_settings import inference_options
     args = run_benchmark.parse_arguments(seed_args(line))
     opts = inference_options(args, select_backend("cpu"), InstanceInfo(0, 1, 0))
     words = seed_args(line)
@@ -152,10 +151,9 @@ def test_bad_input_is_one_sentence_and_exit_code_2(args, message, tmp_path):
 def test_unknown_preset_key_is_rejected(tmp_path):
     config = tmp_path / "configs.yml"
     config.write_text("bad:\n  model: resnet18\n  batch_sise: 4\n")
-    sys.path.insert(0, INFERENCE_DIR)
-    import run_benchmark
-    from utils.errors import UsageError
-    from utils.argparser import parse_with_config
+    from cnns.inference import run_benchmark
+    from cnns.utils.argparser import parse_with_config
+    from cnns.utils.errors import UsageError
     parser = run_benchmark.new_parser("t")
     run_benchmark.add_common_options(parser)
     with pytest.raises(UsageError, match="batch_sise"):
@@ -235,7 +233,7 @@ def test_sweep_runs_every_batch_size_and_writes_csv_and_png(tmp_path):
 
 
 def test_sweep_values_split_into_combinations():
-    from utils.sweep import combinations
+    from cnns.utils.sweep import combinations
     runs = combinations(["--model", "resnet18", "resnet50", "--batch-size=4", "--executor", "eager", "--iterations", "2"])
     assert runs == [["--iterations", "2", "--model", "resnet18", "--batch-size", "4", "--executor", "eager"],
                     ["--iterations", "2", "--model", "resnet50", "--batch-size", "4", "--executor", "eager"]]

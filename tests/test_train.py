@@ -7,15 +7,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from train.arguments import loss_scaling_steps, parse_arguments
-from train.augmentations import CoefficientSampler, cutmix_mask
-from train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from train.losses import TrainingModelWithLoss, one_hot, soft_cross_entropy
-from train.lr_schedule import LearningRateSchedule
-from train.optimizers import get_optimizer
-from train.weight_avg import average_state_dicts
-from utils.errors import UsageError
 import portable_poptorch
+from cnns.train.arguments import loss_scaling_steps, parse_arguments
+from cnns.train.augmentations import CoefficientSampler, cutmix_mask
+from cnns.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from cnns.train.losses import TrainingModelWithLoss, one_hot, soft_cross_entropy
+from cnns.train.lr_schedule import LearningRateSchedule
+from cnns.train.optimizers import get_optimizer
+from cnns.train.weight_avg import average_state_dicts
+from cnns.utils.errors import UsageError
 
 torch.set_num_threads(1)
 

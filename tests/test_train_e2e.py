@@ -196,7 +196,7 @@ def test_wandb_logs_every_point_offline(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "wandb", fake)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    from train import train
+    from cnns.train import train
     train.main(["--data", "generated", *FAST, "--batch-size", "2", "--iterations", "4", "--epoch", "1",
                 "--logs-per-epoch", "2", "--validation-mode", "none", "--wandb", "--log-path", str(tmp_path)])
     assert os.environ["WANDB_MODE"] == "offline"
@@ -221,7 +221,7 @@ def _exit_code(main, argv, capsys):
 
 
 def test_usage_errors_of_every_script(tmp_path, capsys):
-    from train import restore, train, validate, weight_avg
+    from cnns.train import restore, train, validate, weight_avg
     code, msg = _exit_code(train.main, ["--data", "generated", "--pipeline-splits", "layer2", "layer3",
                                         "--gradient-accumulation", "3"], capsys)
     assert code == 2 and "2 x stages - 1 = 5" in msg

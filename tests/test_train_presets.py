@@ -47,14 +47,14 @@ RESNET50_MK2_CHECKPOINTS = ["layer1/0", "layer1/1", "layer1/2", "layer2/0", "lay
 
 
 def preset_args(name, *extra):
-    from train.arguments import parse_arguments
+    from cnns.train.arguments import parse_arguments
     return parse_arguments(["--config", name, "--data", "generated", "--checkpoint-path", "unused", *extra])
 
 
 def options_of(args):
-    from train.train_options import training_options
-    from utils.backend import select_backend
-    from utils.distributed import InstanceInfo
+    from cnns.train.train_options import training_options
+    from cnns.utils.backend import select_backend
+    from cnns.utils.distributed import InstanceInfo
     return training_options(args, select_backend("cpu"), InstanceInfo(0, 1, 0))
 
 
@@ -91,8 +91,8 @@ def test_preset_details_of_the_original():
 
 
 def test_original_recompute_checkpoints_map_to_the_residual_blocks():
-    import models
-    from train.recompute_setup import apply_recomputation
+    from cnns import models
+    from cnns.train.recompute_setup import apply_recomputation
     args = preset_args("resnet50_mk2")
     model = models.get_model("resnet50", num_classes=10, pretrained=False)
     marked = apply_recomputation(model, args, lambda t: t)
@@ -105,22 +105,22 @@ def test_original_recompute_checkpoints_map_to_the_residual_blocks():
     ("mobilenet-v3-large", "mb_block/2/seq/0", "features/3"), ("resnet50", "layer3/1", "layer3/1"),
 ])
 def test_original_module_names_are_translated(model, original, here):
-    from models.original_names import translate_module_path
+    from cnns.models.original_names import translate_module_path
     assert translate_module_path(model, original) == here
 
 
 def test_unknown_original_name_error_lists_the_mapping():
-    from train.arguments import parse_arguments
-    from utils.errors import UsageError
-    import models
-    from train.recompute_setup import apply_recomputation
+    from cnns import models
+    from cnns.train.arguments import parse_arguments
+    from cnns.train.recompute_setup import apply_recomputation
+    from cnns.utils.errors import UsageError
     args = parse_arguments(["--data", "generated", "--model", "resnet18", "--recompute-checkpoints", "mb_block/3"])
     with pytest.raises(UsageError, match="mb_block/<k> -> features/<k\\+1>"):
         apply_recomputation(models.get_model("resnet18", num_classes=10, pretrained=False), args, lambda t: t)
 
 
 def run_train(args, tmp_path):
-    from train import train
+    from cnns.train import train
     return train.main([*args, "--log-path", str(tmp_path / "logs")])
 
 
@@ -222,7 +222,7 @@ def script_train_args(script):
     """The options a script passes to train.py (before the appended "$@")."""
     text = open(os.path.join(TRAIN_DIR, script)).read().replace("\\\n", " ")
     command = text.split("python3 train.py", 1)[1].split('"$@"')[0]
-    from train.arguments import parse_arguments
+    from cnns.train.arguments import parse_arguments
     return parse_arguments(shlex.split(command) + ["--data", "generated", "--checkpoint-path", "x"])
 
 
@@ -248,7 +248,7 @@ def test_scripts_pass_the_original_options(script, expected):
 
 def digits_webdataset(root):
     """A WebDataset with bounding boxes, named as the README's $DATASETS_DIR/imagenet_optimised."""
-    from datasets.create_webdataset import main as create_webdataset
+    from cnns.datasets.create_webdataset import main as create_webdataset
     source = write_digits(os.path.join(root, "digits"), keep_every=8)
     names = [f for _, _, files in os.walk(os.path.join(source, "train")) for f in files]
     with open(os.path.join(source, "imagenet_2012_bounding_boxes.csv"), "w") as f:
@@ -377,7 +377,7 @@ def test_readme_benchmarks_command_runs_as_written(name, datasets_dir, tmp_path)
 
 def test_webdataset_memory_cache_serves_later_epochs_from_memory(datasets_dir, tmp_path):
     import shutil
-    from datasets.webdataset_source import WebDatasetSplit
+    from cnns.datasets.webdataset_source import WebDatasetSplit
     folder = shutil.copytree(os.path.join(datasets_dir, "imagenet_optimised"), tmp_path / "wds")
     split = WebDatasetSplit(str(folder), "train", lambda image, boxes: image, memory_cache_ratio=0.5)
     shards = sorted(str(folder / f) for f in os.listdir(folder) if f.startswith("train") and f.endswith(".tar"))
@@ -395,7 +395,7 @@ def test_webdataset_memory_cache_serves_later_epochs_from_memory(datasets_dir, t
 @pytest.mark.parametrize("bias", [True, False])
 def test_convpadding_3ch_vs_4ch_forward(dtype, bias):
     """The original's test: the 4-channel padded convolution gives the 3-channel one's results."""
-    from models.padding import PaddedConv
+    from cnns.models.padding import PaddedConv
     torch.manual_seed(0)
     conv_3ch = torch.nn.Conv2d(3, 32, (3, 3), bias=bias).to(dtype)
     conv_4ch = PaddedConv(conv_3ch)
@@ -406,8 +406,8 @@ def test_convpadding_3ch_vs_4ch_forward(dtype, bias):
 
 
 def test_input_image_padding_pads_the_first_convolution_of_every_family():
-    import models
-    from models.padding import PaddedConv, pad_first_conv
+    from cnns import models
+    from cnns.models.padding import PaddedConv, pad_first_conv
     for name in ("resnet18", "efficientnet-b0", "mobilenet-v3-small"):
         model = models.get_model(name, num_classes=5, pretrained=False).eval()
         x = torch.rand(2, 3, 64, 64)
@@ -420,8 +420,8 @@ def test_input_image_padding_pads_the_first_convolution_of_every_family():
 
 
 def test_cifar10_trains_at_the_models_resolution_unless_asked():
-    from train.arguments import parse_arguments
-    from train.validate import train_input_size
+    from cnns.train.arguments import parse_arguments
+    from cnns.train.validate import train_input_size
     args = parse_arguments(["--data", "cifar10", "--model", "resnet18"])
     assert train_input_size(args) == 224 and train_input_size(args, train=False) == 224
     assert train_input_size(parse_arguments(["--data", "cifar10", "--input-size", "32"])) == 32
@@ -438,18 +438,17 @@ def test_cifar10_trains_at_the_models_resolution_unless_asked():
     (["--data", "generated", "--num-io-tiles", "32"], "--num-io-tiles"),
 ])
 def test_options_without_effect_are_listed(argv, option):
-    from train.arguments import parse_arguments
-    from utils.backend import select_backend
-    from utils.unused_options import unused_options
+    from cnns.train.arguments import parse_arguments
+    from cnns.utils.backend import select_backend
+    from cnns.utils.unused_options import unused_options
     entries = unused_options(parse_arguments(argv), select_backend("cpu"))
     assert [e["option"] for e in entries] == [option] and entries[0]["reason"]
 
 
 def test_bbox_info_has_no_effect_in_inference():
-    sys.path.insert(0, os.path.join(REPO_ROOT, "inference"))
-    import run_benchmark
-    from utils.backend import select_backend
-    from utils.unused_options import unused_options
+    from cnns.inference import run_benchmark
+    from cnns.utils.backend import select_backend
+    from cnns.utils.unused_options import unused_options
     args = run_benchmark.parse_arguments(["--data", "generated", "--use-bbox-info", "--dataloader-rebatch-size", "4"])
     options = {e["option"] for e in unused_options(args, select_backend("cpu"))}
     assert options == {"--use-bbox-info", "--dataloader-rebatch-size"}

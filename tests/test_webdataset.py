@@ -10,15 +10,15 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-import datasets
-from datasets.corrupt import CorruptImageError
-from datasets.create_webdataset import main as create_webdataset
-from datasets.distributed_webdataset import main as distributed_main
-from datasets.make_sample_folder import build_image_folder
-from datasets.validate_dataset import check_dataset, main as validate_main
-from datasets.webdataset_format import combined_checksum, decode_sample, shard_entry
+from cnns import datasets
+from cnns.datasets.corrupt import CorruptImageError
+from cnns.datasets.create_webdataset import main as create_webdataset
+from cnns.datasets.distributed_webdataset import main as distributed_main
+from cnns.datasets.make_sample_folder import build_image_folder
+from cnns.datasets.validate_dataset import check_dataset, main as validate_main
+from cnns.datasets.webdataset_format import combined_checksum, decode_sample, shard_entry
 from test_datasets_support import batches, data_args, fingerprint, image_files, loader, seen_samples
-from datasets.errors import DataError
+from cnns.datasets.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_corrupt_source_image_when_converting(folder, tmp_path):
     bad = image_files(str(source / "validation"))[3]
     open(bad, "wb").write(b"\xff\xd8 broken")
     with pytest.raises(CorruptImageError, match=os.path.basename(bad)):
-        from datasets.create_webdataset import create, parse_arguments
+        from cnns.datasets.create_webdataset import create, parse_arguments
         create(parse_arguments(["--source", str(source), "--target", str(tmp_path / "out"), "--num-workers", "0"]))
     meta = convert(str(source), tmp_path / "skipped", "--corrupt-images", "skip")
     assert meta["skipped_corrupt_images"] == 1 and meta["splits"]["validation"]["samples"] == 9

@@ -10,9 +10,9 @@ import math
 import os
 from typing import List, Optional, Sequence, Set
 
-from datasets import add_data_options
-from utils.argparser import add_common_options, new_parser, parse_with_config
-from utils.errors import UsageError
+from cnns.datasets import add_data_options
+from cnns.utils.argparser import add_common_options, new_parser, parse_with_config
+from cnns.utils.errors import UsageError
 
 from .value_checks import check_training_values
 
@@ -36,7 +36,7 @@ def add_weight_avg_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """The original train.py's options (the common ones come from utils.argparser)."""
+    """The original train.py's options (the common ones come from cnns.utils.argparser)."""
     p = parser.add_argument
     p("--data", choices=DATA_MODES, default="cifar10",
       help="cifar10 (downloaded), imagenet (folder with train/ and validation/), generated (random host "

@@ -12,9 +12,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from utils.atomic import FolderLock, atomic_file, remove_stale_temporaries
-from utils.errors import UsageError
-from utils.validation import check_free_space, writable_folder
+from cnns.utils.atomic import FolderLock, atomic_file, remove_stale_temporaries
+from cnns.utils.errors import UsageError
+from cnns.utils.validation import check_free_space, writable_folder
 
 _EPOCH_FILE = re.compile(r"^(?P<stem>.+)_(?P<epoch>\d+)\.pt$")
 

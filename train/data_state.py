@@ -11,7 +11,7 @@ from typing import List
 
 import torch
 
-from datasets.seeding import AugmentationRNG
+from cnns.datasets.seeding import AugmentationRNG
 
 
 def augmentation_state(rng: AugmentationRNG) -> List[torch.Tensor]:

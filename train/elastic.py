@@ -8,7 +8,7 @@ import os
 import tempfile
 from typing import Any, Dict, Optional, Tuple
 
-from train.checkpoint import load_checkpoint
+from cnns.train.checkpoint import load_checkpoint
 
 RECORD = "elastic_launch.json"
 

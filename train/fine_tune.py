@@ -11,9 +11,9 @@ import copy
 
 from torch import nn
 
-from models import NormalizeInputModel
-from models.original_names import translate_module_path
-from utils.errors import UsageError
+from cnns.models import NormalizeInputModel
+from cnns.models.original_names import translate_module_path
+from cnns.utils.errors import UsageError
 
 
 def fine_tune_args(args: argparse.Namespace) -> argparse.Namespace:

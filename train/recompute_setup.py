@@ -2,7 +2,7 @@
 
 A checkpoint is ``poptorch.recomputationCheckpoint`` applied to a module's output through a forward
 hook; PopTorch keeps those tensors and recomputes the rest in backward (portable_poptorch recomputes
-each marked module's inside, see portable_poptorch/recompute.py).
+each marked module's inside, see portable_poptorch/src/portable_poptorch/recompute.py).
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from torch import nn
 
-from models import NormalizeInputModel
-from models.original_names import MAPPING_HELP, fx_node_modules, translate_module_path
-from utils.errors import UsageError
+from cnns.models import NormalizeInputModel
+from cnns.models.original_names import MAPPING_HELP, fx_node_modules, translate_module_path
+from cnns.utils.errors import UsageError
 
 SEPARATOR = "/"
 

@@ -6,17 +6,17 @@ seed (exactly so with --dataloader-worker 0; worker processes keep RNG state a c
 hold). Options typed on the command line override the recorded ones, e.g. --epoch to train longer.
 New checkpoints go to the folder of the restored one.
 """
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import os
+import sys
 from typing import Any, Dict, Optional, Sequence
 
-from train.arguments import check_training_args, explicit_options, training_parser
-from train.checkpoint import load_checkpoint
-from train.train import run_training
-from train.validate import args_from_checkpoint
-from utils.argparser import normalise_args
-from utils.errors import UsageError, exit_on_usage_error
+from cnns.train.arguments import check_training_args, explicit_options, training_parser
+from cnns.train.checkpoint import load_checkpoint
+from cnns.train.train import run_training
+from cnns.train.validate import args_from_checkpoint
+from cnns.utils.argparser import normalise_args
+from cnns.utils.errors import UsageError, exit_on_usage_error
 
 
 @exit_on_usage_error
@@ -38,5 +38,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return run_training(args, resume=ckpt)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``cnns-restore`` command: main's return value is for callers, not the exit status."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,5 +1,4 @@
 """Train an image classifier with PopTorch semantics on IPU, CUDA or CPU; see train/README.md."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import contextlib
@@ -12,32 +11,32 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import datasets
-from datasets.preprocess import DEFAULT_SCALE
-from datasets.seeding import AugmentationRNG
-from train.arguments import loss_scaling_steps, parse_arguments
-from train.augmentations import CoefficientSampler
-from train.checkpoint import (check_space_for, checkpoint_name, claim_folder, list_checkpoints, plain, rng_state,
+from cnns import datasets
+from cnns.datasets.preprocess import DEFAULT_SCALE
+from cnns.datasets.seeding import AugmentationRNG
+from cnns.train.arguments import loss_scaling_steps, parse_arguments
+from cnns.train.augmentations import CoefficientSampler
+from cnns.train.checkpoint import (check_space_for, checkpoint_name, claim_folder, list_checkpoints, plain, rng_state,
                               save_checkpoint, set_rng_state)
-from train import elastic
-from train.data_state import augmentation_state, load_augmentation_state
-from train.fine_tune import fine_tune_args
-from train.losses import TrainingModelWithLoss
-from train.lr_schedule import schedule_from_args
-from train.optimizers import get_optimizer, set_learning_rate, set_loss_scaling
-from train.recompute_setup import apply_recomputation
-from train.train_options import training_options
-from train.training_log import TrainingLog, start_wandb
-from train.validate import model_from_checkpoint, run_validation_steps, train_input_size
-from utils import distributed
-from utils.backend import Backend, select_backend
-from utils.backend_report import BackendRecord, report_backend
-from utils.executor_report import executor_report, log_compiled
-from utils.errors import Stopped, UsageError, exit_on_usage_error, on_failure
-from utils.ipu_settings import num_stages
-from utils.logger import RunLogger
-from utils.profiling import torch_trace, trace_path
-from utils.model_setup import for_executor, input_preprocessing, prepare_model
+from cnns.train import elastic
+from cnns.train.data_state import augmentation_state, load_augmentation_state
+from cnns.train.fine_tune import fine_tune_args
+from cnns.train.losses import TrainingModelWithLoss
+from cnns.train.lr_schedule import schedule_from_args
+from cnns.train.optimizers import get_optimizer, set_learning_rate, set_loss_scaling
+from cnns.train.recompute_setup import apply_recomputation
+from cnns.train.train_options import training_options
+from cnns.train.training_log import TrainingLog, start_wandb
+from cnns.train.validate import model_from_checkpoint, run_validation_steps, train_input_size
+from cnns.utils import distributed
+from cnns.utils.backend import Backend, select_backend
+from cnns.utils.backend_report import BackendRecord, report_backend
+from cnns.utils.executor_report import executor_report, log_compiled
+from cnns.utils.errors import Stopped, UsageError, exit_on_usage_error, on_failure
+from cnns.utils.ipu_settings import num_stages
+from cnns.utils.logger import RunLogger
+from cnns.utils.profiling import torch_trace, trace_path
+from cnns.utils.model_setup import for_executor, input_preprocessing, prepare_model
 
 
 def resolve_seed(args: argparse.Namespace, info: distributed.InstanceInfo) -> None:
@@ -140,8 +139,8 @@ class Run:
         if resume:
             self.model = model_from_checkpoint(resume, args, self.backend, args.resumed_from, self.log)
         elif fine_tune_checkpoint:
-            from train.checkpoint import load_checkpoint
-            from train.fine_tune import freeze_before
+            from cnns.train.checkpoint import load_checkpoint
+            from cnns.train.fine_tune import freeze_before
             self.model = model_from_checkpoint(load_checkpoint(fine_tune_checkpoint), args, self.backend,
                                                fine_tune_checkpoint, self.log)
             frozen = freeze_before(self.model, args.model, args.fine_tune_first_trainable_layer)
@@ -407,7 +406,7 @@ class Run:
         path = os.path.join(args.checkpoint_path, checkpoint_name(args.model, args.data, args.epoch)[:-len(".pt")]
                             + f"_{args.weight_avg_strategy}_avg.pt")
         if self.info.rank == 0:
-            from train.weight_avg import average_checkpoints
+            from cnns.train.weight_avg import average_checkpoints
             path = average_checkpoints(args.checkpoint_path, args.weight_avg_strategy, args.weight_avg_exp_decay,
                                        args.weight_avg_N, self.log)
         distributed.barrier()
@@ -415,7 +414,7 @@ class Run:
 
     def validate_checkpoints(self, files: List[str]) -> Dict[str, float]:
         """Validate checkpoint files one by one, a validation.csv row each."""
-        from train.checkpoint import load_checkpoint
+        from cnns.train.checkpoint import load_checkpoint
         results: Dict[str, float] = {}
         for file in files:
             ckpt = load_checkpoint(file)
@@ -485,5 +484,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return run_training(args, resume=ckpt)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``cnns-train`` command: main's return value is for callers, not the exit status."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -4,9 +4,9 @@ from __future__ import annotations
 import copy
 from typing import Any, Optional
 
-from utils.backend import Backend
-from utils.distributed import InstanceInfo
-from utils.ipu_settings import common_options, inference_options, num_stages, popdist_active
+from cnns.utils.backend import Backend
+from cnns.utils.distributed import InstanceInfo
+from cnns.utils.ipu_settings import common_options, inference_options, num_stages, popdist_active
 
 # popart.RecomputationType values (None=0, Standard=1, NormOnly=2, Pipeline=3, RecomputeAll=4).
 RECOMPUTE_STANDARD = 1

@@ -8,7 +8,7 @@ import io
 import os
 from typing import Any, Dict, List, Optional
 
-from utils.atomic import atomic_file
+from cnns.utils.atomic import atomic_file
 
 # The original's training.csv columns, spelled as it wrote them (the smoothing columns end in ':').
 CSV_FIELDS = ["loss_avg", "loss_batch", "epoch", "iteration", "train_accuracy_avg", "train_accuracy_batch",
@@ -108,7 +108,7 @@ def start_wandb(args: Any, folder: str) -> Any:
     try:
         import wandb
     except ImportError:
-        from utils.errors import UsageError
+        from cnns.utils.errors import UsageError
         raise UsageError("--wandb needs the optional wandb package; install it with pip install wandb.") from None
     if not os.environ.get("WANDB_API_KEY"):
         os.environ.setdefault("WANDB_MODE", "offline")

@@ -5,26 +5,26 @@ padding is left out of the accuracy, which is correct predictions / samples over
 Options given on the command line override those the checkpoint recorded (e.g. --batch-size,
 --device, --imagenet-data-path).
 """
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import os
+import sys
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-import datasets
-from train.arguments import check_training_args, explicit_options, training_parser
-from train.checkpoint import list_checkpoints, load_checkpoint
-from train.train_options import validation_args, validation_options
-from utils import distributed
-from utils.backend import Backend, select_backend
-from utils.errors import UsageError, exit_on_usage_error
-from utils.argparser import normalise_args
-from utils.option_values import checked_mapping
-from utils.host_memory import configure_host_allocator
-from utils.logger import RunLogger
-from utils.model_setup import for_executor, input_preprocessing, prepare_model
+from cnns import datasets
+from cnns.train.arguments import check_training_args, explicit_options, training_parser
+from cnns.train.checkpoint import list_checkpoints, load_checkpoint
+from cnns.train.train_options import validation_args, validation_options
+from cnns.utils import distributed
+from cnns.utils.backend import Backend, select_backend
+from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.argparser import normalise_args
+from cnns.utils.option_values import checked_mapping
+from cnns.utils.host_memory import configure_host_allocator
+from cnns.utils.logger import RunLogger
+from cnns.utils.model_setup import for_executor, input_preprocessing, prepare_model
 
 # Half-resolution training sizes of the original (from https://arxiv.org/abs/2106.03640); other sizes x 5/7.
 HALF_RESOLUTION = {224: 160, 380: 252}
@@ -36,7 +36,7 @@ def train_input_size(args: Any, train: bool = True) -> int:
     if getattr(args, "input_size", None):
         size = args.input_size
     else:
-        from utils.model_setup import input_size
+        from cnns.utils.model_setup import input_size
         size = input_size(args)
     if train and getattr(args, "half_res_training", False):
         return HALF_RESOLUTION.get(size, max(8, round(size * 5 / 7)))
@@ -180,5 +180,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     return results
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``cnns-validate`` command: main's return value is for callers, not the exit status."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

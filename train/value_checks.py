@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from utils.validation import check_common, in_range
+from cnns.utils.validation import check_common, in_range
 
 
 def check_training_values(args: argparse.Namespace) -> None:

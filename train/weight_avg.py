@@ -5,7 +5,6 @@ mean: arithmetic mean of the last N checkpoints. exponential: starting from the 
 newest checkpoint. The result is written next to the inputs as
 ``<model>_<data>_<epoch>_<strategy>_avg.pt``, a checkpoint validate.py and --weights accept.
 """
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import os
@@ -13,11 +12,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from train.arguments import add_weight_avg_options
-from train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from utils.argparser import new_parser
-from utils.errors import UsageError, exit_on_usage_error
-from utils.validation import existing_folder, writable_folder
+from cnns.train.arguments import add_weight_avg_options
+from cnns.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from cnns.utils.argparser import new_parser
+from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.validation import existing_folder, writable_folder
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -95,5 +94,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                                args.weight_avg_N)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``cnns-weight-avg`` command: main's return value is for callers, not the exit status."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

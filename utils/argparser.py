@@ -39,8 +39,8 @@ def new_parser(description: str) -> argparse.ArgumentParser:
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Options of the original common parser plus the backend choice."""
-    from models import available_models
-    from models.original_names import MAPPING_HELP
+    from cnns.models import available_models
+    from cnns.models.original_names import MAPPING_HELP
     p = parser.add_argument
     p("--config", type=str, default=None, help="Preset name from the script's configs.yml; command-line flags override it")
     p("--model", type=str, default="resnet18",
@@ -145,7 +145,7 @@ def normalise_args(args: argparse.Namespace) -> argparse.Namespace:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
     if getattr(args, "iterations", 1) is not None and getattr(args, "iterations", 1) < 1:
         raise UsageError(f"--iterations must be at least 1, got {args.iterations}.")
-    from models import canonical_model_name
+    from cnns.models import canonical_model_name
     args.model = canonical_model_name(args.model)
     _translate_original_splits(args)
     if args.normalization_location is None:
@@ -162,7 +162,7 @@ def normalise_args(args: argparse.Namespace) -> argparse.Namespace:
 
 def _translate_original_splits(args: argparse.Namespace) -> None:
     """Pipeline splits written with the original application's module names name this project's modules."""
-    from models.original_names import translate_module_paths
+    from cnns.models.original_names import translate_module_paths
     splits = list(getattr(args, "pipeline_splits", []) or [])
     translated = translate_module_paths(args.model, splits)
     for old, new in zip(splits, translated):

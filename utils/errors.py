@@ -43,11 +43,11 @@ def on_failure(hook: Callable[[str], None]) -> Callable[[], None]:
 def _usage_error_types() -> Tuple[Type[BaseException], ...]:
     types: list = [UsageError]
     try:
-        from models import ModelConfigError
+        from cnns.models import ModelConfigError
         types.append(ModelConfigError)
     except ImportError:
         pass
-    from datasets.errors import DataError
+    from cnns.datasets.errors import DataError
     types.append(DataError)
     from portable_poptorch.errors import ConfigError
     types.append(ConfigError)

@@ -12,14 +12,14 @@ def prepare_model(args: Any, backend: Backend, num_classes: int, log: Callable[[
                   pretrained: bool = True) -> nn.Module:
     """The model wrapped and converted as the args say; ``args.precision`` '16.32' on the portable
     backend keeps fp32 weights (autocast is set in the options), '16.x' otherwise converts to half."""
-    import models
+    from cnns import models
     model = models.get_model(
         args.model, num_classes=num_classes, norm_type=args.norm_type, norm_num_groups=args.norm_num_groups,
         norm_eps=args.norm_eps, batchnorm_momentum=args.batchnorm_momentum,
         full_precision_norm=args.full_precision_norm, efficientnet_expand_ratio=args.efficientnet_expand_ratio,
         efficientnet_group_dim=args.efficientnet_group_dim, weights=args.weights, pretrained=pretrained, log=log)
     if getattr(args, "input_image_padding", False):
-        from models.padding import pad_first_conv
+        from cnns.models.padding import pad_first_conv
         padded = pad_first_conv(model)
         log(f"Input image padding: {padded or 'no 3-channel first convolution'} takes 4 channels (the 4th zero).")
     if args.pipeline_splits:
@@ -36,7 +36,7 @@ def prepare_model(args: Any, backend: Backend, num_classes: int, log: Callable[[
 
 def input_preprocessing(args: Any) -> Any:
     """The model's mean/std and crop ratio (``models.Preprocessing``), for the data pipeline."""
-    import models
+    from cnns import models
     return models.model_preprocessing(args.model)
 
 
@@ -45,11 +45,11 @@ def for_executor(model: nn.Module, args: Any, backend: Backend) -> nn.Module:
     marked for overlap, as the original (off IPU the executor overlaps copies itself). The model
     itself, and so its checkpoints, stay the same."""
     if args.num_io_tiles and not backend.is_portable:
-        from models.overlap import OverlapIO
+        from cnns.models.overlap import OverlapIO
         return OverlapIO(model, backend.poptorch)
     return model
 
 
 def input_size(args: Any) -> int:
-    import models
+    from cnns import models
     return models.model_input_size(args.model)

@@ -10,21 +10,20 @@ program its share). Hosts other than this machine are reached with ``$POPRUN_SSH
 poprun's variables and the ones named by ``--mpi-local-args="-x VAR"``. The first failing instance ends
 the launch (named with its host and last lines); SIGINT/SIGTERM stop every instance on every host.
 V-IPU and IPU-Link options are accepted and have no effect off IPU (said once).
-``--install DIR`` writes a ``poprun`` command there.
+Installed as the ``poprun`` command (pyproject.toml's console scripts).
 """
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import os
 import shlex
-import stat
+import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from utils import numa_binding
-from utils.errors import UsageError
-from utils.poprun_launch import REMOTE_SHELL_ENV, Node, local_nodes, new_run_id, plan
-from utils.poprun_supervisor import Launch
-from utils.poprun_topology import Topology, describe, place
+from cnns.utils import numa_binding
+from cnns.utils.errors import UsageError
+from cnns.utils.poprun_launch import REMOTE_SHELL_ENV, Node, local_nodes, new_run_id, plan
+from cnns.utils.poprun_supervisor import Launch
+from cnns.utils.poprun_topology import Topology, describe, place
 
 NO_EFFECT_OFF_IPU = ("num_ilds", "vipu_server_host", "vipu_server_port", "vipu_server_timeout", "vipu_partition",
                      "reset_partition", "update_partition", "remove_partition")
@@ -75,7 +74,6 @@ def parser() -> argparse.ArgumentParser:
     a("--max-restarts", type=int, default=0, help="Elastic restarts: after an instance fails, every instance on "
       "every host is started again, up to N times, with a fresh rendezvous and the same launch id (training "
       "resumes from the last checkpoint of this launch)")
-    a("--install", metavar="DIR", default=None, help="Write a `poprun` command into DIR and exit")
     a("program", nargs=argparse.REMAINDER, help="Command run by every instance")
     return p
 
@@ -166,14 +164,6 @@ def topology_lines(args: argparse.Namespace, topo: Topology) -> List[str]:
     return describe(topo, cpus)
 
 
-def install(folder: str) -> None:
-    path = os.path.join(folder, "poprun")
-    with open(path, "w") as f:
-        f.write(f'#!/bin/sh\nexec "{sys.executable}" "{os.path.abspath(__file__)}" "$@"\n')
-    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    print(f"Installed {path}")
-
-
 def prepare(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, Topology, Callable[[], List[Node]],
                                                            List[str]]:
     """Parse and check the command line; the topology, a maker of the per-host launch plan (called again
@@ -187,10 +177,6 @@ def prepare(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, T
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
-        early = parser().parse_args(argv)
-        if early.install:
-            install(early.install)
-            return 0
         args, topo, make_nodes, notes = prepare(argv)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

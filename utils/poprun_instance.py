@@ -1,18 +1,18 @@
 """One poprun instance, started by torch.distributed.run on its host: sets the popdist identity
 (round-robin instance index, replica offset), binds CPUs with ``--numa-aware yes``, runs the program,
 tags or filters its output, and when the program fails says which instance, on which host, and its
-last lines. Internal to poprun: ``poprun_instance.py PROGRAM [ARGS]``."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+last lines. Internal to poprun: ``python -m cnns.utils.poprun_instance PROGRAM [ARGS]``."""
 
 import collections
 import os
 import signal
 import subprocess
+import sys
 import threading
 from typing import IO, Deque, List, Optional
 
-from utils import numa_binding
-from utils.poprun_topology import instance_index
+from cnns.utils import numa_binding
+from cnns.utils.poprun_topology import instance_index
 
 LAST_LINES = 15
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

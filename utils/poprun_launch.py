@@ -12,10 +12,10 @@ from typing import Dict, List, Optional
 
 from .poprun_topology import Topology
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-NODE_AGENT = os.path.join(HERE, "poprun_node.py")
-INSTANCE = os.path.join(HERE, "poprun_instance.py")
-NODE_LAUNCHER = os.path.join(HERE, "node_launcher.py")
+# Started as installed modules (python -m), so every process finds the package the same way on every host.
+NODE_AGENT = "cnns.utils.poprun_node"
+INSTANCE = "cnns.utils.poprun_instance"
+NODE_LAUNCHER = "cnns.utils.node_launcher"
 REMOTE_SHELL_ENV = "POPRUN_SSH"      # command that runs a command on a host: "$POPRUN_SSH HOST 'COMMAND'"
 DEFAULT_REMOTE_SHELL = "ssh -o BatchMode=yes"
 DEFAULT_RDZV_PORT = 29400
@@ -70,15 +70,15 @@ def torchrun_command(topo: Topology, node: int, endpoint: str, run_id: str, prog
     """torch.distributed.run's own restarts stay off: it counts them per host, and its workers' store keys
     go stale when only one host restarts; poprun restarts the whole launch instead (Launch.run)."""
     nodes_used = len({i.node for i in topo.instances})
-    return [sys.executable, NODE_LAUNCHER, f"--nnodes={nodes_used}",
+    return [sys.executable, "-m", NODE_LAUNCHER, f"--nnodes={nodes_used}",
             f"--nproc-per-node={len(topo.on_node(node))}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
             f"--rdzv-id={run_id}", f"--rdzv-conf=is_host={'true' if node == 0 else 'false'}",
             f"--local-addr={topo.hosts[node]}", "--max-restarts=0", "--monitor-interval=0.5",
-            INSTANCE, *program]
+            "--module", INSTANCE, *program]
 
 
 def node_agent_command(local_instances: int, torchrun: List[str]) -> List[str]:
-    return [sys.executable, NODE_AGENT, str(local_instances), str(NODE_GRACE_S), "--", *torchrun]
+    return [sys.executable, "-m", NODE_AGENT, str(local_instances), str(NODE_GRACE_S), "--", *torchrun]
 
 
 def remote_command(host: str, env: Dict[str, str], command: List[str]) -> List[str]:

@@ -1,17 +1,17 @@
 """poprun's agent on one host: runs that host's torch.distributed.run node launcher and stops it, with
 every process under it, when poprun says so (a signal) or goes away (its stdin closes, which is also
 how a host reached over ssh learns that poprun stopped). Internal to poprun:
-``poprun_node.py LOCAL_INSTANCES GRACE_S -- TORCHRUN_COMMAND...``."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+``python -m cnns.utils.poprun_node LOCAL_INSTANCES GRACE_S -- TORCHRUN_COMMAND...``."""
 
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import List, Optional
 
-from utils import numa_binding, process_tree
+from cnns.utils import numa_binding, process_tree
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 KEPT_CPP_LOG_LEVEL = "POPRUN_TORCH_CPP_LOG_LEVEL"

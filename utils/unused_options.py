@@ -43,5 +43,5 @@ def unused_options(args: Any, backend: Backend) -> List[Dict[str, str]]:
 def _is_webdataset(path: Any) -> bool:
     if not path:
         return False
-    from datasets.webdataset_format import is_webdataset
+    from cnns.datasets.webdataset_format import is_webdataset
     return is_webdataset(path)

@@ -93,7 +93,7 @@ def physical_memory_bytes() -> Optional[int]:
 
 def check_host_batch_fits(args: argparse.Namespace) -> None:
     """A host batch larger than the machine's memory would end in an allocator traceback; refuse it."""
-    from models import model_input_size
+    from cnns.models import model_input_size
     image_side = getattr(args, "input_size", None) or model_input_size(args.model)
     bytes_per_value = 1 if getattr(args, "eight_bit_io", False) else 4
     images = (args.batch_size * args.device_iterations * args.replicas

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from data import CROP, ImageFolderDataset
+from cnns.inference.onnx_bulk.data import CROP, ImageFolderDataset
 
 BYTES_PER_IMAGE = 3 * CROP * CROP * np.dtype(np.float32).itemsize
 

@@ -15,14 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parents[1]))
+from cnns.inference.onnx_bulk.resnext101 import MODEL_NAMES, model_file
+from cnns.utils.atomic import remove_stale_temporaries
+from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.validation import check_free_space, torch_file, writable_folder
 
-from resnext101 import MODEL_NAMES, model_file  # noqa: E402
-from utils.atomic import remove_stale_temporaries  # noqa: E402
-from utils.errors import UsageError, exit_on_usage_error  # noqa: E402
-from utils.validation import check_free_space, torch_file, writable_folder  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,7 +118,7 @@ def build_model(name: str, weights: Path | None, random_weights: bool):
         return model.eval(), f"local:{weights}"
     if random_weights:
         return factory(num_classes=1000, pretrained=None).eval(), "random"
-    from models.pretrained import PretrainedWeightsError, load_pretrained_state_dict
+    from cnns.models.pretrained import PretrainedWeightsError, load_pretrained_state_dict
 
     url = pretrainedmodels.pretrained_settings[name]["imagenet"]["url"]
     model = factory(num_classes=1000, pretrained=None)

@@ -19,14 +19,11 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from data import ImageFolderDataset, synthetic_batch  # noqa: E402
-from dataloader import HostBufferLoader, Step  # noqa: E402
-from resnext101 import ResNeXtSession, choose_providers, top5  # noqa: E402
+from cnns.inference.onnx_bulk.data import ImageFolderDataset, synthetic_batch
+from cnns.inference.onnx_bulk.dataloader import HostBufferLoader, Step
+from cnns.inference.onnx_bulk.resnext101 import ResNeXtSession, choose_providers, top5
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

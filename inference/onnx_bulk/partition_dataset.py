@@ -13,14 +13,12 @@ import shutil
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parents[1]))
+from cnns.inference.onnx_bulk.data import list_images
+from cnns.utils.atomic import atomic_file
+from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.validation import writable_folder
 
-from data import list_images  # noqa: E402
-from utils.atomic import atomic_file  # noqa: E402
-from utils.errors import UsageError, exit_on_usage_error  # noqa: E402
-from utils.validation import writable_folder  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 LINK_MODES = ("symlink", "hardlink", "copy")
 

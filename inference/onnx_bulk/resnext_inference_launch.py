@@ -20,17 +20,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parents[1]))
+from cnns.inference.onnx_bulk.data import list_images
+from cnns.inference.onnx_bulk.dataloader import step_buffer_bytes
+from cnns.inference.onnx_bulk.flags import Flag, parse_flags
+from cnns.inference.onnx_bulk.resnext101 import model_file, threads_per_process
+from cnns.utils.atomic import atomic_file
+from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.validation import writable_folder
 
-from data import list_images  # noqa: E402
-from dataloader import step_buffer_bytes  # noqa: E402
-from flags import Flag, parse_flags  # noqa: E402
-from resnext101 import model_file, threads_per_process  # noqa: E402
-from utils.atomic import atomic_file  # noqa: E402
-from utils.errors import UsageError, exit_on_usage_error  # noqa: E402
-from utils.validation import writable_folder  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 # The original's partition layout (<data_dir>/<i>/pytorch_subdir) and its per-step log lines.
 ORIGINAL_SUBDIR = "pytorch_subdir"
@@ -179,7 +177,7 @@ def child_command(
 ) -> list[str]:
     command = [
         sys.executable,
-        str(HERE / "inference_worker.py"),
+        "-m", "cnns.inference.onnx_bulk.inference_worker",
         "--index",
         str(index),
         "--model",

@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Any, Iterable, List, Sequence
 
 import torch
-from torch.utils import _pytree as pytree
 
+from . import tree as pytree
 from .enums import OutputMode
 from .errors import BatchSizeError
 

@@ -26,7 +26,8 @@ def unscale_(params: List[torch.Tensor], scale: float) -> None:
     if scale == 1.0:
         return
     for grads in _grads(params).values():
-        torch._foreach_mul_(grads, 1.0 / scale)
+        for grad in grads:
+            grad.mul_(1.0 / scale)
 
 
 def all_finite(params: List[torch.Tensor]) -> bool:

@@ -6,7 +6,8 @@ from typing import Any, List, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
-from torch.utils import _pytree as pytree
+
+from .. import tree as pytree
 
 
 def output_spec(model: nn.Module, example: Tuple[Any, ...]) -> Any:

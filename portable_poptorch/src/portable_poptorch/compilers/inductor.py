@@ -43,12 +43,6 @@ def cache_environment(ctx: CompileContext) -> Any:
     return scoped_environ({"TORCHINDUCTOR_CACHE_DIR": folder, "TORCHINDUCTOR_FX_GRAPH_CACHE": "1"})
 
 
-def config_patch(**values: Any) -> Any:
-    """Inductor config values for the duration of the compile."""
-    import torch._inductor.config as inductor_config
-    return inductor_config.patch(**values)
-
-
 class InductorCompiler(StepCompiler):
     name = "inductor"
 
@@ -69,12 +63,14 @@ class InductorCompiler(StepCompiler):
         if channels_last:  # oneDNN's convolutions, which frozen CPU graphs use, want NHWC
             model = copy.deepcopy(model).to(memory_format=torch.channels_last)
         module = model if ctx.compute_dtype is None else _Autocast(model, ctx.device.type, ctx.compute_dtype)
-        mode = "reduce-overhead" if ctx.device.type == "cuda" else None
-        compiled = torch.compile(module, mode=mode)
+        # Inductor options through torch.compile's public ``options``: weights frozen into the graph, and
+        # on CUDA what mode="reduce-overhead" sets (CUDA graphs); mode and options are exclusive.
+        options = {"freezing": True, "triton.cudagraphs": ctx.device.type == "cuda"}
+        compiled = torch.compile(module, options=options)
         step: Step = compiled
         if channels_last:
             def step(*args: Any) -> Any:
                 return compiled(*(a.contiguous(memory_format=torch.channels_last) if _is_image(a) else a for a in args))
-        with cache_environment(ctx), config_patch(freezing=True), torch.inference_mode():
+        with cache_environment(ctx), torch.inference_mode():
             step(*example)  # Inductor compiles on the first call: do it now, not in the measured calls
         return step

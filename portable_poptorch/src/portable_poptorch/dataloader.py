@@ -10,9 +10,9 @@ from typing import Any, Iterator, List, Optional
 
 import numpy as np
 import torch
-from torch.utils import _pytree as pytree
 from torch.utils.data import Dataset, IterableDataset, Sampler
 
+from . import tree as pytree
 from .enums import DataLoaderMode
 from .options import Options
 

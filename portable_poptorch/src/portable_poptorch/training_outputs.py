@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any, List, Optional
 
 import torch
-from torch.utils import _pytree as pytree
 
+from . import tree as pytree
 from .enums import OutputMode
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-from torch.utils import _pytree as pytree
+
+from . import tree as pytree
 
 
 class GraphedStep:
