@@ -70,8 +70,10 @@ def figures(mode: str, results: Dict) -> Dict[str, object]:
 def cores_per_instance(instances: int, hosts: int) -> str:
     per_host = -(-instances // hosts)
     counts = sorted({len(numa_binding.plan(k, per_host).cpus) for k in range(per_host)})
-    shared = " (shared)" if per_host > len(numa_binding.allowed_cpus()) else ""
-    return "/".join(map(str, counts)) + shared
+    on_this_machine = instances  # loopback "hosts" are all this machine: their bindings overlap
+    shared = " (shared)" if on_this_machine > len(numa_binding.allowed_cpus()) else ""
+    overlap = " per host (overlapping)" if hosts > 1 else ""
+    return "/".join(map(str, counts)) + overlap + shared
 
 
 def main(argv: Optional[List[str]] = None) -> None:
