@@ -335,7 +335,7 @@ def test_flag_errors_are_one_line():
     result = run_script("resnext_inference_launch.py", "--batch_size", "zero")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: Flags parsing error: argument --batch_size/-batch_size: --batch_size must be an integer, got 'zero'; "
+        "error: Flags parsing error: flag --batch_size=zero: invalid literal for int() with base 10: 'zero'; "
         "run with -help to list the flags."
     ]
 

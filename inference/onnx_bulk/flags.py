@@ -1,24 +1,34 @@
-"""A small absl-style flag layer on top of argparse.
+"""The launcher's flags, parsed with absl-py as the original Graphcore benchmark did.
 
-The original benchmark used absl flags; its users type ``--flag value``,
-``--flag=value``, ``--synthetic``/``--nosynthetic`` and ``-help``.  This
-module accepts those spellings and prints help in absl's layout without
-adding absl as a dependency.
+Users of the original type ``--flag value``, ``--flag=value``, ``-flag value``,
+``--synthetic``/``--nosynthetic`` and ``-help``; absl accepts all of these.
+What absl does not give is this project's error contract, so parsing errors
+become one ``UsageError`` sentence (``error: ...``, exit 2) instead of absl's
+usage dump, and help is printed and exits 0 without absl's ``app.run``.
+A fresh ``FlagValues`` per parse keeps absl's process-wide ``FLAGS`` untouched.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-_KIND_NOTE = {"int": "(an integer)", "string": None, "bool": None}
+from absl import flags as absl_flags
+
+from cnns.utils.errors import UsageError
+
+HELP_SPELLINGS = ("-help", "--help", "-h", "--helpshort", "-?")
+_DEFINE = {
+    "int": absl_flags.DEFINE_integer,
+    "string": absl_flags.DEFINE_string,
+    "bool": absl_flags.DEFINE_boolean,
+}
 
 
 @dataclass(frozen=True)
 class Flag:
-    """One command-line flag: name, absl kind ('int', 'string', 'bool'), default, help."""
+    """One command-line flag: name, absl kind ('int', 'string', 'bool'), default, help, optional minimum."""
 
     name: str
     kind: str
@@ -27,90 +37,46 @@ class Flag:
     minimum: int | None = None
 
 
-def _default_text(flag: Flag) -> str:
-    if flag.kind == "bool":
-        return "'true'" if flag.default else "'false'"
-    return f"'{flag.default}'"
+def define(flags: Sequence[Flag]) -> absl_flags.FlagValues:
+    """A fresh absl ``FlagValues`` holding ``flags``; a minimum is a validator, so help stays absl's
+    plain ``(an integer)`` as in the original, and a value below it is named in the error."""
+    values = absl_flags.FlagValues()
+    for flag in flags:
+        _DEFINE[flag.kind](flag.name, flag.default, flag.help, flag_values=values)
+        if flag.minimum is not None:
+            absl_flags.register_validator(
+                flag.name,
+                lambda value, minimum=flag.minimum: value >= minimum,
+                message=f"--{flag.name} must be >= {flag.minimum}",
+                flag_values=values,
+            )
+    return values
 
 
-def format_help(program: str, flags: Sequence[Flag]) -> str:
-    """Render help the way absl prints it: flags sorted, default and kind on indented lines."""
-    lines = ["", f"       USAGE: {program} [flags]", "flags:", "", f"{program}:"]
-    for flag in sorted(flags, key=lambda f: f.name):
-        shown = f"--[no]{flag.name}" if flag.kind == "bool" else f"--{flag.name}"
-        lines.append(f"  {shown}: {flag.help}")
-        lines.append(f"    (default: {_default_text(flag)})")
-        note = _KIND_NOTE[flag.kind]
-        if note:
-            lines.append(f"    {note}")
-    return "\n".join(lines) + "\n"
+def format_help(program: str, values: absl_flags.FlagValues) -> str:
+    """absl's own flag listing, headed by the program's name as absl's ``app`` heads it (absl files the
+    flags under this module, which defined them)."""
+    listing = values.module_help(__name__).lstrip("\n")
+    body = listing.split("\n", 1)[1]
+    return f"\n       USAGE: {program} [flags]\nflags:\n\n{program}:\n{body}\n"
 
 
-def _boolean(flag: Flag):
-    def convert(text: str) -> bool:
-        lowered = text.lower()
-        if lowered in ("true", "t", "1", "yes"):
-            return True
-        if lowered in ("false", "f", "0", "no"):
-            return False
-        raise argparse.ArgumentTypeError(f"--{flag.name} takes true or false, got '{text}'")
+def parse_flags(program: str, flags: Sequence[Flag], argv: Sequence[str] | None = None) -> absl_flags.FlagValues:
+    """Parse argv (without the program name) with absl; help exits 0, a bad flag raises UsageError.
 
-    return convert
-
-
-def _bounded_int(flag: Flag):
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--{flag.name} must be an integer, got '{text}'") from None
-        if flag.minimum is not None and value < flag.minimum:
-            raise argparse.ArgumentTypeError(f"--{flag.name} must be >= {flag.minimum}, got {value}")
-        return value
-
-    return convert
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """Report flag errors in one line, as absl does, instead of argparse's usage block."""
-
-    def error(self, message: str):
-        sys.stderr.write(f"error: Flags parsing error: {message}; run with -help to list the flags.\n")
-        raise SystemExit(2)
-
-
-def parse_flags(program: str, flags: Sequence[Flag], argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse argv with absl spellings; print help and exit 0 on -help/--help.
-
-    Flags left at their default are listed in ``namespace._explicit`` as absent,
-    so callers can resolve default paths relative to the script folder while
-    resolving user-given paths relative to the working directory.
+    ``values[name].present`` tells a flag given on the command line from one left at its default, so
+    callers resolve default paths relative to the script folder and given ones to the working directory.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if any(arg in ("-help", "--help", "-h", "--helpshort", "-?") for arg in argv):
-        sys.stdout.write(format_help(program, flags))
+    values = define(flags)
+    if any(arg in HELP_SPELLINGS for arg in argv):
+        sys.stdout.write(format_help(program, values))
         raise SystemExit(0)
-
-    parser = _OneLineParser(prog=program, add_help=False, allow_abbrev=False)
-    for flag in flags:
-        names = [f"--{flag.name}", f"-{flag.name}"]
-        if flag.kind == "bool":
-            parser.add_argument(
-                *names, dest=flag.name, nargs="?", const=True, type=_boolean(flag), default=None
-            )
-            parser.add_argument(
-                f"--no{flag.name}", f"-no{flag.name}", dest=flag.name, action="store_false", default=None
-            )
-        elif flag.kind == "int":
-            parser.add_argument(*names, dest=flag.name, type=_bounded_int(flag), default=None)
-        else:
-            parser.add_argument(*names, dest=flag.name, type=str, default=None)
-    namespace = parser.parse_args(argv)
-    explicit = set()
-    for flag in flags:
-        if getattr(namespace, flag.name) is None:
-            setattr(namespace, flag.name, flag.default)
-        else:
-            explicit.add(flag.name)
-    namespace._explicit = frozenset(explicit)
-    return namespace
+    try:
+        rest = values([program, *argv])[1:]
+    except absl_flags.Error as error:
+        raise UsageError(f"Flags parsing error: {error}; run with -help to list the flags.") from None
+    if rest:
+        raise UsageError(f"Flags parsing error: unexpected argument {rest[0]!r} (flags only); "
+                         "run with -help to list the flags.")
+    return values

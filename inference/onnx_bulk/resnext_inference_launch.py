@@ -93,7 +93,7 @@ FLAGS = (
 def resolve(flags, name: str) -> Path:
     """User-given paths are relative to the working directory, defaults to this script's folder."""
     value = Path(getattr(flags, name))
-    if name not in flags._explicit and not value.is_absolute():
+    if not flags[name].present and not value.is_absolute():
         return HERE / value
     return value
 
