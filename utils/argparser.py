@@ -1,7 +1,7 @@
 """Options shared by inference and training, YAML presets, and normalisation of old spellings.
 
-Both scripts build on ``common_parser()`` so an option means the same thing everywhere; presets
-(``--config NAME``) set defaults that any command-line flag overrides.
+Both scripts build their parser with ``new_parser()`` and ``add_common_options()`` so an option means
+the same thing everywhere; presets (``--config NAME``) set defaults that any command-line flag overrides.
 """
 from __future__ import annotations
 

@@ -1,22 +1,24 @@
-"""Image dataset for the bulk benchmark: one folder of images, ImageNet preprocessing.
+"""Image dataset for the bulk benchmark: one folder of images, the model's evaluation preprocessing.
 
-Each item is decoded and turned into the tensor layout the exported ONNX graph
-expects (float32, CHW, 224x224, ImageNet mean/std), so the host buffer can be
-fed to ONNX Runtime without further copies.
+The transform is the shared one (``cnns.datasets.eval_transform``) with the mean/std, crop ratio and
+input side the model table gives the model, so the ONNX graph sees what the PyTorch benchmark feeds
+the same model; items come out as float32 CHW arrays that ONNX Runtime takes without a copy.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
 
+from cnns.datasets.preprocess import ToModelInput, eval_transform
+from cnns.models.preprocessing import Preprocessing
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-RESIZE = 256
-CROP = 224
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+Transform = Callable[[Image.Image], np.ndarray]
 
 
 def list_images(directory: Path) -> list[Path]:
@@ -26,27 +28,25 @@ def list_images(directory: Path) -> list[Path]:
     )
 
 
-def preprocess(image: Image.Image) -> np.ndarray:
-    """Resize the short side to 256, centre-crop 224, normalise; returns CHW float32."""
-    image = image.convert("RGB")
-    width, height = image.size
-    scale = RESIZE / min(width, height)
-    new_size = (max(RESIZE, round(width * scale)), max(RESIZE, round(height * scale)))
-    image = image.resize(new_size, Image.BILINEAR)
-    left = (new_size[0] - CROP) // 2
-    top = (new_size[1] - CROP) // 2
-    image = image.crop((left, top, left + CROP, top + CROP))
-    pixels = np.asarray(image, dtype=np.float32) / 255.0
-    pixels = (pixels - MEAN) / STD
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+def image_transform(preprocessing: Preprocessing, side: int) -> Transform:
+    """RGB image -> normalised float32 CHW array of ``side`` x ``side`` (resize, centre crop, normalise)."""
+    pipeline = eval_transform(side, ToModelInput("host", False, mean=preprocessing.mean, std=preprocessing.std),
+                              preprocessing)
+
+    def transform(image: Image.Image) -> np.ndarray:
+        return np.ascontiguousarray(pipeline(image.convert("RGB")).numpy())
+
+    return transform
 
 
 class ImageFolderDataset:
     """Indexable view of one partition folder; items are preprocessed on access."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, transform: Transform, side: int) -> None:
         self.directory = Path(directory)
         self.files = list_images(self.directory)
+        self.transform = transform
+        self.side = side
 
     def __len__(self) -> int:
         return len(self.files)
@@ -56,10 +56,10 @@ class ImageFolderDataset:
 
     def __getitem__(self, index: int) -> np.ndarray:
         with Image.open(self.files[index]) as image:
-            return preprocess(image)
+            return self.transform(image)
 
 
-def synthetic_batch(batch_size: int, seed: int = 0) -> np.ndarray:
+def synthetic_batch(batch_size: int, side: int, seed: int = 0) -> np.ndarray:
     """Random normalised-looking input, made once per process so no files are read."""
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((batch_size, 3, CROP, CROP), dtype=np.float32)
+    return rng.standard_normal((batch_size, 3, side, side), dtype=np.float32)

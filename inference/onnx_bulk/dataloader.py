@@ -15,14 +15,12 @@ from typing import Iterator
 
 import numpy as np
 
-from cnns.inference.onnx_bulk.data import CROP, ImageFolderDataset
-
-BYTES_PER_IMAGE = 3 * CROP * CROP * np.dtype(np.float32).itemsize
+from cnns.inference.onnx_bulk.data import ImageFolderDataset
 
 
 @dataclass
 class Step:
-    """One host buffer: ``batches`` has shape (n_batches, batch_size, 3, 224, 224).
+    """One host buffer: ``batches`` has shape (n_batches, batch_size, 3, side, side).
 
     The last batch of a partition is padded by repeating its final image;
     ``valid`` counts the real images and ``names`` lists them in buffer order.
@@ -33,10 +31,10 @@ class Step:
     names: list[str]
 
 
-def step_buffer_bytes(num_images: int, batch_size: int, batches_per_step: int) -> int:
-    """Size of the largest host buffer a partition of ``num_images`` needs."""
+def step_buffer_bytes(num_images: int, batch_size: int, batches_per_step: int, side: int) -> int:
+    """Size of the largest host buffer a partition of ``num_images`` float32 images of ``side`` needs."""
     batches = min(batches_per_step, math.ceil(num_images / batch_size))
-    return batches * batch_size * BYTES_PER_IMAGE
+    return batches * batch_size * 3 * side * side * np.dtype(np.float32).itemsize
 
 
 class HostBufferLoader:
@@ -57,7 +55,8 @@ class HostBufferLoader:
         stop = min(start + self.images_per_step, len(self.dataset))
         valid = stop - start
         n_batches = math.ceil(valid / self.batch_size)
-        buffer = np.empty((n_batches * self.batch_size, 3, CROP, CROP), dtype=np.float32)
+        side = self.dataset.side
+        buffer = np.empty((n_batches * self.batch_size, 3, side, side), dtype=np.float32)
 
         def fill(slot: int) -> None:
             buffer[slot] = self.dataset[start + slot]
@@ -65,7 +64,7 @@ class HostBufferLoader:
         list(pool.map(fill, range(valid)))
         buffer[valid:] = buffer[valid - 1]
         names = [self.dataset.name(i) for i in range(start, stop)]
-        return Step(buffer.reshape(n_batches, self.batch_size, 3, CROP, CROP), valid, names)
+        return Step(buffer.reshape(n_batches, self.batch_size, 3, side, side), valid, names)
 
     def __iter__(self) -> Iterator[Step]:
         with ThreadPoolExecutor(max_workers=self.num_workers) as pool:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from cnns.inference.onnx_bulk.resnext101 import MODEL_NAMES, model_file
+from cnns.inference.onnx_bulk.resnext101 import MODEL_NAMES, input_preprocessing, model_file
 from cnns.utils.atomic import remove_stale_temporaries
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.validation import check_free_space, torch_file, writable_folder
@@ -98,17 +98,19 @@ class WeightsError(Exception):
 
 
 def build_model(name: str, weights: Path | None, random_weights: bool):
-    """Return (model in eval mode, a phrase saying where its weights came from)."""
-    import pretrainedmodels
+    """Return (model in eval mode, a phrase saying where its weights came from); the model is the shared
+    builder's (cnns.models.cadene), the one the PyTorch benchmark runs."""
     import torch
 
-    factory = getattr(pretrainedmodels, name)
+    from cnns.models.cadene import build_cadene_resnext101, pretrained_url
+    from cnns.models.pretrained import PretrainedWeightsError
+
     if weights is not None:
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
-            model = factory(num_classes=1000, pretrained=None)
+            model = build_cadene_resnext101(name, 1000, pretrained=False)
             model.load_state_dict(state)
         except Exception as error:
             detail = " ".join(str(error).split())[:200]
@@ -117,23 +119,19 @@ def build_model(name: str, weights: Path | None, random_weights: bool):
             ) from None
         return model.eval(), f"local:{weights}"
     if random_weights:
-        return factory(num_classes=1000, pretrained=None).eval(), "random"
-    from cnns.models.pretrained import PretrainedWeightsError, load_pretrained_state_dict
-
-    url = pretrainedmodels.pretrained_settings[name]["imagenet"]["url"]
-    model = factory(num_classes=1000, pretrained=None)
+        return build_cadene_resnext101(name, 1000, pretrained=False).eval(), "random"
+    url = pretrained_url(name)
     try:
-        model.load_state_dict(load_pretrained_state_dict(url))
-        return model.eval(), f"imagenet:{url}"
+        return build_cadene_resnext101(name, 1000, pretrained=True).eval(), f"imagenet:{url}"
     except PretrainedWeightsError as error:
         raise WeightsError(str(error)) from None
     except (OSError, RuntimeError) as error:
         print(f"Could not load pretrained ImageNet weights from {url} ({error}).")
         print("Exporting with RANDOM weights: throughput is meaningful, predictions are not.")
-        return factory(num_classes=1000, pretrained=None).eval(), "random"
+        return build_cadene_resnext101(name, 1000, pretrained=False).eval(), "random"
 
 
-def export(model, batch_size: int, path: Path, exporter: str, opset: int | None) -> str:
+def export(model, batch_size: int, side: int, path: Path, exporter: str, opset: int | None) -> str:
     """Export with a fixed batch; returns the exporter actually used."""
     import torch
 
@@ -143,7 +141,7 @@ def export(model, batch_size: int, path: Path, exporter: str, opset: int | None)
         raise SystemExit(
             "The dynamo exporter needs onnxscript: pip install onnxscript, or pass --exporter legacy."
         )
-    example = torch.randn(batch_size, 3, 224, 224)
+    example = torch.randn(batch_size, 3, side, side)
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = dict(input_names=["input"], output_names=["logits"], opset_version=opset)
     with torch.no_grad():
@@ -168,13 +166,13 @@ def stamp_and_check(path: Path, metadata: dict[str, str]) -> None:
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def verify(model, path: Path, batch_size: int) -> float:
+def verify(model, path: Path, batch_size: int, side: int) -> float:
     """Largest absolute difference between PyTorch and ONNX Runtime logits on a random batch."""
     import numpy as np
     import onnxruntime as ort
     import torch
 
-    batch = torch.randn(batch_size, 3, 224, 224)
+    batch = torch.randn(batch_size, 3, side, side)
     with torch.no_grad():
         expected = model(batch).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -188,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.weights is not None:
         torch_file(str(args.weights), "--weights")
     path = model_file(args.output_dir, args.model_name, args.batch_size)
+    side = input_preprocessing()[1]
     writable_folder(str(path.parent), "--output-dir")
     try:
         model, source = build_model(args.model_name, args.weights, args.random_weights)
@@ -202,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     partial = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
-        used = export(model, args.batch_size, partial, args.exporter, args.opset)
+        used = export(model, args.batch_size, side, partial, args.exporter, args.opset)
         stamp_and_check(
             partial, {"weights": source, "batch_size": str(args.batch_size), "model_name": args.model_name}
         )
@@ -215,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "onnx.checker passed."
     )
     if args.verify:
-        print(f"Max |PyTorch - ONNX Runtime| on a random batch: {verify(model, path, args.batch_size):.3e}")
+        print(f"Max |PyTorch - ONNX Runtime| on a random batch: {verify(model, path, args.batch_size, side):.3e}")
     print(f"Model written to {path}")
     return 0
 

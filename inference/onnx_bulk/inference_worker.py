@@ -21,9 +21,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from cnns.inference.onnx_bulk.data import ImageFolderDataset, synthetic_batch
+from cnns.inference.onnx_bulk.data import ImageFolderDataset, image_transform, synthetic_batch
 from cnns.inference.onnx_bulk.dataloader import HostBufferLoader, Step
-from cnns.inference.onnx_bulk.resnext101 import ResNeXtSession, choose_providers, top5
+from cnns.inference.onnx_bulk.resnext101 import ResNeXtSession, choose_providers, input_preprocessing, top5
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,9 +63,9 @@ def input_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-def synthetic_steps(batch_size: int, batches_per_step: int, iterations: int) -> Iterator[Step]:
+def synthetic_steps(batch_size: int, side: int, batches_per_step: int, iterations: int) -> Iterator[Step]:
     """The same batch reused for every slot: made once, no file is opened."""
-    batch = synthetic_batch(batch_size)
+    batch = synthetic_batch(batch_size, side)
     buffer = np.broadcast_to(batch, (batches_per_step,) + batch.shape)
     for iteration in range(iterations):
         names = [f"synthetic/iter{iteration}/image{i}" for i in range(batches_per_step * batch_size)]
@@ -131,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         session.metadata.get("weights", "unknown"),
         time.perf_counter() - setup,
     )
+    model_input, side = input_preprocessing()
     if args.synthetic:
-        steps: Iterable[Step] = synthetic_steps(args.batch_size, args.batches_per_step, args.iterations)
+        steps: Iterable[Step] = synthetic_steps(args.batch_size, side, args.batches_per_step, args.iterations)
         log.info(
             "input: synthetic, %d iterations x %d batches x %d images",
             args.iterations,
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             args.batch_size,
         )
     else:
-        dataset = ImageFolderDataset(args.data_dir)
+        dataset = ImageFolderDataset(args.data_dir, image_transform(model_input, side), side)
         steps = HostBufferLoader(dataset, args.batch_size, args.batches_per_step, args.num_workers)
         log.info("input: %d images from %s, %d loader threads", len(dataset), args.data_dir, args.num_workers)
 

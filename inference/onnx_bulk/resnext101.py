@@ -12,7 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL_NAMES = ("resnext101_32x4d", "resnext101_64x4d")
+from cnns.models import model_input_size, model_preprocessing
+from cnns.models.cadene import MODEL_KEY, RESNEXT101_KEYS
+from cnns.models.preprocessing import Preprocessing
+
+MODEL_NAMES = RESNEXT101_KEYS
+
+
+def input_preprocessing() -> tuple[Preprocessing, int]:
+    """The model table's preprocessing and input side for these models. The table holds the 32x4d;
+    pretrainedmodels publishes the same input settings for the 64x4d, so that entry serves both."""
+    return model_preprocessing(MODEL_KEY), model_input_size(MODEL_KEY)
 
 
 def model_file(model_dir: Path, model_name: str, batch_size: int) -> Path:

@@ -23,7 +23,8 @@ from pathlib import Path
 from cnns.inference.onnx_bulk.data import list_images
 from cnns.inference.onnx_bulk.dataloader import step_buffer_bytes
 from cnns.inference.onnx_bulk.flags import Flag, parse_flags
-from cnns.inference.onnx_bulk.resnext101 import model_file, threads_per_process
+from cnns.inference.onnx_bulk.resnext101 import input_preprocessing, model_file, threads_per_process
+from cnns.datasets.errors import DataError
 from cnns.utils.atomic import atomic_file
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.validation import writable_folder
@@ -110,20 +111,20 @@ def available_memory() -> int | None:
 
 
 def find_partitions(data_dir: Path, count: int) -> list[tuple[Path, int]]:
-    """The first ``count`` sub-folders (sorted) with their image counts; raises UsageError if unusable."""
+    """The first ``count`` sub-folders (sorted) with their image counts; raises DataError if unusable."""
     if not data_dir.is_dir():
-        raise UsageError(
+        raise DataError(
             f"Data directory {data_dir} does not exist; create it with partition_dataset.py or pass --synthetic."
         )
     subdirs = sorted(p for p in data_dir.iterdir() if p.is_dir())
     if len(subdirs) < count:
-        raise UsageError(
+        raise DataError(
             f"Data directory {data_dir} has {len(subdirs)} subdirectories but --num_ipus={count} needs one per process."
         )
     chosen = [(partition_folder(folder), len(list_images(partition_folder(folder)))) for folder in subdirs[:count]]
     for folder, images in chosen:
         if images == 0:
-            raise UsageError(f"Partition {folder} contains no images.")
+            raise DataError(f"Partition {folder} contains no images.")
     return chosen
 
 
@@ -164,7 +165,8 @@ def process_batch_size(flags, model_dir: Path) -> tuple[int, str]:
 
 
 def check_memory(partitions: list[tuple[Path, int]], batch_size: int, batches_per_step: int) -> None:
-    needed = sum(step_buffer_bytes(n, batch_size, batches_per_step) for _, n in partitions)
+    side = input_preprocessing()[1]
+    needed = sum(step_buffer_bytes(n, batch_size, batches_per_step, side) for _, n in partitions)
     free = available_memory()
     if free is not None and needed > free:
         raise UsageError(
@@ -272,20 +274,16 @@ def report(results: list[dict], flags) -> float:
 def main(argv: list[str] | None = None) -> int:
     flags = parse_flags(Path(sys.argv[0]).name, FLAGS, argv)
     model_dir, log_dir = resolve(flags, "model_dir"), resolve(flags, "log_dir")
-    try:
-        if flags.provider not in ("auto", "cpu", "cuda"):
-            raise UsageError(f"--provider must be auto, cpu or cuda, not {flags.provider!r}.")
-        flags.batch_size, note = process_batch_size(flags, model_dir)
-        model = model_file(model_dir, flags.model_name, flags.batch_size)
-        print(note, flush=True)
-        partitions = None
-        if not flags.synthetic:
-            partitions = find_partitions(resolve(flags, "data_dir"), flags.num_ipus)
-            check_memory(partitions, flags.batch_size, flags.batches_per_step)
-        writable_folder(str(log_dir), "--log_dir")
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if flags.provider not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--provider must be auto, cpu or cuda, not {flags.provider!r}.")
+    flags.batch_size, note = process_batch_size(flags, model_dir)
+    model = model_file(model_dir, flags.model_name, flags.batch_size)
+    print(note, flush=True)
+    partitions = None
+    if not flags.synthetic:
+        partitions = find_partitions(resolve(flags, "data_dir"), flags.num_ipus)
+        check_memory(partitions, flags.batch_size, flags.batches_per_step)
+    writable_folder(str(log_dir), "--log_dir")
 
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     process_logs = log_dir / datetime.now().strftime("%d-%b-%Y (%H:%M:%S.%f)")

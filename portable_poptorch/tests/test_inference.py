@@ -143,6 +143,32 @@ def test_no_effect_options_are_recorded():
     assert {"setAvailableMemoryProportion", "_Popart.groupNormStridedChannelGrouping"} <= names
 
 
+def test_every_setter_without_an_effect_is_recorded():
+    """Each setter that changes nothing here leaves an entry; PopTorch's defaults (off) leave none."""
+    opts = poptorch.Options()
+    opts.Precision.runningStatisticsAlwaysFloat(False)
+    opts.autoRoundNumIPUs(False)
+    assert opts.no_effect() == []
+    opts.Precision.runningStatisticsAlwaysFloat(True)
+    opts.Training.setMeanAccumulationAndReplicationReductionStrategy("Running")
+    opts.Jit.traceModel(False)
+    opts.setExecutionStrategy(poptorch.ShardedExecution())
+    opts.autoRoundNumIPUs(True)
+    opts.connectionType("OnDemand")
+    recorded = {e["option"]: e["value"] for e in opts.no_effect()}
+    assert recorded == {"Precision.runningStatisticsAlwaysFloat": "True",
+                        "Training.setMeanAccumulationAndReplicationReductionStrategy": "'Running'",
+                        "Jit.traceModel": "False", "setExecutionStrategy": "'ShardedExecution'",
+                        "autoRoundNumIPUs": "True", "connectionType": "'OnDemand'"}
+
+
+def test_automatic_loss_scaling_is_a_declared_setting():
+    opts = poptorch.Options()
+    assert opts.Training.automatic_loss_scaling is False
+    assert opts.Training.setAutomaticLossScaling(True).automatic_loss_scaling is True
+    assert opts.no_effect() == []
+
+
 def test_dataloader_combined_batch_and_process_shares():
     dataset = torch.utils.data.TensorDataset(torch.arange(48).float().view(48, 1), torch.arange(48))
     opts = poptorch.Options().deviceIterations(3).replicationFactor(2)

@@ -54,6 +54,9 @@ class _PrecisionOptions(_Section):
 
     def runningStatisticsAlwaysFloat(self, enabled: bool) -> "_PrecisionOptions":
         self.running_statistics_always_float = bool(enabled)
+        if enabled:
+            self._log.add("Precision.runningStatisticsAlwaysFloat", enabled,
+                          "running statistics keep their norm layer's dtype; keep the norm layers in float32 for this")
         return self
 
     def enableFloatingPointExceptions(self, enabled: bool) -> "_PrecisionOptions":
@@ -74,6 +77,7 @@ class _TrainingOptions(_Section):
         super().__init__(log)
         self.gradient_accumulation = 1
         self.reduction_type = ReductionType.Mean
+        self.automatic_loss_scaling = False
 
     def gradientAccumulation(self, count: int) -> "_TrainingOptions":
         if int(count) < 1:
@@ -86,6 +90,8 @@ class _TrainingOptions(_Section):
         return self
 
     def setMeanAccumulationAndReplicationReductionStrategy(self, strategy: Any) -> "_TrainingOptions":
+        self._log.add("Training.setMeanAccumulationAndReplicationReductionStrategy", strategy,
+                      "IPU accumulation schedule; a mean here is one division of the accumulated sum")
         return self
 
     def setAutomaticLossScaling(self, enabled: bool) -> "_TrainingOptions":
@@ -159,6 +165,7 @@ class _DistributedOptions(_Section):
 
 class _JitOptions(_Section):
     def traceModel(self, enabled: bool) -> "_JitOptions":
+        self._log.add("Jit.traceModel", enabled, "PopTorch's graph capture choice; the module runs as written")
         return self
 
 
@@ -293,9 +300,13 @@ class Options:
 
     def setExecutionStrategy(self, strategy: Any) -> "Options":
         self.execution_strategy = strategy
+        self._no_effect_log.add("setExecutionStrategy", type(strategy).__name__,
+                                "stages run in order on their devices (Portable.devices) whatever the strategy")
         return self
 
     def autoRoundNumIPUs(self, enabled: bool) -> "Options":
+        if enabled:
+            self._no_effect_log.add("autoRoundNumIPUs", enabled, "IPU counts rounded to a power of two")
         return self
 
     def logCycleCount(self, enabled: bool) -> "Options":
@@ -309,6 +320,7 @@ class Options:
         return self
 
     def connectionType(self, kind: Any) -> "Options":
+        self._no_effect_log.add("connectionType", kind, "when an IPU is attached; the device here is always present")
         return self
 
     def enableStableNorm(self, enabled: bool) -> "Options":

@@ -307,7 +307,7 @@ class TrainingExecutor(ExecutorBase):
         unscale_(params, scale)
         if world_size() > 1:
             all_reduce_gradients(params, mean=self.options.Training.reduction_type == ReductionType.Mean)
-        if getattr(self.options.Training, "automatic_loss_scaling", False):
+        if self.options.Training.automatic_loss_scaling:
             if not self._als.update(self.optimizer, all_finite(params)):
                 self._log.append("Automatic loss scaling skipped a step with non-finite gradients.")
                 return
