@@ -24,6 +24,7 @@ import numpy as np
 from cnns.inference.onnx_bulk.data import ImageFolderDataset, image_transform, synthetic_batch
 from cnns.inference.onnx_bulk.dataloader import HostBufferLoader, Step
 from cnns.inference.onnx_bulk.resnext101 import ResNeXtSession, choose_providers, input_preprocessing, top5
+from cnns.utils.errors import UsageError, exit_on_usage_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,17 +103,16 @@ def wait_for_go() -> None:
         raise SystemExit(f"expected GO from the launcher, got {line!r}")
 
 
+@exit_on_usage_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     problem = input_problem(args)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        raise UsageError(problem)
     try:
         args.log_file.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        print(f"error: --log_file {args.log_file} cannot be written ({error.strerror or error}).", file=sys.stderr)
-        return 2
+        raise UsageError(f"--log_file {args.log_file} cannot be written ({error.strerror or error}).") from None
     logging.basicConfig(
         filename=args.log_file,
         filemode="w",

@@ -13,6 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from cnns.datasets.errors import DataError
 from cnns.inference.onnx_bulk.data import list_images
 from cnns.utils.atomic import atomic_file
 from cnns.utils.errors import UsageError, exit_on_usage_error
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--data-dir {str(args.data_dir)!r} is not an existing folder.")
     files = list_images(args.data_dir)
     if len(files) < args.partitions:
-        raise UsageError(
+        raise DataError(
             f"{args.data_dir} holds {len(files)} images, fewer than the {args.partitions} partitions asked for."
         )
     writable_folder(str(args.output), "--output")

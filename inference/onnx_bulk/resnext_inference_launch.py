@@ -20,11 +20,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from cnns.datasets.errors import DataError
 from cnns.inference.onnx_bulk.data import list_images
 from cnns.inference.onnx_bulk.dataloader import step_buffer_bytes
 from cnns.inference.onnx_bulk.flags import Flag, parse_flags
 from cnns.inference.onnx_bulk.resnext101 import input_preprocessing, model_file, threads_per_process
-from cnns.datasets.errors import DataError
 from cnns.utils.atomic import atomic_file
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.validation import writable_folder
