@@ -1,8 +1,7 @@
 """Tests for inference/onnx_bulk: ONNX export, dataset partitioning and the bulk launcher.
 
-Everything runs the scripts as a user would (subprocesses), so the project's
-generic module names (data, dataloader) never enter this test process.  The
-ONNX export is the slow part, so it happens once per run and is shared
+The scripts run as a user would run them (subprocesses); a few checks import
+their modules (cnns.inference.onnx_bulk) directly.  The ONNX export is the slow part, so it happens once per run and is shared
 between pytest-xdist workers through a file lock.
 """
 
