@@ -71,6 +71,7 @@ def check_common_values(args: argparse.Namespace) -> None:
     in_range(args, "batchnorm_momentum", 0.0, 1.0)
     in_range(args, "available_memory_proportion", 0.0, 1.0, low_open=True)
     in_range(args, "webdataset_percentage_to_use", 0.0, 100.0, low_open=True)
+    in_range(args, "webdataset_memory_cache_ratio", 0.0, 1.0)
     seed = getattr(args, "seed", 0)
     if seed is not None and not 0 <= seed < SEED_LIMIT:
         raise UsageError(f"--seed must be in [0, {SEED_LIMIT - 1}], got {seed}.")
@@ -84,27 +85,11 @@ def check_common_values(args: argparse.Namespace) -> None:
         raise UsageError(f"--input-size must be at most {MAX_IMAGE_SIDE} pixels, got {size}.")
 
 
-def physical_memory_bytes() -> Optional[int]:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_host_batch_fits(args: argparse.Namespace) -> None:
-    """A host batch larger than the machine's memory would end in an allocator traceback; refuse it."""
+def check_host_batch_fits(args: argparse.Namespace, training: bool = False) -> None:
+    """Sizes that cannot fit in memory end in one sentence now instead of an allocator traceback later."""
     from cnns.models import model_input_size
-    image_side = getattr(args, "input_size", None) or model_input_size(args.model)
-    bytes_per_value = 1 if getattr(args, "eight_bit_io", False) else 4
-    images = (args.batch_size * args.device_iterations * args.replicas
-              * getattr(args, "gradient_accumulation", 1))
-    needed = images * 3 * image_side * image_side * bytes_per_value
-    total = physical_memory_bytes()
-    if total is not None and needed > total:
-        raise UsageError(
-            f"One host batch of {images} images of {image_side}x{image_side} needs {needed / 2 ** 30:.1f} GiB, "
-            f"more than this machine's {total / 2 ** 30:.1f} GiB; lower --batch-size, --device-iterations, "
-            f"--replicas or --gradient-accumulation.")
+    from .run_memory import check_run_fits
+    check_run_fits(args, getattr(args, "input_size", None) or model_input_size(args.model), training)
 
 
 def writable_folder(path: str, option: str) -> str:
@@ -136,6 +121,8 @@ def existing_file(path: Optional[str], option: str) -> Optional[str]:
         return None
     if os.path.isdir(path):
         raise UsageError(f"{option} {path!r} is a folder; give a file.")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UsageError(f"{option} {path!r} is not a regular file (a device or pipe); give a file.")
     if not os.path.isfile(path):
         raise UsageError(f"{option} {path!r} does not exist; give an existing file.")
     return path

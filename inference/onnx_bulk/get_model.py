@@ -21,6 +21,7 @@ from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.validation import check_free_space, torch_file, writable_folder
 
 HERE = Path(__file__).resolve().parent
+IMAGE_SIDE = 224
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,6 +98,23 @@ class WeightsError(Exception):
     """A --weights file that is not a matching state_dict."""
 
 
+def check_export_fits(name: str, batch_size: int) -> None:
+    """Exporting and checking run the model on one batch: refuse a batch whose input, activations and
+    weights cannot fit in host memory (an estimate on the meta device, before any download)."""
+    import pretrainedmodels
+    import torch
+
+    from cnns.utils.memory_need import Need, available_host_bytes, check_needs, footprint
+
+    with torch.device("meta"):
+        model = getattr(pretrainedmodels, name)(num_classes=1000, pretrained=None)
+    size = footprint(model.eval(), IMAGE_SIDE)
+    need = Need("host memory", (("inputs", batch_size * 3 * IMAGE_SIDE ** 2 * 4),
+                                ("activations", batch_size * size.peak * 4), ("weights", size.parameters * 4)))
+    check_needs([(need, available_host_bytes)], f"--batch-size {batch_size} ({name}, {IMAGE_SIDE}x{IMAGE_SIDE} images)",
+                "lower --batch-size")
+
+
 def build_model(name: str, weights: Path | None, random_weights: bool):
     """Return (model in eval mode, a phrase saying where its weights came from)."""
     import pretrainedmodels
@@ -143,7 +161,7 @@ def export(model, batch_size: int, path: Path, exporter: str, opset: int | None)
         raise SystemExit(
             "The dynamo exporter needs onnxscript: pip install onnxscript, or pass --exporter legacy."
         )
-    example = torch.randn(batch_size, 3, 224, 224)
+    example = torch.randn(batch_size, 3, IMAGE_SIDE, IMAGE_SIDE)
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = dict(input_names=["input"], output_names=["logits"], opset_version=opset)
     with torch.no_grad():
@@ -174,7 +192,7 @@ def verify(model, path: Path, batch_size: int) -> float:
     import onnxruntime as ort
     import torch
 
-    batch = torch.randn(batch_size, 3, 224, 224)
+    batch = torch.randn(batch_size, 3, IMAGE_SIDE, IMAGE_SIDE)
     with torch.no_grad():
         expected = model(batch).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -189,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         torch_file(str(args.weights), "--weights")
     path = model_file(args.output_dir, args.model_name, args.batch_size)
     writable_folder(str(path.parent), "--output-dir")
+    check_export_fits(args.model_name, args.batch_size)
     try:
         model, source = build_model(args.model_name, args.weights, args.random_weights)
     except WeightsError as error:

@@ -26,6 +26,7 @@ from cnns.inference.onnx_bulk.flags import Flag, parse_flags
 from cnns.inference.onnx_bulk.resnext101 import model_file, threads_per_process
 from cnns.utils.atomic import atomic_file
 from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.memory_need import available_host_bytes
 from cnns.utils.validation import writable_folder
 
 HERE = Path(__file__).resolve().parent
@@ -98,17 +99,6 @@ def resolve(flags, name: str) -> Path:
     return value
 
 
-def available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def find_partitions(data_dir: Path, count: int) -> list[tuple[Path, int]]:
     """The first ``count`` sub-folders (sorted) with their image counts; raises UsageError if unusable."""
     if not data_dir.is_dir():
@@ -165,7 +155,7 @@ def process_batch_size(flags, model_dir: Path) -> tuple[int, str]:
 
 def check_memory(partitions: list[tuple[Path, int]], batch_size: int, batches_per_step: int) -> None:
     needed = sum(step_buffer_bytes(n, batch_size, batches_per_step) for _, n in partitions)
-    free = available_memory()
+    free = available_host_bytes()
     if free is not None and needed > free:
         raise UsageError(
             f"The host buffers need {needed / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB is available; lower --batches_per_step."
