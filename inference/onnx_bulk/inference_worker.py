@@ -24,10 +24,12 @@ import numpy as np
 from cnns.inference.onnx_bulk.data import ImageFolderDataset, synthetic_batch
 from cnns.inference.onnx_bulk.dataloader import HostBufferLoader, Step
 from cnns.inference.onnx_bulk.resnext101 import ResNeXtSession, choose_providers, top5
+from cnns.utils.argparser import new_parser
+from cnns.utils.errors import exit_on_usage_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="internal: one child inference process")
+    parser = new_parser("internal: one child inference process")
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--batch_size", type=int, required=True)
@@ -102,6 +104,7 @@ def wait_for_go() -> None:
         raise SystemExit(f"expected GO from the launcher, got {line!r}")
 
 
+@exit_on_usage_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     problem = input_problem(args)
