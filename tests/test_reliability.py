@@ -175,7 +175,14 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("run_benchmark", RB + ["--no-such-option"], "unrecognized arguments"),
     ("run_benchmark", RB + ["--config", "nope"], "--config 'nope' is not a preset"),
     ("run_benchmark", RB + ["--batch-size", "100000", "--device-iterations", "100000"], "needs"),
-    ("run_benchmark", RB + ["--batch-size", "4096", "--replicas", "4096", "--device-iterations", "64"], "more than this machine"),
+    ("run_benchmark", RB + ["--batch-size", "4096", "--replicas", "4096", "--device-iterations", "64"], "GiB of host memory"),
+    ("run_benchmark", RB + ["--batch-size", "100000000"], "--batch-size 100000000 x --device-iterations 1 x --replicas 1"),
+    ("run_benchmark", RB + ["--batch-size", "200000", "--model", "efficientnet-b7"], "(200000 images of 600x600, efficientnet-b7)"),
+    ("run_benchmark", RB + ["--replicas", "100000000"], "GiB of host memory"),
+    ("run_benchmark", RB + ["--webdataset-memory-cache-ratio", "2"], "--webdataset-memory-cache-ratio must be in [0, 1]"),
+    ("run_benchmark", RB + ["--webdataset-memory-cache-ratio", "-0.5"], "--webdataset-memory-cache-ratio must be in [0, 1]"),
+    ("run_benchmark", RB + ["--collective-timeout", "0"], "--collective-timeout must be a positive number of seconds"),
+    ("run_benchmark", RB + ["--collective-timeout", "nan"], "--collective-timeout nan is not a finite number"),
     # run_benchmark.py: paths
     ("run_benchmark", RB + ["--log-path", "{text}"], "is a file, not a folder"),
     ("run_benchmark", RB + ["--log-path", "{under_file}"], "cannot be written to"),
@@ -185,6 +192,7 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("run_benchmark", RB + ["--weights", "{missing}"], "does not exist"),
     ("run_benchmark", RB + ["--weights", "{dir}"], "is a folder"),
     ("run_benchmark", RB + ["--weights", "{text}"], "is not a PyTorch file"),
+    ("run_benchmark", RB + ["--weights", "/dev/null"], "is not a regular file"),
     ("run_benchmark", RB + ["--imagenet-data-path", "{missing}"], "does not exist"),
     ("run_benchmark", RB + ["--imagenet-data-path", "{text}"], "is a file"),
     # train.py: training values
@@ -217,6 +225,9 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("train", TR + ["--train-crop-scale", "0.5", "0.2"], "--train-crop-scale needs"),
     ("train", TR + ["--input-size", "4"], "--input-size must be at least 8"),
     ("train", TR + ["--input-size", "100000"], "--input-size must be at most"),
+    ("train", TR + ["--input-size", "4096", "--batch-size", "4096"], "(4096 images of 4096x4096, resnet18)"),
+    ("train", TR + ["--batch-size", "100000000"], "GiB of host memory"),
+    ("train", TR + ["--batch-size", "1000000", "--gradient-accumulation", "1000"], "GiB of host memory"),
     ("train", TR + ["--cutmix-lambda-low", "0.8", "--cutmix-lambda-high", "0.2"], "cutmix bounds"),
     ("train", TR + ["--cutmix-disable-prob", "2"], "--cutmix-disable-prob must be in [0, 1]"),
     ("train", TR + ["--mixup-alpha", "1", "--batch-size", "1"], "too small for mixup"),
@@ -294,6 +305,11 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("host_benchmark", ["--imagenet-data-path", "{missing}"], "does not exist"),
     ("host_benchmark", ["--imagenet-data-path", "{text}"], "is a file"),
     ("host_benchmark", ["--split", "test"], "invalid choice"),
+    ("host_benchmark", ["--data", "real", "--batch-size", "100000000"], "--batch-size 100000000 (224x224 images) needs"),
+    ("host_benchmark", ["--data", "real", "--input-size", "100000"], "--input-size must be at most 4096"),
+    ("host_benchmark", ["--data", "real", "--input-size", "4096", "--batch-size", "100000"], "GiB of host memory"),
+    ("host_benchmark", ["--data", "real", "--webdataset-memory-cache-ratio", "2"], "--webdataset-memory-cache-ratio must be in [0, 1]"),
+    ("host_benchmark", ["--data", "real", "--seed", "-4"], "--seed must be in [0, 4294967295]"),
     # datasets/make_sample_folder.py
     ("make_sample_folder", ["{tmp}/samples", "--train-per-class", "-1"], "--train-per-class must be at least 1"),
     ("make_sample_folder", ["{tmp}/samples", "--validation-per-class", "-1"], "--validation-per-class must be at least 0"),
@@ -407,6 +423,8 @@ def test_bad_preset_is_one_error_line(text, fragment, tmp_path, monkeypatch, cap
     assert_one_error_line(code, err, 2, fragment)
 
 
+WORKER_REAL = ["--index", "0", "--model", "{text}", "--batch_size", "1", "--batches_per_step", "1", "--log_file", "{tmp}/w/log.txt"]
+WORKER = WORKER_REAL + ["--synthetic"]
 ONNX_CASES = [
     ("get_model.py", ["--opset", "1"], 2, "--opset 1 is outside"),
     ("get_model.py", ["--batch-size", "0"], 2, "--batch-size must be at least 1"),
@@ -418,6 +436,8 @@ ONNX_CASES = [
     ("get_model.py", ["--exporter", "dynamo", "--opset", "9"], 2, "pass --exporter legacy"),
     ("get_model.py", ["--weights", "{evil}", "--random-weights"], 2, "not allowed with argument"),
     ("get_model.py", ["--weights", "{evil}", "--output-dir", "{tmp}/m"], 2, "could not load"),
+    ("get_model.py", ["--batch-size", "100000000", "--random-weights", "--output-dir", "{tmp}/m"], 2,
+     "--batch-size 100000000 (resnext101_32x4d, 224x224 images) needs at least"),
     ("partition_dataset.py", ["--data-dir", "{missing}"], 2, "is not an existing folder"),
     ("partition_dataset.py", ["--data-dir", "{dir}", "--partitions", "0"], 2, "--partitions must be at least 1"),
     ("partition_dataset.py", ["--data-dir", "{dir}", "--partitions", "2"], 2, "fewer than the 2 partitions"),
@@ -425,6 +445,16 @@ ONNX_CASES = [
     ("resnext_inference_launch.py", ["--num_ipus", "0"], 2, "--num_ipus must be >= 1"),
     ("resnext_inference_launch.py", ["--provider", "tpu", "--synthetic"], 2, "--provider must be auto, cpu or cuda"),
     ("resnext_inference_launch.py", ["--model_dir", "{dir}", "--synthetic"], 2, "no onnx model"),
+    ("inference_worker.py", [], 2, "the following arguments are required: --index"),
+    ("inference_worker.py", WORKER + ["--batch_size", "0"], 2, "--batch_size must be 1 or more"),
+    ("inference_worker.py", WORKER + ["--batch_size", "x"], 2, "invalid int value: 'x'"),
+    ("inference_worker.py", WORKER + ["--index", "-1"], 2, "--index must be 0 or more"),
+    ("inference_worker.py", WORKER + ["--threads", "0"], 2, "--threads must be 1 or more"),
+    ("inference_worker.py", WORKER + ["--model", "{missing}"], 2, "is not a file"),
+    ("inference_worker.py", WORKER_REAL + ["--data_dir", "{missing}"], 2, "is not a folder"),
+    ("inference_worker.py", WORKER + ["--provider", "tpu"], 2, "--provider must be auto, cpu or cuda"),
+    ("inference_worker.py", WORKER + ["--log_file", "{dir}"], 2, "is a folder; give a file name"),
+    ("inference_worker.py", WORKER + ["--results_file", "{dir}"], 2, "is a folder; give a file name"),
 ]
 
 
@@ -442,10 +472,44 @@ def test_onnx_bulk_bad_input_is_one_error_line(script, argv, code, fragment, fil
     assert not os.path.exists(os.path.join(files["tmp"], "m")), "a refused export left an output folder"
 
 
+PROGRAM = ["python", "-c", "pass"]
+POPRUN_CASES = [
+    (["--num-instances", "1", "--num-replicas", "0"] + PROGRAM, "--num-replicas must be at least 1, got 0"),
+    (["--num-instances", "2", "--ipus-per-replica", "0"] + PROGRAM, "--ipus-per-replica must be at least 1, got 0"),
+    (["--num-instances", "2", "--only-output-from-instance", "5"] + PROGRAM, "accepted: 0 to 1"),
+    (["--num-instances", "-1"] + PROGRAM, "--num-instances must be at least 1, got -1"),
+    (["--num-instances", "abc"] + PROGRAM, "invalid int value: 'abc'"),
+    (["--num-instances", "2", "--num-replicas", "3"] + PROGRAM, "does not divide between 2 instances"),
+    (["--num-instances", "2"], "no program given"),
+    (["--host", ""] + PROGRAM, "--host '' has an empty host name"),
+    (["--host", "localhost,,h2"] + PROGRAM, "has an empty host name"),
+    (["--max-restarts", "-1"] + PROGRAM, "--max-restarts must be 0 or more, got -1"),
+    (["--num-ilds", "0"] + PROGRAM, "--num-ilds must be at least 1, got 0"),
+    (["--vipu-server-port", "70000"] + PROGRAM, "accepted: 1 to 65535"),
+    (["--vipu-server-timeout", "nan"] + PROGRAM, "--vipu-server-timeout must be a positive number of seconds, got nan"),
+    (["--vipu-server-timeout", "-3"] + PROGRAM, "--vipu-server-timeout must be a positive number of seconds"),
+    (["--numa-aware", "maybe"] + PROGRAM, "invalid value 'maybe'"),
+    (["--print-topology", "maybe"], "invalid value 'maybe'"),
+    (["--executable-cache-path", "{text}"] + PROGRAM, "--executable-cache-path '{text}' is a file, not a folder"),
+    (["--executable-cache-path", "{under_file}"] + PROGRAM, "cannot be written to"),
+    (["no-such-program-xyz"], "program 'no-such-program-xyz' is not an executable on this machine's path"),
+    (["{text}"], "is not an executable on this machine's path"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", POPRUN_CASES)
+def test_poprun_bad_input_is_one_error_line_and_nothing_starts(argv, fragment, files, monkeypatch, capsys):
+    from cnns.utils import poprun
+    monkeypatch.setattr(poprun, "Launch", _sentinel)
+    monkeypatch.chdir(files["tmp"])
+    code = poprun.main(_fill(argv, files))
+    assert_one_error_line(code, capsys.readouterr().err, 2, fragment.format(**files))
+
+
 def test_the_table_is_large_and_covers_every_entry_point():
-    scripts = {c[0] for c in CASES} | {c[0] for c in ONNX_CASES}
-    assert len(CASES) + len(PRESETS) + len(ONNX_CASES) > 150
-    assert len(scripts) == 14, sorted(scripts)
+    scripts = {c[0] for c in CASES} | {c[0] for c in ONNX_CASES} | {"poprun"}
+    assert len(CASES) + len(PRESETS) + len(ONNX_CASES) + len(POPRUN_CASES) > 200
+    assert len(scripts) == 16, sorted(scripts)
 
 
 def test_a_second_training_run_into_a_locked_checkpoint_folder_is_refused(files, monkeypatch, capsys):
