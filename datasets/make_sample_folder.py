@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from cnns.utils.atomic import atomic_file
+from cnns.utils.atomic import atomic_file, remove_stale_temporaries
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.validation import MAX_IMAGE_SIDE, at_least, writable_folder
 
@@ -55,6 +55,7 @@ def _save(images: Sequence[Image.Image], folder: str, stem: str, quality: int) -
     paths = []
     for k, img in enumerate(images):
         path = os.path.join(folder, f"{stem}_{k:04d}.jpg")
+        remove_stale_temporaries(folder, only_for=os.path.basename(path))
         with atomic_file(path) as f:
             img.save(f, format="JPEG", quality=quality)
         paths.append(path)

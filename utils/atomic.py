@@ -25,12 +25,28 @@ def temp_name_of(name: str) -> str:
     return f".{name}."
 
 
+def current_umask() -> int:
+    """The process's umask (read, not changed, where /proc tells it), so a renamed temporary gets the
+    permissions a plain open() would have given instead of mkstemp's owner-only 0600."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
     """Yields a file whose content appears at ``path`` only if the block completes."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=temp_name_of(os.path.basename(path)), suffix=TEMP_SUFFIX, dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

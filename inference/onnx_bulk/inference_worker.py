@@ -10,6 +10,7 @@ and, with every step, to this process's own log file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import itertools
 import json
@@ -25,6 +26,7 @@ from cnns.inference.onnx_bulk.data import ImageFolderDataset, synthetic_batch
 from cnns.inference.onnx_bulk.dataloader import HostBufferLoader, Step
 from cnns.inference.onnx_bulk.resnext101 import ResNeXtSession, choose_providers, top5
 from cnns.utils.argparser import new_parser
+from cnns.utils.atomic import atomic_file
 from cnns.utils.errors import exit_on_usage_error
 
 
@@ -147,11 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         steps = HostBufferLoader(dataset, args.batch_size, args.batches_per_step, args.num_workers)
         log.info("input: %d images from %s, %d loader threads", len(dataset), args.data_dir, args.num_workers)
 
-    results_handle = open(args.results_file, "w", newline="") if args.results_file else None
-    writer = csv.writer(results_handle) if results_handle else None
     images, seconds, batches = 0, 0.0, 0
     iterator = iter(steps)
-    try:
+    with contextlib.ExitStack() as stack:
+        results = stack.enter_context(atomic_file(str(args.results_file), "w")) if args.results_file else None
+        writer = csv.writer(results) if results else None
         for number in itertools.count():
             waited = time.perf_counter()
             step = next(iterator, None)
@@ -178,9 +180,6 @@ def main(argv: list[str] | None = None) -> int:
             log.info(step_report(preprocessing, elapsed, step.valid))
             if writer:
                 write_results(writer, step, outputs)
-    finally:
-        if results_handle:
-            results_handle.close()
 
     throughput = images / seconds if seconds > 0 else 0.0
     summary = {
