@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -408,3 +409,34 @@ def test_an_instance_whose_program_cannot_start_says_so_in_one_line(monkeypatch,
     assert poprun_instance.main(["no-such-program-xyz"]) == poprun_instance.PROGRAM_NOT_STARTED
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["poprun: instance 0 on host here could not start 'no-such-program-xyz' (No such file or directory)."]
+
+
+def test_torch_save_on_a_full_disk_is_named_as_a_full_disk(tmp_path, monkeypatch):
+    from collections import namedtuple
+    from cnns.train import checkpoint
+    usage = namedtuple("usage", "total used free")
+
+    def full(payload, f):
+        f.write(b"PK" + b"0" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 25891456 vs 25891352")
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda folder: usage(10, 10, 0))
+    with pytest.raises(OSError) as raised:
+        checkpoint.save_checkpoint(str(tmp_path), "m_generated_1.pt", {"epoch": 1})
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path / "m_generated_1.pt")
+    assert os.listdir(tmp_path) == []
+
+
+def test_weight_avg_refuses_a_folder_without_room_for_the_average(tmp_path, monkeypatch, capsys):
+    from collections import namedtuple
+    from cnns.train import weight_avg
+    from tests.test_reliability import checkpoint
+    for epoch in (1, 2):
+        checkpoint(str(tmp_path / f"resnet18_generated_{epoch}.pt"), epoch=epoch)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(10, 10, 100))
+    with pytest.raises(SystemExit) as exited:
+        weight_avg.main(["--checkpoint-path", str(tmp_path)])
+    line = _one_error_line(capsys.readouterr().err)
+    assert exited.value.code == 2 and line.startswith("error: The averaged checkpoint needs about")
+    assert sorted(os.listdir(tmp_path)) == ["resnet18_generated_1.pt", "resnet18_generated_2.pt"]

@@ -19,10 +19,20 @@ from .errors import UsageError
 
 TEMP_SUFFIX = ".tmp"
 LOCK_NAME = ".lock"
+FULL_BELOW_BYTES = 2 ** 20
 
 
 def temp_name_of(name: str) -> str:
     return f".{name}."
+
+
+def _disk_full(folder: str) -> bool:
+    """Libraries that write through their own code (torch.save's zip writer) report a full disk as their
+    own error ("unexpected pos ..."); the free space tells it apart while the temporary still fills it."""
+    try:
+        return shutil.disk_usage(folder).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
 
 
 def current_umask() -> int:
@@ -53,8 +63,11 @@ def atomic_file(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as error:
+        full = isinstance(error, Exception) and not isinstance(error, OSError) and _disk_full(folder)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from error
         if isinstance(error, OSError) and not isinstance(error.filename, str):
             raise OSError(error.errno, error.strerror or str(error), path) from error
         raise
