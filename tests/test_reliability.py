@@ -140,6 +140,7 @@ CASES: List[Tuple[str, List[str], str]] = [
     # run_benchmark.py: counts and ranges
     ("run_benchmark", RB + ["--warmup-iterations", "-1"], "--warmup-iterations must be at least 0"),
     ("run_benchmark", RB + ["--dataloader-worker", "-1"], "--dataloader-worker must be at least 0"),
+    ("run_benchmark", RB + ["--dataloader-worker", "100000"], "--dataloader-worker must be at most"),
     ("run_benchmark", RB + ["--num-io-tiles", "-1"], "--num-io-tiles must be at least 0"),
     ("run_benchmark", RB + ["--available-memory-proportion", "5.0"], "--available-memory-proportion must be in (0, 1]"),
     ("run_benchmark", RB + ["--available-memory-proportion", "0"], "--available-memory-proportion must be in (0, 1]"),
@@ -238,6 +239,7 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("train", TR + ["--optimizer", "adam"], "invalid choice: 'adam'"),
     ("train", TR + ["--pipeline-splits", "layer2"], "too small for 2 pipeline stages"),
     ("train", TR + ["--dataloader-worker", "-1"], "--dataloader-worker must be at least 0"),
+    ("train", TR + ["--dataloader-worker", "100000"], "--dataloader-worker must be at most"),
     ("train", TR + ["--checkpoint-path", "{text}"], "is a file, not a folder"),
     ("train", TR + ["--checkpoint-path", "{under_file}"], "cannot be written to"),
     ("train", TR + ["--log-path", "{text}"], "is a file, not a folder"),
@@ -281,6 +283,7 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("create_webdataset", ["--source", "{dir}", "--target", "{tmp}/wds", "--image-quality", "0"], "--image-quality must be between 1 and 100"),
     ("create_webdataset", ["--source", "{dir}", "--target", "{tmp}/wds", "--image-quality", "101"], "--image-quality must be between 1 and 100"),
     ("create_webdataset", ["--source", "{dir}", "--target", "{tmp}/wds", "--num-workers", "-1"], "--num-workers must be 0 or more"),
+    ("create_webdataset", ["--source", "{dir}", "--target", "{tmp}/wds", "--num-workers", "100000"], "--num-workers must be at most"),
     ("create_webdataset", ["--source", "{dir}", "--target", "{tmp}/wds"], "holds neither train/ nor validation/"),
     ("create_webdataset", ["--source", "{dir}"], "the following arguments are required: --target"),
     ("create_webdataset", ["--source", "{dir}", "--target", "{tmp}/wds", "--format", "png"], "invalid choice"),
@@ -290,6 +293,8 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("distributed_webdataset", ["--imagenet-data-path", "{wds_escape}", "--num-instances", "2"], "points outside the dataset folder"),
     ("distributed_webdataset", ["--imagenet-data-path", "{wds_absolute}", "--num-instances", "2"], "points outside the dataset folder"),
     ("distributed_webdataset", ["--imagenet-data-path", "{wds_not_json}", "--num-instances", "2"], "it is not JSON"),
+    ("distributed_webdataset", ["--imagenet-data-path", "{wds_small}", "--num-instances", "100000"],
+     "--num-instances 100000 is more than the 1 samples of split 'train'"),
     # datasets/validate_dataset.py
     ("validate_dataset", [], "the following arguments are required"),
     ("validate_dataset", ["--imagenet-data-path", "{missing}"], "does not exist"),
@@ -298,6 +303,7 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("host_benchmark", ["--batch-size", "0"], "--batch-size must be at least 1"),
     ("host_benchmark", ["--epochs", "0"], "--epochs must be at least 1"),
     ("host_benchmark", ["--dataloader-worker", "-1"], "--dataloader-worker must be 0 or more"),
+    ("host_benchmark", ["--data", "real", "--dataloader-worker", "100000"], "--dataloader-worker must be at most"),
     ("host_benchmark", ["--input-size", "-224"], "--input-size must be at least 1"),
     ("host_benchmark", ["--dataloader-rebatch-size", "0"], "--dataloader-rebatch-size must be at least 1"),
     ("host_benchmark", ["--webdataset-percentage-to-use", "-5"], "--webdataset-percentage-to-use must be in (0, 100]"),
@@ -317,6 +323,8 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("make_sample_folder", ["{tmp}/samples", "--size", "99999"], "--size must be at most"),
     ("make_sample_folder", ["{tmp}/samples", "--digit-classes", "11"], "invalid choice"),
     ("make_sample_folder", ["{text}"], "is a file, not a folder"),
+    ("make_sample_folder", ["{tmp}/samples", "--train-per-class", "100000000"], "more than the 174 scikit-learn holds"),
+    ("make_sample_folder", ["{tmp}/samples", "--train-per-class", "170", "--validation-per-class", "5"], "175 images per class"),
     # datasets/make_sample_images.py
     ("make_sample_images", ["{text}"], "is a file, not a folder"),
     ("make_sample_images", ["{under_file}"], "cannot be written to"),
@@ -365,6 +373,9 @@ def _materialise(files: Dict[str, str], needed: str) -> None:
         outside = os.path.join(tmp, "abs.tar")
         open(outside, "wb").close()
         files[needed] = _write_metadata(os.path.join(tmp, "wds_absolute"), outside)
+    elif needed == "wds_small":
+        files[needed] = _write_metadata(os.path.join(tmp, "wds_small"), "one.tar")
+        open(os.path.join(files[needed], "one.tar"), "wb").close()
     elif needed == "wds_not_json":
         files[needed] = _write_metadata(os.path.join(tmp, "wds_not_json"), "x.tar", as_json=False)
 

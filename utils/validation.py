@@ -17,6 +17,8 @@ from .errors import UsageError
 SEED_LIMIT = 2 ** 32
 LOG_FOLDER_BYTES = 4 * 2 ** 20
 MAX_IMAGE_SIDE = 4096
+WORKERS_PER_CPU = 4
+MIN_WORKER_LIMIT = 32
 
 
 def flag(dest: str) -> str:
@@ -38,6 +40,20 @@ def at_least(args: argparse.Namespace, minimum: int, names: Iterable[str]) -> No
         value = getattr(args, name, None)
         if value is not None and value < minimum:
             raise UsageError(f"{flag(name)} must be at least {minimum}, got {value}.")
+
+
+def worker_limit() -> int:
+    """The most worker processes a script starts: beyond a few per CPU they only cost memory, and a typo
+    such as 100000 would fork until the kernel's OOM killer steps in."""
+    return max(MIN_WORKER_LIMIT, WORKERS_PER_CPU * (os.cpu_count() or 1))
+
+
+def at_most_workers(args: argparse.Namespace, names: Iterable[str]) -> None:
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value > worker_limit():
+            raise UsageError(f"{flag(name)} must be at most {worker_limit()} ({WORKERS_PER_CPU} per CPU, at least "
+                             f"{MIN_WORKER_LIMIT}), got {value}.")
 
 
 def in_range(args: argparse.Namespace, name: str, low: float, high: float,
@@ -67,6 +83,7 @@ def check_common_values(args: argparse.Namespace) -> None:
     at_least(args, 1, ("norm_num_groups", "efficientnet_expand_ratio", "efficientnet_group_dim",
                        "dataloader_rebatch_size"))
     at_least(args, 0, ("num_io_tiles", "dataloader_worker", "warmup_iterations"))
+    at_most_workers(args, ("dataloader_worker",))
     in_range(args, "norm_eps", 0.0, 1.0, low_open=True)
     in_range(args, "batchnorm_momentum", 0.0, 1.0)
     in_range(args, "available_memory_proportion", 0.0, 1.0, low_open=True)
