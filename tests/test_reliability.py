@@ -505,6 +505,7 @@ POPRUN_CASES = [
     (["--executable-cache-path", "{under_file}"] + PROGRAM, "cannot be written to"),
     (["no-such-program-xyz"], "program 'no-such-program-xyz' is not an executable on this machine's path"),
     (["{text}"], "is not an executable on this machine's path"),
+    (["--host", "localhost,127.0.0.1", "--num-instances", "2"] + PROGRAM, "the remote shell /nonexistent/ssh ($POPRUN_SSH)"),
 ]
 
 
@@ -512,6 +513,7 @@ POPRUN_CASES = [
 def test_poprun_bad_input_is_one_error_line_and_nothing_starts(argv, fragment, files, monkeypatch, capsys):
     from cnns.utils import poprun
     monkeypatch.setattr(poprun, "Launch", _sentinel)
+    monkeypatch.setenv("POPRUN_SSH", "/nonexistent/ssh")
     monkeypatch.chdir(files["tmp"])
     code = poprun.main(_fill(argv, files))
     assert_one_error_line(code, capsys.readouterr().err, 2, fragment.format(**files))
