@@ -373,6 +373,12 @@ def _materialise(files: Dict[str, str], needed: str) -> None:
         outside = os.path.join(tmp, "abs.tar")
         open(outside, "wb").close()
         files[needed] = _write_metadata(os.path.join(tmp, "wds_absolute"), outside)
+    elif needed == "onnx_garbage":
+        folder = os.path.join(tmp, "onnx_models", "resnext101_32x4d")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "resnext101_32x4d_bs6.onnx"), "wb") as f:
+            f.write(b"\x00truncated")
+        files[needed] = os.path.dirname(folder)
     elif needed == "wds_small":
         files[needed] = _write_metadata(os.path.join(tmp, "wds_small"), "one.tar")
         open(os.path.join(files[needed], "one.tar"), "wb").close()
@@ -456,6 +462,13 @@ ONNX_CASES = [
     ("resnext_inference_launch.py", ["--num_ipus", "0"], 2, "--num_ipus must be >= 1"),
     ("resnext_inference_launch.py", ["--provider", "tpu", "--synthetic"], 2, "--provider must be auto, cpu or cuda"),
     ("resnext_inference_launch.py", ["--model_dir", "{dir}", "--synthetic"], 2, "no onnx model"),
+    ("resnext_inference_launch.py", ["--model_dir", "{onnx_garbage}", "--synthetic", "--num_ipus", "1"], 2,
+     "resnext101_32x4d_bs6.onnx cannot be read"),
+    ("resnext_inference_launch.py", ["--synthetic", "--num_threads", "100000"], 2, "--num_threads must be at most"),
+    ("resnext_inference_launch.py", ["--synthetic", "--num_workers", "100000"], 2, "--num_workers must be at most"),
+    ("resnext_inference_launch.py", ["--synthetic", "--num_ipus", "100000"], 2, "--num_ipus must be at most"),
+    ("resnext_inference_launch.py", ["--synthetic", "--num_ipus", "1", "--model_dir", "{onnx_garbage}",
+                                     "--log_dir", "{text}"], 2, "--log_dir '{text}' is a file"),
     ("inference_worker.py", [], 2, "the following arguments are required: --index"),
     ("inference_worker.py", WORKER + ["--batch_size", "0"], 2, "--batch_size must be 1 or more"),
     ("inference_worker.py", WORKER + ["--batch_size", "x"], 2, "invalid int value: 'x'"),
@@ -478,7 +491,7 @@ def test_onnx_bulk_bad_input_is_one_error_line(script, argv, code, fragment, fil
         returned = module.main(_fill(argv, files))
     except SystemExit as exited:
         returned = exited.code
-    assert_one_error_line(returned, capsys.readouterr().err, code, fragment)
+    assert_one_error_line(returned, capsys.readouterr().err, code, fragment.format(**files))
     assert not os.path.exists(os.path.join(files["tmp"], MARKER_NAME))
     assert not os.path.exists(os.path.join(files["tmp"], "m")), "a refused export left an output folder"
 

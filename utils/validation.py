@@ -10,7 +10,7 @@ import math
 import os
 import shutil
 import tempfile
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from .errors import UsageError
 
@@ -48,11 +48,12 @@ def worker_limit() -> int:
     return max(MIN_WORKER_LIMIT, WORKERS_PER_CPU * (os.cpu_count() or 1))
 
 
-def at_most_workers(args: argparse.Namespace, names: Iterable[str]) -> None:
+def at_most_workers(args: argparse.Namespace, names: Iterable[str], spelling: Callable[[str], str] = flag) -> None:
+    """Each of ``names`` (written on the command line as ``spelling(name)``) within ``worker_limit()``."""
     for name in names:
         value = getattr(args, name, None)
         if value is not None and value > worker_limit():
-            raise UsageError(f"{flag(name)} must be at most {worker_limit()} ({WORKERS_PER_CPU} per CPU, at least "
+            raise UsageError(f"{spelling(name)} must be at most {worker_limit()} ({WORKERS_PER_CPU} per CPU, at least "
                              f"{MIN_WORKER_LIMIT}), got {value}.")
 
 

@@ -27,7 +27,7 @@ from cnns.inference.onnx_bulk.resnext101 import model_file, threads_per_process
 from cnns.utils.atomic import atomic_file
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.memory_need import available_host_bytes
-from cnns.utils.validation import writable_folder
+from cnns.utils.validation import at_most_workers, writable_folder
 
 HERE = Path(__file__).resolve().parent
 
@@ -97,6 +97,17 @@ def resolve(flags, name: str) -> Path:
     if name not in flags._explicit and not value.is_absolute():
         return HERE / value
     return value
+
+
+def check_onnx_model(model: Path) -> None:
+    """A model file ONNX cannot parse (truncated, or not ONNX) is named here, not by every process."""
+    import onnx
+
+    try:
+        onnx.load(str(model), load_external_data=False)
+    except Exception as error:  # onnx raises protobuf's DecodeError and its own types
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UsageError(f"ONNX model {model} cannot be read ({detail}); export it again with get_model.py.") from None
 
 
 def find_partitions(data_dir: Path, count: int) -> list[tuple[Path, int]]:
@@ -265,14 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if flags.provider not in ("auto", "cpu", "cuda"):
             raise UsageError(f"--provider must be auto, cpu or cuda, not {flags.provider!r}.")
+        at_most_workers(flags, ("num_ipus", "num_workers", "num_threads"), spelling=lambda name: f"--{name}")
+        writable_folder(str(log_dir), "--log_dir")
         flags.batch_size, note = process_batch_size(flags, model_dir)
         model = model_file(model_dir, flags.model_name, flags.batch_size)
+        check_onnx_model(model)
         print(note, flush=True)
         partitions = None
         if not flags.synthetic:
             partitions = find_partitions(resolve(flags, "data_dir"), flags.num_ipus)
             check_memory(partitions, flags.batch_size, flags.batches_per_step)
-        writable_folder(str(log_dir), "--log_dir")
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
