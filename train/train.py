@@ -157,8 +157,8 @@ class Run:
                                         args.cutmix_enabled, identity_loss=poptorch.identity_loss, sublosses=True)
         self.optimizer = get_optimizer(args, self.model, poptorch.optim, float32_master=self.float32_master())
         if self.folder_lock is not None:
-            check_space_for(args.checkpoint_path, 3 * sum(t.numel() * t.element_size()
-                                                          for t in self.model.state_dict().values()))
+            check_space_for(args.checkpoint_path, sum(t.numel() * t.element_size()
+                                                      for t in self.model.state_dict().values()))
         self.sampler = CoefficientSampler(args, seed=args.seed + self.info.rank)
         self.training_executor: Optional[str] = None
         self.schedule = schedule_from_args(args, self.steps_per_epoch)
