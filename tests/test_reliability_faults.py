@@ -440,3 +440,27 @@ def test_weight_avg_refuses_a_folder_without_room_for_the_average(tmp_path, monk
     line = _one_error_line(capsys.readouterr().err)
     assert exited.value.code == 2 and line.startswith("error: The averaged checkpoint needs about")
     assert sorted(os.listdir(tmp_path)) == ["resnet18_generated_1.pt", "resnet18_generated_2.pt"]
+
+
+def test_a_writer_by_file_name_gets_a_temporary_renamed_only_when_it_completes(tmp_path):
+    target = tmp_path / "profile_trace.json"
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_path(str(target)) as name:
+            open(name, "w").write("{half")
+            raise RuntimeError("exporter failed")
+    assert os.listdir(tmp_path) == []
+    with atomic.atomic_path(str(target)) as name:
+        open(name, "w").write("{}")
+    assert os.listdir(tmp_path) == ["profile_trace.json"] and target.read_text() == "{}"
+
+
+def test_sweep_files_are_written_atomically(tmp_path, monkeypatch):
+    from cnns.utils import sweep
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(OSError) as raised:
+        sweep.write_csv([], str(tmp_path / "sweep.csv"))
+    assert raised.value.filename == str(tmp_path / "sweep.csv")
+    assert os.listdir(tmp_path) == []

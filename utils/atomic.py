@@ -51,16 +51,19 @@ def current_umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Yields a file whose content appears at ``path`` only if the block completes."""
+def atomic_path(path: str) -> Iterator[str]:
+    """Yields a temporary name in ``path``'s folder that is flushed to disk and renamed to ``path`` only if
+    the block completes (libraries that write by file name, such as torch.profiler's trace, use it as is)."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=temp_name_of(os.path.basename(path)), suffix=TEMP_SUFFIX, dir=folder)
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+        finally:
+            os.close(fd)
+        yield tmp
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     except BaseException as error:
         full = isinstance(error, Exception) and not isinstance(error, OSError) and _disk_full(folder)
@@ -71,6 +74,14 @@ def atomic_file(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
         if isinstance(error, OSError) and not isinstance(error.filename, str):
             raise OSError(error.errno, error.strerror or str(error), path) from error
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Yields a file whose content appears at ``path`` only if the block completes."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode) as f:
+            yield f
 
 
 def write_json(path: str, data: Any) -> None:
