@@ -13,7 +13,7 @@ from tqdm import tqdm
 from cnns import datasets
 from cnns.utils import distributed, metrics, sweep
 from cnns.utils.argparser import add_common_options, new_parser, parse_with_config
-from cnns.utils.backend import Backend, select_backend
+from cnns.utils.backend import Backend, resolve_device, select_backend
 from cnns.utils.backend_report import report_backend
 from cnns.utils import peak_memory
 from cnns.utils.errors import UsageError, exit_on_usage_error
@@ -40,7 +40,27 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--warmup-iterations", type=int, default=2,
                         help="Calls after compilation run before measuring, excluded from the figures")
     parser.add_argument("--random-weights", action="store_true", help="Use random weights, skip the pretrained download")
-    return parse_with_config(parser, CONFIG_FILE, argv)
+    args = parse_with_config(parser, CONFIG_FILE, argv)
+    check_benchmark_input(args)
+    return args
+
+
+def check_benchmark_input(args: argparse.Namespace) -> None:
+    """What the run reads and the pipeline rule, before a model is built or a log folder is made."""
+    if args.data == "imagenet":
+        if not args.imagenet_data_path:
+            raise UsageError("--data imagenet needs --imagenet-data-path: a folder with validation/ class "
+                             "sub-folders, or a WebDataset folder from datasets/create_webdataset.py.")
+        datasets.check_imagenet_path(args.imagenet_data_path, train=False)
+    if args.pipeline_splits:
+        from cnns.models import apply_pipeline_splits
+        from cnns.utils.memory_need import meta_zoo_model
+        model = meta_zoo_model(args.model, args.efficientnet_expand_ratio, args.efficientnet_group_dim)
+        apply_pipeline_splits(model, args.pipeline_splits, lambda module, *_, **__: module)
+    stages = num_stages(args)
+    if args.device_iterations < stages and resolve_device(args.device) != "ipu":
+        raise UsageError(f"--pipeline-splits make {stages} pipeline stages but --device-iterations is "
+                         f"{args.device_iterations}; inference needs device iterations >= number of stages ({stages}).")
 
 
 def batches(loader: Any, count: int) -> Iterator[Any]:

@@ -196,6 +196,11 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("run_benchmark", RB + ["--weights", "/dev/null"], "is not a regular file"),
     ("run_benchmark", RB + ["--imagenet-data-path", "{missing}"], "does not exist"),
     ("run_benchmark", RB + ["--imagenet-data-path", "{text}"], "is a file"),
+    ("run_benchmark", RB + ["--data", "imagenet", "--imagenet-data-path", "{dir}"], "folder/validation does not exist"),
+    ("run_benchmark", RB + ["--data", "imagenet", "--imagenet-data-path", "{only_train}"], "validation does not exist"),
+    ("run_benchmark", RB + ["--data", "imagenet"], "--data imagenet needs --imagenet-data-path"),
+    ("run_benchmark", RB + ["--pipeline-splits", "layer2"], "--device-iterations is 1; inference needs device iterations"),
+    ("run_benchmark", RB + ["--pipeline-splits", "layer2", "layer3", "--device-iterations", "2"], "number of stages (3)"),
     # train.py: training values
     ("train", TR + ["--lr", "nan"], "--lr nan is not a finite number"),
     ("train", TR + ["--lr", "inf"], "--lr inf is not a finite number"),
@@ -236,6 +241,8 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("train", TR + ["--weight-avg-exp-decay", "2"], "--weight-avg-exp-decay must be in [0, 1]"),
     ("train", TR + ["--weight-avg-N", "0"], "--weight-avg-n must be a positive count"),
     ("train", TR + ["--data", "imagenet"], "needs --imagenet-data-path"),
+    ("train", TR + ["--data", "imagenet", "--imagenet-data-path", "{dir}"], "folder/train does not exist"),
+    ("train", TR + ["--data", "imagenet", "--imagenet-data-path", "{only_train}"], "only_train/validation does not exist"),
     ("train", TR + ["--optimizer", "adam"], "invalid choice: 'adam'"),
     ("train", TR + ["--pipeline-splits", "layer2"], "too small for 2 pipeline stages"),
     ("train", TR + ["--dataloader-worker", "-1"], "--dataloader-worker must be at least 0"),
@@ -379,6 +386,9 @@ def _materialise(files: Dict[str, str], needed: str) -> None:
         with open(os.path.join(folder, "resnext101_32x4d_bs6.onnx"), "wb") as f:
             f.write(b"\x00truncated")
         files[needed] = os.path.dirname(folder)
+    elif needed == "only_train":
+        os.makedirs(os.path.join(tmp, "only_train", "train", "cat"))
+        files[needed] = os.path.join(tmp, "only_train")
     elif needed == "wds_small":
         files[needed] = _write_metadata(os.path.join(tmp, "wds_small"), "one.tar")
         open(os.path.join(files[needed], "one.tar"), "wb").close()
@@ -549,3 +559,11 @@ def test_a_second_training_run_into_a_locked_checkpoint_folder_is_refused(files,
     finally:
         holder.release()
     assert_one_error_line(code, err, 2, f"is in use by another run (process {os.getpid()})")
+
+
+def test_a_run_that_does_not_validate_needs_no_validation_folder(files, monkeypatch):
+    monkeypatch.chdir(files["tmp"])
+    main = _entry("train", monkeypatch)
+    with pytest.raises(ReachedWork):
+        main(TR + ["--data", "imagenet", "--imagenet-data-path", _fill(["{only_train}"], files)[0],
+                   "--validation-mode", "none", "--debug"])

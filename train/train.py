@@ -28,7 +28,7 @@ from cnns.train.recompute_setup import apply_recomputation
 from cnns.train.train_options import training_options
 from cnns.train.training_log import TrainingLog, start_wandb
 from cnns.train.validate import model_from_checkpoint, run_validation_steps, train_input_size
-from cnns.train.value_checks import check_training_fits
+from cnns.train.value_checks import check_training_data, check_training_fits
 from cnns.utils import distributed
 from cnns.utils.backend import Backend, select_backend
 from cnns.utils.backend_report import BackendRecord, report_backend
@@ -479,6 +479,7 @@ def run_training(args: argparse.Namespace, resume: Optional[Dict[str, Any]] = No
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_arguments(argv)
     check_training_fits(args)
+    check_training_data(args)
     found = elastic.checkpoint_to_resume(args.checkpoint_path)
     if found is None:
         return run_training(args)

@@ -23,3 +23,13 @@ def check_training_fits(args: argparse.Namespace) -> None:
     """train.py and restore.py: the training images, weights and kept activations fit in memory."""
     from cnns.train.validate import train_input_size
     check_run_fits(args, train_input_size(args), training=True)
+
+
+def check_training_data(args: argparse.Namespace) -> None:
+    """train.py and restore.py: an ImageNet folder holds the training split, and the validation split when
+    the run validates, so a missing one is refused before an epoch is trained instead of after."""
+    from cnns.datasets import check_imagenet_path
+    if args.data == "imagenet" and args.imagenet_data_path:
+        check_imagenet_path(args.imagenet_data_path, train=True)
+        if args.validation_mode != "none":
+            check_imagenet_path(args.imagenet_data_path, train=False)

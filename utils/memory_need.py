@@ -52,18 +52,21 @@ def footprint(model: nn.Module, side: int, channels: int = 3) -> ModelFootprint:
     return ModelFootprint(counts["peak"], counts["saved"], sum(p.numel() for p in model.parameters()))
 
 
-@functools.lru_cache(maxsize=32)
-def zoo_footprint(name: str, side: int, expand_ratio: int, group_dim: int) -> ModelFootprint:
-    """The footprint of a model of the zoo, built on the meta device (a fraction of a second)."""
+def meta_zoo_model(name: str, expand_ratio: int, group_dim: int) -> nn.Module:
+    """A model of the zoo on the meta device: its structure without memory (a fraction of a second)."""
     from cnns.models.efficientnet import STANDARD_EXPAND_RATIO, STANDARD_GROUP_DIM, build_efficientnet
     from cnns.models.registry import model_spec
     spec = model_spec(name)
     with torch.device("meta"):
         if (expand_ratio, group_dim) != (STANDARD_EXPAND_RATIO, STANDARD_GROUP_DIM) and spec.family == "efficientnet":
-            model = build_efficientnet(spec.name, 1000, False, expand_ratio, group_dim)
-        else:
-            model = spec.builder(1000, False)
-    return footprint(model.eval(), side)
+            return build_efficientnet(spec.name, 1000, False, expand_ratio, group_dim)
+        return spec.builder(1000, False)
+
+
+@functools.lru_cache(maxsize=32)
+def zoo_footprint(name: str, side: int, expand_ratio: int, group_dim: int) -> ModelFootprint:
+    """The footprint of a model of the zoo, traced on the meta device."""
+    return footprint(meta_zoo_model(name, expand_ratio, group_dim).eval(), side)
 
 
 def _read_int(path: str) -> Optional[int]:
