@@ -21,7 +21,8 @@ from cnns.utils.executor_report import executor_report, log_compiled
 from cnns.utils.ipu_settings import inference_options, num_stages
 from cnns.utils.logger import RunLogger
 from cnns.utils.profiling import torch_trace
-from cnns.utils.model_setup import for_executor, input_preprocessing, input_size, prepare_model
+from cnns.utils.model_setup import (check_pipeline_splits, for_executor, input_preprocessing, input_size,
+                                    prepare_model)
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs.yml")
 
@@ -52,11 +53,7 @@ def check_benchmark_input(args: argparse.Namespace) -> None:
             raise UsageError("--data imagenet needs --imagenet-data-path: a folder with validation/ class "
                              "sub-folders, or a WebDataset folder from datasets/create_webdataset.py.")
         datasets.check_imagenet_path(args.imagenet_data_path, train=False)
-    if args.pipeline_splits:
-        from cnns.models import apply_pipeline_splits
-        from cnns.utils.memory_need import meta_zoo_model
-        model = meta_zoo_model(args.model, args.efficientnet_expand_ratio, args.efficientnet_group_dim)
-        apply_pipeline_splits(model, args.pipeline_splits, lambda module, *_, **__: module)
+    check_pipeline_splits(args)
     stages = num_stages(args)
     if args.device_iterations < stages and resolve_device(args.device) != "ipu":
         raise UsageError(f"--pipeline-splits make {stages} pipeline stages but --device-iterations is "

@@ -200,6 +200,7 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("run_benchmark", RB + ["--data", "imagenet", "--imagenet-data-path", "{only_train}"], "validation does not exist"),
     ("run_benchmark", RB + ["--data", "imagenet"], "--data imagenet needs --imagenet-data-path"),
     ("run_benchmark", RB + ["--pipeline-splits", "layer2"], "--device-iterations is 1; inference needs device iterations"),
+    ("run_benchmark", RB + ["--pipeline-splits", "layer9", "--device-iterations", "2"], "unknown pipeline split 'layer9'"),
     ("run_benchmark", RB + ["--pipeline-splits", "layer2", "layer3", "--device-iterations", "2"], "number of stages (3)"),
     # train.py: training values
     ("train", TR + ["--lr", "nan"], "--lr nan is not a finite number"),
@@ -245,6 +246,8 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("train", TR + ["--data", "imagenet", "--imagenet-data-path", "{only_train}"], "only_train/validation does not exist"),
     ("train", TR + ["--optimizer", "adam"], "invalid choice: 'adam'"),
     ("train", TR + ["--pipeline-splits", "layer2"], "too small for 2 pipeline stages"),
+    ("train", TR + ["--pipeline-splits", "layer9", "--gradient-accumulation", "3"], "unknown pipeline split 'layer9'"),
+    ("train", TR + ["--pipeline-splits", "layer3", "layer2", "--gradient-accumulation", "5"], "without layers"),
     ("train", TR + ["--dataloader-worker", "-1"], "--dataloader-worker must be at least 0"),
     ("train", TR + ["--dataloader-worker", "100000"], "--dataloader-worker must be at most"),
     ("train", TR + ["--checkpoint-path", "{text}"], "is a file, not a folder"),

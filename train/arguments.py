@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Set
 
 from cnns.datasets import add_data_options
 from cnns.utils.argparser import add_common_options, new_parser, parse_with_config
+from cnns.utils.model_setup import check_pipeline_splits
 from cnns.utils.errors import UsageError
 
 from .value_checks import check_training_values
@@ -162,6 +163,7 @@ def check_training_args(args: argparse.Namespace) -> argparse.Namespace:
               f"got {args.initial_loss_scaling}.")
     _check_augmentation(args)
     check_training_values(args)
+    check_pipeline_splits(args)
     stages = len(args.pipeline_splits) + 1
     if stages > 1 and args.gradient_accumulation < 2 * stages - 1:
         _fail(f"--gradient-accumulation {args.gradient_accumulation} is too small for {stages} pipeline stages; "
