@@ -15,6 +15,7 @@ from cnns.utils.argparser import add_common_options, new_parser, parse_with_conf
 from cnns.utils.model_setup import check_pipeline_splits
 from cnns.utils.errors import UsageError
 
+from .recompute_setup import check_recompute_checkpoints
 from .value_checks import check_training_values
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs.yml")
@@ -178,6 +179,7 @@ def check_training_args(args: argparse.Namespace) -> argparse.Namespace:
         args.notes = getattr(args, "notes", []) + [
             "--recompute-checkpoints were given with --recompute-mode none; using manual recomputation."]
         args.recompute_mode = "manual"
+    check_recompute_checkpoints(args)
     _check_half_res(args)
     if args.wandb_weight_histogram and not args.wandb:
         _fail("--wandb-weight-histogram logs to Weights & Biases, so it needs --wandb.")
