@@ -23,7 +23,7 @@ from cnns.datasets.webdataset_format import (FORMAT_VERSION, FORMATS, METADATA_F
 from cnns.utils.argparser import new_parser
 from cnns.utils.atomic import TEMP_SUFFIX, remove_stale_temporaries, write_json
 from cnns.utils.errors import UsageError, exit_on_usage_error
-from cnns.utils.validation import check_free_space, writable_folder
+from cnns.utils.validation import at_most_workers, check_free_space, writable_folder
 
 STEP_NAMES = ("resize", "center_crop")
 DEFAULT_STEP_SIZE = {"resize": 256, "center_crop": 224}
@@ -133,6 +133,7 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         raise UsageError(f"--image-quality must be between 1 and 100, got {args.image_quality}.")
     if args.num_workers < 0:
         raise UsageError(f"--num-workers must be 0 or more, got {args.num_workers}.")
+    at_most_workers(args, ("num_workers",))
     args.train_steps = [parse_step(s) for s in args.train_preprocess_steps]
     args.validation_steps = [parse_step(s) for s in args.validation_preprocess_steps]
     return args

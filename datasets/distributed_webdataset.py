@@ -42,6 +42,10 @@ def write_leftovers(folder: str, num_instances: int) -> Dict[str, Any]:
     if not os.path.isdir(folder):
         raise UsageError(f"Dataset folder {folder} does not exist.")
     meta = load_metadata(folder)
+    for split, entry in meta["splits"].items():
+        if num_instances > entry["samples"]:
+            raise UsageError(f"--num-instances {num_instances} is more than the {entry['samples']} samples of split "
+                             f"{split!r}, so some instances would read nothing; give at most {entry['samples']}.")
     where = leftover_folder(folder, num_instances)
     os.makedirs(where, exist_ok=True)
     splits = {}

@@ -13,7 +13,8 @@ from cnns.utils import distributed
 from cnns.utils.argparser import NORMALIZATION_LOCATIONS, PRECISIONS, new_parser
 from cnns.utils.backend import select_backend
 from cnns.utils.errors import UsageError, exit_on_usage_error
-from cnns.utils.validation import at_least, existing_folder, in_range
+from cnns.utils.memory_need import Need, available_host_bytes, check_needs
+from cnns.utils.validation import check_common_values, existing_folder
 
 
 def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -42,14 +43,23 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
     if args.dataloader_worker < 0:
         raise UsageError(f"--dataloader-worker must be 0 or more, got {args.dataloader_worker}.")
-    at_least(args, 1, ("dataloader_rebatch_size",))
-    in_range(args, "webdataset_percentage_to_use", 0.0, 100.0, low_open=True)
+    check_common_values(args)
     if args.data == "imagenet" and not args.imagenet_data_path:
         raise UsageError("--data imagenet needs --imagenet-data-path (an image folder or a WebDataset folder).")
     existing_folder(args.imagenet_data_path, "--imagenet-data-path")
     if args.normalization_location is None or (args.eight_bit_io and args.normalization_location == "host"):
         args.normalization_location = "ipu" if args.eight_bit_io else "host"
+    check_batch_fits(args)
     return args
+
+
+def check_batch_fits(args: argparse.Namespace) -> None:
+    """The loader holds at least one host batch of decoded images; refuse one that cannot fit."""
+    value = 1 if args.eight_bit_io else 2 if args.precision.startswith("16") else 4
+    need = Need("host memory", (("images", args.batch_size * 3 * args.input_size ** 2 * value),))
+    check_needs([(need, available_host_bytes)],
+                f"--batch-size {args.batch_size} ({args.input_size}x{args.input_size} images)",
+                "lower --batch-size or --input-size")
 
 
 def run(args: argparse.Namespace) -> List[float]:

@@ -9,12 +9,15 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from cnns.utils.atomic import atomic_file
+from cnns.utils.atomic import atomic_file, remove_stale_temporaries
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.validation import MAX_IMAGE_SIDE, at_least, writable_folder
 
 PHOTO_CLASS = "photo"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
+
+
+DIGITS_PER_CLASS = 174  # scikit-learn's digits: 174 to 183 images per class
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,6 +58,7 @@ def _save(images: Sequence[Image.Image], folder: str, stem: str, quality: int) -
     paths = []
     for k, img in enumerate(images):
         path = os.path.join(folder, f"{stem}_{k:04d}.jpg")
+        remove_stale_temporaries(folder, only_for=os.path.basename(path))
         with atomic_file(path) as f:
             img.save(f, format="JPEG", quality=quality)
         paths.append(path)
@@ -99,6 +103,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     at_least(args, 0, ("validation_per_class",))
     if args.size > MAX_IMAGE_SIDE:
         raise UsageError(f"--size must be at most {MAX_IMAGE_SIDE} pixels, got {args.size}.")
+    wanted = args.train_per_class + args.validation_per_class
+    if wanted > DIGITS_PER_CLASS:
+        raise UsageError(f"--train-per-class {args.train_per_class} + --validation-per-class "
+                         f"{args.validation_per_class} = {wanted} images per class, more than the {DIGITS_PER_CLASS} "
+                         f"scikit-learn holds for its rarest digit; ask for at most {DIGITS_PER_CLASS} in all.")
     writable_folder(args.folder, "folder")
     counts = build_image_folder(args.folder, digit_classes=args.digit_classes, train_per_class=args.train_per_class,
                                 validation_per_class=args.validation_per_class, photos=not args.no_photos,

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from cnns.utils.atomic import atomic_file
+from cnns.utils.atomic import atomic_file, remove_stale_temporaries
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.validation import check_free_space, writable_folder
 
@@ -19,6 +19,7 @@ def write_samples(folder: str, quality: int = 90) -> list:
     os.makedirs(folder, exist_ok=True)
     written = []
     for name in PHOTOS:
+        remove_stale_temporaries(folder, only_for=f"{name}.jpg")
         loader = getattr(data, name, None)
         if loader is None:
             continue

@@ -122,9 +122,7 @@ def _imagenet(args: Any, train: bool, transform: Callable, **sharding: Any) -> A
     use_boxes = bool(data_setting(args, "use_bbox_info")) and train
     policy = CorruptImagePolicy(data_setting(args, "corrupt_images"))
     percentage = float(data_setting(args, "webdataset_percentage_to_use"))
-    if not os.path.isdir(root):
-        raise DataError(f"--imagenet-data-path {root} does not exist; give a folder with train/ and validation/ "
-                         f"class sub-folders, or a WebDataset folder with metadata.json.")
+    check_imagenet_path(root, train)
     split = SPLIT_FOLDERS[train]
     if is_webdataset(root):
         dataset = WebDatasetSplit(root, split, transform, shuffle=train, seed=args.seed,
@@ -135,10 +133,18 @@ def _imagenet(args: Any, train: bool, transform: Callable, **sharding: Any) -> A
             raise DataError(f"--use-bbox-info: the WebDataset in {root} was written without bounding boxes; "
                              f"recreate it from a source holding imagenet_2012_bounding_boxes.csv or drop the option.")
         return dataset
-    folder = os.path.join(root, split)
-    check_folder(folder)
     boxes = load_boxes(bbox_file(root)) if use_boxes else None
-    return ImageFolderDataset(folder, transform, policy, boxes)
+    return ImageFolderDataset(os.path.join(root, split), transform, policy, boxes)
+
+
+def check_imagenet_path(root: str, train: bool) -> None:
+    """--imagenet-data-path holds what a run reads (a WebDataset, or the split's class folders), checked
+    when the options are parsed, so a wrong folder is refused before a model is built."""
+    if not os.path.isdir(root):
+        raise DataError(f"--imagenet-data-path {root} does not exist; give a folder with train/ and validation/ "
+                         f"class sub-folders, or a WebDataset folder with metadata.json.")
+    if not is_webdataset(root):
+        check_folder(os.path.join(root, SPLIT_FOLDERS[train]))
 
 
 def _cifar10(train: bool, transform: Callable) -> Any:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from cnns import datasets
 from cnns.utils import distributed, metrics, sweep
 from cnns.utils.argparser import add_common_options, new_parser, parse_with_config
-from cnns.utils.backend import Backend, select_backend
+from cnns.utils.backend import Backend, resolve_device, select_backend
 from cnns.utils.backend_report import report_backend
 from cnns.utils import peak_memory
 from cnns.utils.errors import UsageError, exit_on_usage_error
@@ -21,7 +21,8 @@ from cnns.utils.executor_report import executor_report, log_compiled
 from cnns.utils.ipu_settings import inference_options, num_stages
 from cnns.utils.logger import RunLogger
 from cnns.utils.profiling import torch_trace
-from cnns.utils.model_setup import for_executor, input_preprocessing, input_size, prepare_model
+from cnns.utils.model_setup import (check_pipeline_splits, for_executor, input_preprocessing, input_size,
+                                    prepare_model)
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs.yml")
 
@@ -40,7 +41,23 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--warmup-iterations", type=int, default=2,
                         help="Calls after compilation run before measuring, excluded from the figures")
     parser.add_argument("--random-weights", action="store_true", help="Use random weights, skip the pretrained download")
-    return parse_with_config(parser, CONFIG_FILE, argv)
+    args = parse_with_config(parser, CONFIG_FILE, argv)
+    check_benchmark_input(args)
+    return args
+
+
+def check_benchmark_input(args: argparse.Namespace) -> None:
+    """What the run reads and the pipeline rule, before a model is built or a log folder is made."""
+    if args.data == "imagenet":
+        if not args.imagenet_data_path:
+            raise UsageError("--data imagenet needs --imagenet-data-path: a folder with validation/ class "
+                             "sub-folders, or a WebDataset folder from datasets/create_webdataset.py.")
+        datasets.check_imagenet_path(args.imagenet_data_path, train=False)
+    check_pipeline_splits(args)
+    stages = num_stages(args)
+    if args.device_iterations < stages and resolve_device(args.device) != "ipu":
+        raise UsageError(f"--pipeline-splits make {stages} pipeline stages but --device-iterations is "
+                         f"{args.device_iterations}; inference needs device iterations >= number of stages ({stages}).")
 
 
 def batches(loader: Any, count: int) -> Iterator[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import torch
 from torch import nn
 
 from .pretrained import load_pretrained_state_dict
@@ -17,13 +18,15 @@ def build_cadene_resnext101(key: str, num_classes: int, pretrained: bool) -> nn.
 
     ``pretrainedmodels`` keeps the feature layers in a module-level global that every instance
     shares, so two models would silently share weights; a private re-initialised copy avoids that.
+    The copy is moved to the current default device first: the global lives wherever the first import
+    happened (the meta device, when a memory estimate imported the package).
     The fixed 7x7 average pool is made adaptive so that other input sizes work too; at 224x224
     it computes the same result. ``pretrained`` loads the ImageNet weights through the checked loader.
     """
     import pretrainedmodels
 
     model = getattr(pretrainedmodels, key)(num_classes=num_classes, pretrained=None)
-    model.features = copy.deepcopy(model.features)
+    model.features = copy.deepcopy(model.features).to_empty(device=torch.get_default_device())
     for module in model.features.modules():
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()

@@ -140,6 +140,7 @@ CASES: List[Tuple[str, List[str], str]] = [
     # run_benchmark.py: counts and ranges
     ("run_benchmark", RB + ["--warmup-iterations", "-1"], "--warmup-iterations must be at least 0"),
     ("run_benchmark", RB + ["--dataloader-worker", "-1"], "--dataloader-worker must be at least 0"),
+    ("run_benchmark", RB + ["--dataloader-worker", "100000"], "--dataloader-worker must be at most"),
     ("run_benchmark", RB + ["--num-io-tiles", "-1"], "--num-io-tiles must be at least 0"),
     ("run_benchmark", RB + ["--available-memory-proportion", "5.0"], "--available-memory-proportion must be in (0, 1]"),
     ("run_benchmark", RB + ["--available-memory-proportion", "0"], "--available-memory-proportion must be in (0, 1]"),
@@ -175,7 +176,14 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("run_benchmark", RB + ["--no-such-option"], "unrecognized arguments"),
     ("run_benchmark", RB + ["--config", "nope"], "--config 'nope' is not a preset"),
     ("run_benchmark", RB + ["--batch-size", "100000", "--device-iterations", "100000"], "needs"),
-    ("run_benchmark", RB + ["--batch-size", "4096", "--replicas", "4096", "--device-iterations", "64"], "more than this machine"),
+    ("run_benchmark", RB + ["--batch-size", "4096", "--replicas", "4096", "--device-iterations", "64"], "GiB of host memory"),
+    ("run_benchmark", RB + ["--batch-size", "100000000"], "--batch-size 100000000 x --device-iterations 1 x --replicas 1"),
+    ("run_benchmark", RB + ["--batch-size", "200000", "--model", "efficientnet-b7"], "(200000 images of 600x600, efficientnet-b7)"),
+    ("run_benchmark", RB + ["--replicas", "100000000"], "GiB of host memory"),
+    ("run_benchmark", RB + ["--webdataset-memory-cache-ratio", "2"], "--webdataset-memory-cache-ratio must be in [0, 1]"),
+    ("run_benchmark", RB + ["--webdataset-memory-cache-ratio", "-0.5"], "--webdataset-memory-cache-ratio must be in [0, 1]"),
+    ("run_benchmark", RB + ["--collective-timeout", "0"], "--collective-timeout must be a positive number of seconds"),
+    ("run_benchmark", RB + ["--collective-timeout", "nan"], "--collective-timeout nan is not a finite number"),
     # run_benchmark.py: paths
     ("run_benchmark", RB + ["--log-path", "{text}"], "is a file, not a folder"),
     ("run_benchmark", RB + ["--log-path", "{under_file}"], "cannot be written to"),
@@ -185,8 +193,15 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("run_benchmark", RB + ["--weights", "{missing}"], "does not exist"),
     ("run_benchmark", RB + ["--weights", "{dir}"], "is a folder"),
     ("run_benchmark", RB + ["--weights", "{text}"], "is not a PyTorch file"),
+    ("run_benchmark", RB + ["--weights", "/dev/null"], "is not a regular file"),
     ("run_benchmark", RB + ["--imagenet-data-path", "{missing}"], "does not exist"),
     ("run_benchmark", RB + ["--imagenet-data-path", "{text}"], "is a file"),
+    ("run_benchmark", RB + ["--data", "imagenet", "--imagenet-data-path", "{dir}"], "folder/validation does not exist"),
+    ("run_benchmark", RB + ["--data", "imagenet", "--imagenet-data-path", "{only_train}"], "validation does not exist"),
+    ("run_benchmark", RB + ["--data", "imagenet"], "--data imagenet needs --imagenet-data-path"),
+    ("run_benchmark", RB + ["--pipeline-splits", "layer2"], "--device-iterations is 1; inference needs device iterations"),
+    ("run_benchmark", RB + ["--pipeline-splits", "layer9", "--device-iterations", "2"], "unknown pipeline split 'layer9'"),
+    ("run_benchmark", RB + ["--pipeline-splits", "layer2", "layer3", "--device-iterations", "2"], "number of stages (3)"),
     # train.py: training values
     ("train", TR + ["--lr", "nan"], "--lr nan is not a finite number"),
     ("train", TR + ["--lr", "inf"], "--lr inf is not a finite number"),
@@ -217,6 +232,9 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("train", TR + ["--train-crop-scale", "0.5", "0.2"], "--train-crop-scale needs"),
     ("train", TR + ["--input-size", "4"], "--input-size must be at least 8"),
     ("train", TR + ["--input-size", "100000"], "--input-size must be at most"),
+    ("train", TR + ["--input-size", "4096", "--batch-size", "4096"], "(4096 images of 4096x4096, resnet18)"),
+    ("train", TR + ["--batch-size", "100000000"], "GiB of host memory"),
+    ("train", TR + ["--batch-size", "1000000", "--gradient-accumulation", "1000"], "GiB of host memory"),
     ("train", TR + ["--cutmix-lambda-low", "0.8", "--cutmix-lambda-high", "0.2"], "cutmix bounds"),
     ("train", TR + ["--cutmix-disable-prob", "2"], "--cutmix-disable-prob must be in [0, 1]"),
     ("train", TR + ["--mixup-alpha", "1", "--batch-size", "1"], "too small for mixup"),
@@ -224,9 +242,18 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("train", TR + ["--weight-avg-exp-decay", "2"], "--weight-avg-exp-decay must be in [0, 1]"),
     ("train", TR + ["--weight-avg-N", "0"], "--weight-avg-n must be a positive count"),
     ("train", TR + ["--data", "imagenet"], "needs --imagenet-data-path"),
+    ("train", TR + ["--data", "imagenet", "--imagenet-data-path", "{dir}"], "folder/train does not exist"),
+    ("train", TR + ["--data", "imagenet", "--imagenet-data-path", "{only_train}"], "only_train/validation does not exist"),
     ("train", TR + ["--optimizer", "adam"], "invalid choice: 'adam'"),
     ("train", TR + ["--pipeline-splits", "layer2"], "too small for 2 pipeline stages"),
+    ("train", TR + ["--pipeline-splits", "layer9", "--gradient-accumulation", "3"], "unknown pipeline split 'layer9'"),
+    ("train", TR + ["--recompute-checkpoints", "nosuch"], "--recompute-checkpoints 'nosuch' matches no module"),
+    ("train", TR + ["--recompute-checkpoints", "(bad"], "is not a valid regular expression"),
+    ("train", TR + ["--model", "efficientnet-b0", "--recompute-mode", "manual", "--recompute-checkpoints", "layer1"],
+     "--recompute-checkpoints 'layer1' matches no module"),
+    ("train", TR + ["--pipeline-splits", "layer3", "layer2", "--gradient-accumulation", "5"], "without layers"),
     ("train", TR + ["--dataloader-worker", "-1"], "--dataloader-worker must be at least 0"),
+    ("train", TR + ["--dataloader-worker", "100000"], "--dataloader-worker must be at most"),
     ("train", TR + ["--checkpoint-path", "{text}"], "is a file, not a folder"),
     ("train", TR + ["--checkpoint-path", "{under_file}"], "cannot be written to"),
     ("train", TR + ["--log-path", "{text}"], "is a file, not a folder"),
@@ -270,6 +297,7 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("create_webdataset", ["--source", "{dir}", "--target", "{tmp}/wds", "--image-quality", "0"], "--image-quality must be between 1 and 100"),
     ("create_webdataset", ["--source", "{dir}", "--target", "{tmp}/wds", "--image-quality", "101"], "--image-quality must be between 1 and 100"),
     ("create_webdataset", ["--source", "{dir}", "--target", "{tmp}/wds", "--num-workers", "-1"], "--num-workers must be 0 or more"),
+    ("create_webdataset", ["--source", "{dir}", "--target", "{tmp}/wds", "--num-workers", "100000"], "--num-workers must be at most"),
     ("create_webdataset", ["--source", "{dir}", "--target", "{tmp}/wds"], "holds neither train/ nor validation/"),
     ("create_webdataset", ["--source", "{dir}"], "the following arguments are required: --target"),
     ("create_webdataset", ["--source", "{dir}", "--target", "{tmp}/wds", "--format", "png"], "invalid choice"),
@@ -279,6 +307,8 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("distributed_webdataset", ["--imagenet-data-path", "{wds_escape}", "--num-instances", "2"], "points outside the dataset folder"),
     ("distributed_webdataset", ["--imagenet-data-path", "{wds_absolute}", "--num-instances", "2"], "points outside the dataset folder"),
     ("distributed_webdataset", ["--imagenet-data-path", "{wds_not_json}", "--num-instances", "2"], "it is not JSON"),
+    ("distributed_webdataset", ["--imagenet-data-path", "{wds_small}", "--num-instances", "100000"],
+     "--num-instances 100000 is more than the 1 samples of split 'train'"),
     # datasets/validate_dataset.py
     ("validate_dataset", [], "the following arguments are required"),
     ("validate_dataset", ["--imagenet-data-path", "{missing}"], "does not exist"),
@@ -287,6 +317,7 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("host_benchmark", ["--batch-size", "0"], "--batch-size must be at least 1"),
     ("host_benchmark", ["--epochs", "0"], "--epochs must be at least 1"),
     ("host_benchmark", ["--dataloader-worker", "-1"], "--dataloader-worker must be 0 or more"),
+    ("host_benchmark", ["--data", "real", "--dataloader-worker", "100000"], "--dataloader-worker must be at most"),
     ("host_benchmark", ["--input-size", "-224"], "--input-size must be at least 1"),
     ("host_benchmark", ["--dataloader-rebatch-size", "0"], "--dataloader-rebatch-size must be at least 1"),
     ("host_benchmark", ["--webdataset-percentage-to-use", "-5"], "--webdataset-percentage-to-use must be in (0, 100]"),
@@ -294,6 +325,11 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("host_benchmark", ["--imagenet-data-path", "{missing}"], "does not exist"),
     ("host_benchmark", ["--imagenet-data-path", "{text}"], "is a file"),
     ("host_benchmark", ["--split", "test"], "invalid choice"),
+    ("host_benchmark", ["--data", "real", "--batch-size", "100000000"], "--batch-size 100000000 (224x224 images) needs"),
+    ("host_benchmark", ["--data", "real", "--input-size", "100000"], "--input-size must be at most 4096"),
+    ("host_benchmark", ["--data", "real", "--input-size", "4096", "--batch-size", "100000"], "GiB of host memory"),
+    ("host_benchmark", ["--data", "real", "--webdataset-memory-cache-ratio", "2"], "--webdataset-memory-cache-ratio must be in [0, 1]"),
+    ("host_benchmark", ["--data", "real", "--seed", "-4"], "--seed must be in [0, 4294967295]"),
     # datasets/make_sample_folder.py
     ("make_sample_folder", ["{tmp}/samples", "--train-per-class", "-1"], "--train-per-class must be at least 1"),
     ("make_sample_folder", ["{tmp}/samples", "--validation-per-class", "-1"], "--validation-per-class must be at least 0"),
@@ -301,6 +337,8 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("make_sample_folder", ["{tmp}/samples", "--size", "99999"], "--size must be at most"),
     ("make_sample_folder", ["{tmp}/samples", "--digit-classes", "11"], "invalid choice"),
     ("make_sample_folder", ["{text}"], "is a file, not a folder"),
+    ("make_sample_folder", ["{tmp}/samples", "--train-per-class", "100000000"], "more than the 174 scikit-learn holds"),
+    ("make_sample_folder", ["{tmp}/samples", "--train-per-class", "170", "--validation-per-class", "5"], "175 images per class"),
     # datasets/make_sample_images.py
     ("make_sample_images", ["{text}"], "is a file, not a folder"),
     ("make_sample_images", ["{under_file}"], "cannot be written to"),
@@ -349,6 +387,18 @@ def _materialise(files: Dict[str, str], needed: str) -> None:
         outside = os.path.join(tmp, "abs.tar")
         open(outside, "wb").close()
         files[needed] = _write_metadata(os.path.join(tmp, "wds_absolute"), outside)
+    elif needed == "onnx_garbage":
+        folder = os.path.join(tmp, "onnx_models", "resnext101_32x4d")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "resnext101_32x4d_bs6.onnx"), "wb") as f:
+            f.write(b"\x00truncated")
+        files[needed] = os.path.dirname(folder)
+    elif needed == "only_train":
+        os.makedirs(os.path.join(tmp, "only_train", "train", "cat"))
+        files[needed] = os.path.join(tmp, "only_train")
+    elif needed == "wds_small":
+        files[needed] = _write_metadata(os.path.join(tmp, "wds_small"), "one.tar")
+        open(os.path.join(files[needed], "one.tar"), "wb").close()
     elif needed == "wds_not_json":
         files[needed] = _write_metadata(os.path.join(tmp, "wds_not_json"), "x.tar", as_json=False)
 
@@ -407,6 +457,8 @@ def test_bad_preset_is_one_error_line(text, fragment, tmp_path, monkeypatch, cap
     assert_one_error_line(code, err, 2, fragment)
 
 
+WORKER_REAL = ["--index", "0", "--model", "{text}", "--batch_size", "1", "--batches_per_step", "1", "--log_file", "{tmp}/w/log.txt"]
+WORKER = WORKER_REAL + ["--synthetic"]
 ONNX_CASES = [
     ("get_model.py", ["--opset", "1"], 2, "--opset 1 is outside"),
     ("get_model.py", ["--batch-size", "0"], 2, "--batch-size must be at least 1"),
@@ -418,6 +470,8 @@ ONNX_CASES = [
     ("get_model.py", ["--exporter", "dynamo", "--opset", "9"], 2, "pass --exporter legacy"),
     ("get_model.py", ["--weights", "{evil}", "--random-weights"], 2, "not allowed with argument"),
     ("get_model.py", ["--weights", "{evil}", "--output-dir", "{tmp}/m"], 2, "could not load"),
+    ("get_model.py", ["--batch-size", "100000000", "--random-weights", "--output-dir", "{tmp}/m"], 2,
+     "--batch-size 100000000 (resnext101_32x4d, 224x224 images) needs at least"),
     ("partition_dataset.py", ["--data-dir", "{missing}"], 2, "is not an existing folder"),
     ("partition_dataset.py", ["--data-dir", "{dir}", "--partitions", "0"], 2, "--partitions must be at least 1"),
     ("partition_dataset.py", ["--data-dir", "{dir}", "--partitions", "2"], 2, "fewer than the 2 partitions"),
@@ -425,6 +479,23 @@ ONNX_CASES = [
     ("resnext_inference_launch.py", ["--num_ipus", "0"], 2, "--num_ipus must be >= 1"),
     ("resnext_inference_launch.py", ["--provider", "tpu", "--synthetic"], 2, "--provider must be auto, cpu or cuda"),
     ("resnext_inference_launch.py", ["--model_dir", "{dir}", "--synthetic"], 2, "no onnx model"),
+    ("resnext_inference_launch.py", ["--model_dir", "{onnx_garbage}", "--synthetic", "--num_ipus", "1"], 2,
+     "resnext101_32x4d_bs6.onnx cannot be read"),
+    ("resnext_inference_launch.py", ["--synthetic", "--num_threads", "100000"], 2, "--num_threads must be at most"),
+    ("resnext_inference_launch.py", ["--synthetic", "--num_workers", "100000"], 2, "--num_workers must be at most"),
+    ("resnext_inference_launch.py", ["--synthetic", "--num_ipus", "100000"], 2, "--num_ipus must be at most"),
+    ("resnext_inference_launch.py", ["--synthetic", "--num_ipus", "1", "--model_dir", "{onnx_garbage}",
+                                     "--log_dir", "{text}"], 2, "--log_dir '{text}' is a file"),
+    ("inference_worker.py", [], 2, "the following arguments are required: --index"),
+    ("inference_worker.py", WORKER + ["--batch_size", "0"], 2, "--batch_size must be 1 or more"),
+    ("inference_worker.py", WORKER + ["--batch_size", "x"], 2, "invalid int value: 'x'"),
+    ("inference_worker.py", WORKER + ["--index", "-1"], 2, "--index must be 0 or more"),
+    ("inference_worker.py", WORKER + ["--threads", "0"], 2, "--threads must be 1 or more"),
+    ("inference_worker.py", WORKER + ["--model", "{missing}"], 2, "is not a file"),
+    ("inference_worker.py", WORKER_REAL + ["--data_dir", "{missing}"], 2, "is not a folder"),
+    ("inference_worker.py", WORKER + ["--provider", "tpu"], 2, "--provider must be auto, cpu or cuda"),
+    ("inference_worker.py", WORKER + ["--log_file", "{dir}"], 2, "is a folder; give a file name"),
+    ("inference_worker.py", WORKER + ["--results_file", "{dir}"], 2, "is a folder; give a file name"),
 ]
 
 
@@ -437,15 +508,51 @@ def test_onnx_bulk_bad_input_is_one_error_line(script, argv, code, fragment, fil
         returned = module.main(_fill(argv, files))
     except SystemExit as exited:
         returned = exited.code
-    assert_one_error_line(returned, capsys.readouterr().err, code, fragment)
+    assert_one_error_line(returned, capsys.readouterr().err, code, fragment.format(**files))
     assert not os.path.exists(os.path.join(files["tmp"], MARKER_NAME))
     assert not os.path.exists(os.path.join(files["tmp"], "m")), "a refused export left an output folder"
 
 
+PROGRAM = ["python", "-c", "pass"]
+POPRUN_CASES = [
+    (["--num-instances", "1", "--num-replicas", "0"] + PROGRAM, "--num-replicas must be at least 1, got 0"),
+    (["--num-instances", "2", "--ipus-per-replica", "0"] + PROGRAM, "--ipus-per-replica must be at least 1, got 0"),
+    (["--num-instances", "2", "--only-output-from-instance", "5"] + PROGRAM, "accepted: 0 to 1"),
+    (["--num-instances", "-1"] + PROGRAM, "--num-instances must be at least 1, got -1"),
+    (["--num-instances", "abc"] + PROGRAM, "invalid int value: 'abc'"),
+    (["--num-instances", "2", "--num-replicas", "3"] + PROGRAM, "does not divide between 2 instances"),
+    (["--num-instances", "2"], "no program given"),
+    (["--host", ""] + PROGRAM, "--host '' has an empty host name"),
+    (["--host", "localhost,,h2"] + PROGRAM, "has an empty host name"),
+    (["--max-restarts", "-1"] + PROGRAM, "--max-restarts must be 0 or more, got -1"),
+    (["--num-ilds", "0"] + PROGRAM, "--num-ilds must be at least 1, got 0"),
+    (["--vipu-server-port", "70000"] + PROGRAM, "accepted: 1 to 65535"),
+    (["--vipu-server-timeout", "nan"] + PROGRAM, "--vipu-server-timeout must be a positive number of seconds, got nan"),
+    (["--vipu-server-timeout", "-3"] + PROGRAM, "--vipu-server-timeout must be a positive number of seconds"),
+    (["--numa-aware", "maybe"] + PROGRAM, "invalid value 'maybe'"),
+    (["--print-topology", "maybe"], "invalid value 'maybe'"),
+    (["--executable-cache-path", "{text}"] + PROGRAM, "--executable-cache-path '{text}' is a file, not a folder"),
+    (["--executable-cache-path", "{under_file}"] + PROGRAM, "cannot be written to"),
+    (["no-such-program-xyz"], "program 'no-such-program-xyz' is not an executable on this machine's path"),
+    (["{text}"], "is not an executable on this machine's path"),
+    (["--host", "localhost,127.0.0.1", "--num-instances", "2"] + PROGRAM, "the remote shell /nonexistent/ssh ($POPRUN_SSH)"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", POPRUN_CASES)
+def test_poprun_bad_input_is_one_error_line_and_nothing_starts(argv, fragment, files, monkeypatch, capsys):
+    from cnns.utils import poprun
+    monkeypatch.setattr(poprun, "Launch", _sentinel)
+    monkeypatch.setenv("POPRUN_SSH", "/nonexistent/ssh")
+    monkeypatch.chdir(files["tmp"])
+    code = poprun.main(_fill(argv, files))
+    assert_one_error_line(code, capsys.readouterr().err, 2, fragment.format(**files))
+
+
 def test_the_table_is_large_and_covers_every_entry_point():
-    scripts = {c[0] for c in CASES} | {c[0] for c in ONNX_CASES}
-    assert len(CASES) + len(PRESETS) + len(ONNX_CASES) > 150
-    assert len(scripts) == 14, sorted(scripts)
+    scripts = {c[0] for c in CASES} | {c[0] for c in ONNX_CASES} | {"poprun"}
+    assert len(CASES) + len(PRESETS) + len(ONNX_CASES) + len(POPRUN_CASES) > 200
+    assert len(scripts) == 16, sorted(scripts)
 
 
 def test_a_second_training_run_into_a_locked_checkpoint_folder_is_refused(files, monkeypatch, capsys):
@@ -459,3 +566,11 @@ def test_a_second_training_run_into_a_locked_checkpoint_folder_is_refused(files,
     finally:
         holder.release()
     assert_one_error_line(code, err, 2, f"is in use by another run (process {os.getpid()})")
+
+
+def test_a_run_that_does_not_validate_needs_no_validation_folder(files, monkeypatch):
+    monkeypatch.chdir(files["tmp"])
+    main = _entry("train", monkeypatch)
+    with pytest.raises(ReachedWork):
+        main(TR + ["--data", "imagenet", "--imagenet-data-path", _fill(["{only_train}"], files)[0],
+                   "--validation-mode", "none", "--debug"])

@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -343,3 +344,123 @@ def test_a_forked_worker_still_dies_by_sigterm(tmp_path):
     out, err = child.communicate(timeout=60)
     assert child.returncode == 0, err
     assert out.strip() == str(-signal.SIGTERM) and "Traceback" not in err
+
+
+def _partition_main():
+    from tests.test_reliability import ONNX_BULK, _load_script
+    return _load_script("onnx_bulk_partition_dataset", os.path.join(ONNX_BULK, "partition_dataset.py"))
+
+
+def test_disk_full_while_partitioning_keeps_the_old_partitions_and_leaves_no_temporary(tmp_path, monkeypatch, capsys):
+    module = _partition_main()
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(4):
+        (images / f"img{k}.jpg").write_bytes(b"\xff\xd8" + bytes([k]) * 100)
+    out = tmp_path / "parts"
+    assert module.main(["--data-dir", str(images), "--partitions", "2", "--link", "copy", "--output", str(out)]) == 0
+    before = {p.name: sorted(q.name for q in p.iterdir()) for p in out.iterdir()}
+    copies = []
+
+    def full(source, target):
+        copies.append(target)
+        if len(copies) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        target.write(source.read())
+    monkeypatch.setattr(module.shutil, "copyfileobj", full)
+    with pytest.raises(SystemExit) as exited:
+        module.main(["--data-dir", str(images), "--partitions", "2", "--link", "copy", "--force", "--output", str(out)])
+    line = _one_error_line(capsys.readouterr().err)
+    assert exited.value.code == 1 and "No space left on device" in line and "img2.jpg" in line
+    assert {p.name: sorted(q.name for q in p.iterdir()) for p in out.iterdir()} == before
+
+
+def test_a_killed_partition_run_leaves_only_a_temporary_that_the_next_run_removes(tmp_path):
+    out = tmp_path / "parts"
+    (out / ".partitions.abc.tmp" / "part00").mkdir(parents=True)
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.jpg").write_bytes(b"\xff\xd8")
+    assert _partition_main().main(["--data-dir", str(images), "--partitions", "1", "--output", str(out)]) == 0
+    assert sorted(os.listdir(out)) == ["part00"]
+
+
+def test_atomic_files_get_the_umask_permissions_not_owner_only(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        atomic.write_json(str(tmp_path / "results.json"), {})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_sample_images_remove_the_temporary_a_killed_write_left(tmp_path):
+    from cnns.datasets.make_sample_images import write_samples
+    (tmp_path / ".cat.jpg.x1y2z3.tmp").write_bytes(b"half")
+    write_samples(str(tmp_path))
+    assert not [name for name in os.listdir(tmp_path) if atomic.is_temporary(name)]
+
+
+def test_an_instance_whose_program_cannot_start_says_so_in_one_line(monkeypatch, capsys):
+    from cnns.utils import poprun_instance
+    for name, value in {"POPRUN_NUM_HOSTS": "1", "POPRUN_NODE": "0", "LOCAL_RANK": "0",
+                        "POPDIST_NUM_LOCAL_REPLICAS": "1", "POPRUN_HOST": "here"}.items():
+        monkeypatch.setenv(name, value)
+    assert poprun_instance.main(["no-such-program-xyz"]) == poprun_instance.PROGRAM_NOT_STARTED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["poprun: instance 0 on host here could not start 'no-such-program-xyz' (No such file or directory)."]
+
+
+def test_torch_save_on_a_full_disk_is_named_as_a_full_disk(tmp_path, monkeypatch):
+    from collections import namedtuple
+    from cnns.train import checkpoint
+    usage = namedtuple("usage", "total used free")
+
+    def full(payload, f):
+        f.write(b"PK" + b"0" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 25891456 vs 25891352")
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda folder: usage(10, 10, 0))
+    with pytest.raises(OSError) as raised:
+        checkpoint.save_checkpoint(str(tmp_path), "m_generated_1.pt", {"epoch": 1})
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path / "m_generated_1.pt")
+    assert os.listdir(tmp_path) == []
+
+
+def test_weight_avg_refuses_a_folder_without_room_for_the_average(tmp_path, monkeypatch, capsys):
+    from collections import namedtuple
+    from cnns.train import weight_avg
+    from tests.test_reliability import checkpoint
+    for epoch in (1, 2):
+        checkpoint(str(tmp_path / f"resnet18_generated_{epoch}.pt"), epoch=epoch)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(10, 10, 100))
+    with pytest.raises(SystemExit) as exited:
+        weight_avg.main(["--checkpoint-path", str(tmp_path)])
+    line = _one_error_line(capsys.readouterr().err)
+    assert exited.value.code == 2 and line.startswith("error: The averaged checkpoint needs about")
+    assert sorted(os.listdir(tmp_path)) == ["resnet18_generated_1.pt", "resnet18_generated_2.pt"]
+
+
+def test_a_writer_by_file_name_gets_a_temporary_renamed_only_when_it_completes(tmp_path):
+    target = tmp_path / "profile_trace.json"
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_path(str(target)) as name:
+            open(name, "w").write("{half")
+            raise RuntimeError("exporter failed")
+    assert os.listdir(tmp_path) == []
+    with atomic.atomic_path(str(target)) as name:
+        open(name, "w").write("{}")
+    assert os.listdir(tmp_path) == ["profile_trace.json"] and target.read_text() == "{}"
+
+
+def test_sweep_files_are_written_atomically(tmp_path, monkeypatch):
+    from cnns.utils import sweep
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(OSError) as raised:
+        sweep.write_csv([], str(tmp_path / "sweep.csv"))
+    assert raised.value.filename == str(tmp_path / "sweep.csv")
+    assert os.listdir(tmp_path) == []

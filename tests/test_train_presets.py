@@ -110,13 +110,10 @@ def test_original_module_names_are_translated(model, original, here):
 
 
 def test_unknown_original_name_error_lists_the_mapping():
-    from cnns import models
     from cnns.train.arguments import parse_arguments
-    from cnns.train.recompute_setup import apply_recomputation
     from cnns.utils.errors import UsageError
-    args = parse_arguments(["--data", "generated", "--model", "resnet18", "--recompute-checkpoints", "mb_block/3"])
     with pytest.raises(UsageError, match="mb_block/<k> -> features/<k\\+1>"):
-        apply_recomputation(models.get_model("resnet18", num_classes=10, pretrained=False), args, lambda t: t)
+        parse_arguments(["--data", "generated", "--model", "resnet18", "--recompute-checkpoints", "mb_block/3"])
 
 
 def run_train(args, tmp_path):

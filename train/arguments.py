@@ -12,8 +12,10 @@ from typing import List, Optional, Sequence, Set
 
 from cnns.datasets import add_data_options
 from cnns.utils.argparser import add_common_options, new_parser, parse_with_config
+from cnns.utils.model_setup import check_pipeline_splits
 from cnns.utils.errors import UsageError
 
+from .recompute_setup import check_recompute_checkpoints
 from .value_checks import check_training_values
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs.yml")
@@ -162,6 +164,7 @@ def check_training_args(args: argparse.Namespace) -> argparse.Namespace:
               f"got {args.initial_loss_scaling}.")
     _check_augmentation(args)
     check_training_values(args)
+    check_pipeline_splits(args)
     stages = len(args.pipeline_splits) + 1
     if stages > 1 and args.gradient_accumulation < 2 * stages - 1:
         _fail(f"--gradient-accumulation {args.gradient_accumulation} is too small for {stages} pipeline stages; "
@@ -176,6 +179,7 @@ def check_training_args(args: argparse.Namespace) -> argparse.Namespace:
         args.notes = getattr(args, "notes", []) + [
             "--recompute-checkpoints were given with --recompute-mode none; using manual recomputation."]
         args.recompute_mode = "manual"
+    check_recompute_checkpoints(args)
     _check_half_res(args)
     if args.wandb_weight_histogram and not args.wandb:
         _fail("--wandb-weight-histogram logs to Weights & Biases, so it needs --wandb.")

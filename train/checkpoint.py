@@ -75,9 +75,11 @@ def claim_folder(folder: str) -> Tuple[FolderLock, int]:
     return lock, remove_stale_temporaries(folder)
 
 
-def check_space_for(folder: str, payload_bytes: int) -> None:
-    """Two checkpoints' worth of space (the new file is complete before the rename)."""
-    check_free_space(folder, 2 * payload_bytes, "A checkpoint")
+def check_space_for(folder: str, weight_bytes: int) -> None:
+    """Room for at least the first checkpoint's weights (its optimiser state varies with the optimiser, and
+    the temporary becomes the file by a rename), so a folder too small is refused before any training and
+    a folder that fits is never refused."""
+    check_free_space(folder, weight_bytes, "A checkpoint")
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:

@@ -57,6 +57,16 @@ def matching_checkpoints(paths: Dict[str, nn.Module], patterns: List[str], root:
     return chosen
 
 
+def check_recompute_checkpoints(args: Any) -> None:
+    """The patterns match modules of the model, checked on a meta-device copy when the options are
+    parsed, so a typo is refused before a model is built or a log folder made."""
+    if args.recompute_mode == "none" or not args.recompute_checkpoints:
+        return
+    from cnns.utils.memory_need import meta_zoo_model
+    model = meta_zoo_model(args.model, args.efficientnet_expand_ratio, args.efficientnet_group_dim)
+    matching_checkpoints(module_paths(model), args.recompute_checkpoints, model, args.model)
+
+
 def apply_recomputation(model: nn.Module, args: Any, checkpoint_fn: Callable[[Any], Any]) -> List[str]:
     """Mark the chosen modules' outputs with ``checkpoint_fn``; returns their paths."""
     if args.recompute_mode == "none":

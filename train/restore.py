@@ -15,6 +15,7 @@ from cnns.train.arguments import check_training_args, explicit_options, training
 from cnns.train.checkpoint import load_checkpoint
 from cnns.train.train import run_training
 from cnns.train.validate import args_from_checkpoint
+from cnns.train.value_checks import check_training_data, check_training_fits
 from cnns.utils.argparser import normalise_args
 from cnns.utils.errors import UsageError, exit_on_usage_error
 
@@ -32,6 +33,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args.checkpoint_path = os.path.dirname(os.path.abspath(cli.checkpoint_path))
     args.notes = []
     args = check_training_args(normalise_args(args))
+    check_training_fits(args)
+    check_training_data(args)
     if int(ckpt["epoch"]) >= args.epoch:
         raise UsageError(f"Checkpoint {cli.checkpoint_path!r} is from epoch {ckpt['epoch']} of a {args.epoch}-epoch run; "
                          f"pass --epoch with a larger total to train further.")

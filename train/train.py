@@ -28,6 +28,7 @@ from cnns.train.recompute_setup import apply_recomputation
 from cnns.train.train_options import training_options
 from cnns.train.training_log import TrainingLog, start_wandb
 from cnns.train.validate import model_from_checkpoint, run_validation_steps, train_input_size
+from cnns.train.value_checks import check_training_data, check_training_fits
 from cnns.utils import distributed
 from cnns.utils.backend import Backend, select_backend
 from cnns.utils.backend_report import BackendRecord, report_backend
@@ -156,8 +157,8 @@ class Run:
                                         args.cutmix_enabled, identity_loss=poptorch.identity_loss, sublosses=True)
         self.optimizer = get_optimizer(args, self.model, poptorch.optim, float32_master=self.float32_master())
         if self.folder_lock is not None:
-            check_space_for(args.checkpoint_path, 3 * sum(t.numel() * t.element_size()
-                                                          for t in self.model.state_dict().values()))
+            check_space_for(args.checkpoint_path, sum(t.numel() * t.element_size()
+                                                      for t in self.model.state_dict().values()))
         self.sampler = CoefficientSampler(args, seed=args.seed + self.info.rank)
         self.training_executor: Optional[str] = None
         self.schedule = schedule_from_args(args, self.steps_per_epoch)
@@ -477,6 +478,8 @@ def run_training(args: argparse.Namespace, resume: Optional[Dict[str, Any]] = No
 @exit_on_usage_error
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_arguments(argv)
+    check_training_fits(args)
+    check_training_data(args)
     found = elastic.checkpoint_to_resume(args.checkpoint_path)
     if found is None:
         return run_training(args)

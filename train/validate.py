@@ -168,6 +168,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     for file in files:
         ckpt = load_checkpoint(file)
         args = check_training_args(normalise_args(args_from_checkpoint(ckpt, cli, explicit)))
+        if args.data == "imagenet" and args.imagenet_data_path:
+            datasets.check_imagenet_path(args.imagenet_data_path, train=False)
         backend = select_backend(args.device, args.half_dtype)
         if logger is None:
             logger = RunLogger(args, distributed.InstanceInfo(0, 1, 0), folder=None)

@@ -16,7 +16,7 @@ from cnns.train.arguments import add_weight_avg_options
 from cnns.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from cnns.utils.argparser import new_parser
 from cnns.utils.errors import UsageError, exit_on_usage_error
-from cnns.utils.validation import existing_folder, writable_folder
+from cnns.utils.validation import check_free_space, existing_folder, writable_folder
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -60,6 +60,7 @@ def average_checkpoints(folder: str, strategy: str, decay: float, last_n: int,
     files = list_checkpoints(folder)
     if last_n > 0:
         files = files[-last_n:]
+    check_free_space(folder, os.path.getsize(files[-1]), "The averaged checkpoint")
     checkpoints = [load_checkpoint(f) for f in files]
     _check_same_model(checkpoints, files)
     averaged = dict(checkpoints[-1])

@@ -32,9 +32,11 @@ class _Parser(argparse.ArgumentParser):
                          + f"Run {self.prog} -h for the options.")
 
 
-def new_parser(description: str) -> argparse.ArgumentParser:
-    return _Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                   allow_abbrev=False)
+def new_parser(description: str, show_defaults: bool = True) -> argparse.ArgumentParser:
+    """A parser whose errors are one UsageError sentence; ``show_defaults`` False where the help strings
+    already state them."""
+    formatter = argparse.ArgumentDefaultsHelpFormatter if show_defaults else argparse.HelpFormatter
+    return _Parser(description=description, formatter_class=formatter, allow_abbrev=False)
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:

@@ -19,29 +19,69 @@ from .errors import UsageError
 
 TEMP_SUFFIX = ".tmp"
 LOCK_NAME = ".lock"
+FULL_BELOW_BYTES = 2 ** 20
 
 
 def temp_name_of(name: str) -> str:
     return f".{name}."
 
 
+def _disk_full(folder: str) -> bool:
+    """Libraries that write through their own code (torch.save's zip writer) report a full disk as their
+    own error ("unexpected pos ..."); the free space tells it apart while the temporary still fills it."""
+    try:
+        return shutil.disk_usage(folder).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
+
+
+def current_umask() -> int:
+    """The process's umask (read, not changed, where /proc tells it), so a renamed temporary gets the
+    permissions a plain open() would have given instead of mkstemp's owner-only 0600."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
-def atomic_file(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Yields a file whose content appears at ``path`` only if the block completes."""
+def atomic_path(path: str) -> Iterator[str]:
+    """Yields a temporary name in ``path``'s folder that is flushed to disk and renamed to ``path`` only if
+    the block completes (libraries that write by file name, such as torch.profiler's trace, use it as is)."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=temp_name_of(os.path.basename(path)), suffix=TEMP_SUFFIX, dir=folder)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+        finally:
+            os.close(fd)
+        yield tmp
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     except BaseException as error:
+        full = isinstance(error, Exception) and not isinstance(error, OSError) and _disk_full(folder)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from error
         if isinstance(error, OSError) and not isinstance(error.filename, str):
             raise OSError(error.errno, error.strerror or str(error), path) from error
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Yields a file whose content appears at ``path`` only if the block completes."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode) as f:
+            yield f
 
 
 def write_json(path: str, data: Any) -> None:

@@ -52,14 +52,30 @@ def select_backend(device: str = "auto", half: str = "auto") -> Backend:
     if real is not None:
         return Backend(real, "poptorch", "ipu", _half(half, torch.float16))
     import portable_poptorch
-    resolved = device if device in ("cuda", "cpu") else ("cuda" if torch.cuda.is_available() else "cpu")
-    if resolved == "cuda":
-        return Backend(portable_poptorch, "portable", resolved, _half(half, torch.float16))
-    if half == "auto" and not cpu_has_fast_bfloat16():
+    resolved = resolve_device(device, real_imports=False)
+    if resolved == "cpu" and half == "auto" and not cpu_has_fast_bfloat16():
         return Backend(portable_poptorch, "portable", resolved, torch.float32, note=(
             "This CPU has no native 16-bit arithmetic (no AVX512-BF16/AMX), where half types run many times "
             "slower than float32; 'half' runs as float32 here. Pass --half-dtype bfloat16 or float16 to force it."))
-    return Backend(portable_poptorch, "portable", resolved, _half(half, torch.bfloat16))
+    return Backend(portable_poptorch, "portable", resolved, half_dtype_for(resolved, half))
+
+
+def resolve_device(device: str, real_imports: Optional[bool] = None) -> str:
+    """Where --device ``device`` runs ('ipu', 'cuda' or 'cpu') by select_backend's rule, without building a
+    Backend; ``real_imports`` says whether the SDK's poptorch imports (asked when None)."""
+    if device in ("cuda", "cpu"):
+        return device
+    if device == "ipu" or (real_imports if real_imports is not None else _import_real_poptorch() is not None):
+        return "ipu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def half_dtype_for(device: str, half: str) -> torch.dtype:
+    """What 'half' is on ``device``: float16 on IPU/CUDA, bfloat16 on CPUs with native bfloat16, float32 on
+    other CPUs, unless --half-dtype forces one."""
+    if device == "cpu" and half == "auto" and not cpu_has_fast_bfloat16():
+        return torch.float32
+    return _half(half, torch.bfloat16 if device == "cpu" else torch.float16)
 
 
 def cpu_has_fast_bfloat16() -> bool:

@@ -66,11 +66,23 @@ def failure_sentence(error: BaseException) -> str:
         if error.filename is not None:
             return f"{what}: {error.filename!r}."
         return f"{what}."
-    if isinstance(error, MemoryError):
-        return "Out of host memory; lower --batch-size, --device-iterations or --replicas."
+    memory = _out_of_memory(error)
+    if memory:
+        return f"Out of {memory} memory; lower the batch size, device iterations, replicas or image size."
     first = (str(error).strip().splitlines() or [""])[0][:300]
     return (f"{type(error).__name__}: {first or 'no message'} "
             f"(run again with --debug or {DEBUG_ENV}=1 for the traceback).")
+
+
+def _out_of_memory(error: BaseException) -> Optional[str]:
+    """'host' or 'device' when ``error`` is an allocator's refusal (the up-front estimate is a lower
+    bound, so a run can still run short), else None."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(error, getattr(torch, "OutOfMemoryError", ())):
+        return "device"
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error)):
+        return "host"
+    return None
 
 
 _handler_pid = 0

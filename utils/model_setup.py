@@ -34,6 +34,17 @@ def prepare_model(args: Any, backend: Backend, num_classes: int, log: Callable[[
     return model
 
 
+def check_pipeline_splits(args: Any) -> None:
+    """The splits name modules of the model, in order, each stage with layers: checked on a meta-device
+    copy when the options are parsed, so a typo is refused before a model is built or a log folder made."""
+    if not args.pipeline_splits:
+        return
+    from cnns import models
+    from .memory_need import meta_zoo_model
+    model = meta_zoo_model(args.model, args.efficientnet_expand_ratio, args.efficientnet_group_dim)
+    models.apply_pipeline_splits(model, args.pipeline_splits, lambda module, *_, **__: module)
+
+
 def input_preprocessing(args: Any) -> Any:
     """The model's mean/std and crop ratio (``models.Preprocessing``), for the data pipeline."""
     from cnns import models

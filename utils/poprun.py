@@ -14,16 +14,19 @@ Installed as the ``poprun`` command (pyproject.toml's console scripts).
 """
 
 import argparse
+import math
 import os
 import shlex
+import shutil
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from cnns.utils import numa_binding
-from cnns.utils.errors import UsageError
-from cnns.utils.poprun_launch import REMOTE_SHELL_ENV, Node, local_nodes, new_run_id, plan
+from cnns.utils.errors import UsageError, failure_sentence
+from cnns.utils.poprun_launch import DEFAULT_REMOTE_SHELL, REMOTE_SHELL_ENV, Node, local_nodes, new_run_id, plan
 from cnns.utils.poprun_supervisor import Launch
 from cnns.utils.poprun_topology import Topology, describe, place
+from cnns.utils.validation import writable_folder
 
 NO_EFFECT_OFF_IPU = ("num_ilds", "vipu_server_host", "vipu_server_port", "vipu_server_timeout", "vipu_partition",
                      "reset_partition", "update_partition", "remove_partition")
@@ -97,14 +100,37 @@ def check(args: argparse.Namespace) -> Topology:
         raise UsageError(f"--max-restarts must be 0 or more, got {args.max_restarts}.")
     if args.vipu_server_port is not None and not 0 < args.vipu_server_port < 65536:
         raise UsageError(f"--vipu-server-port {args.vipu_server_port} is not a port; accepted: 1 to 65535.")
-    if args.vipu_server_timeout is not None and args.vipu_server_timeout <= 0:
-        raise UsageError(f"--vipu-server-timeout must be positive, got {args.vipu_server_timeout}.")
-    hosts = [h.strip() for h in (args.hosts or "localhost").split(",")]
+    if args.vipu_server_timeout is not None and not 0 < args.vipu_server_timeout < math.inf:
+        raise UsageError(f"--vipu-server-timeout must be a positive number of seconds, got {args.vipu_server_timeout}.")
+    hosts = [h.strip() for h in ("localhost" if args.hosts is None else args.hosts).split(",")]
     if not all(hosts):
         raise UsageError(f"--host {args.hosts!r} has an empty host name; give comma-separated names, e.g. h1,h2.")
     if not args.program and args.print_topology != "yes":
         raise UsageError("no program given; usage: poprun [options] python script.py [args].")
+    here = local_nodes(hosts)
+    if any(here):
+        _check_local_paths(args)
+    if args.program and not all(here):
+        _check_remote_shell()
     return place(hosts, args.num_instances, replicas, args.ipus_per_replica)
+
+
+def _check_local_paths(args: argparse.Namespace) -> None:
+    """What this machine's instances need: the program to start and a writable cache folder."""
+    if args.program and shutil.which(args.program[0]) is None:
+        raise UsageError(f"program {args.program[0]!r} is not an executable on this machine's PATH; give an "
+                         f"installed program such as python.")
+    if args.executable_cache_path:
+        writable_folder(args.executable_cache_path, "--executable-cache-path")
+
+
+def _check_remote_shell() -> None:
+    """Hosts other than this machine are reached through the remote shell; it must be there to start."""
+    shell = shlex.split(os.environ.get(REMOTE_SHELL_ENV) or DEFAULT_REMOTE_SHELL)
+    if not shell or shutil.which(shell[0]) is None:
+        raise UsageError(f"the remote shell {' '.join(shell) or repr('')} (${REMOTE_SHELL_ENV}) is not an executable "
+                         f"on this machine's PATH; install ssh or set ${REMOTE_SHELL_ENV} to a command that runs a "
+                         f"command on a host.")
 
 
 def mpi_exports(local_args: str) -> Tuple[Dict[str, str], List[str]]:
@@ -194,7 +220,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             how = "here" if node.local else f"through {os.environ.get(REMOTE_SHELL_ENV) or 'ssh'}"
             print(f"poprun: host {node.host} (node {node.index}, {how}): {shlex.join(node.command)}", file=sys.stderr)
     sys.stderr.flush()
-    return Launch(nodes, make_nodes, args.max_restarts).run()
+    try:
+        return Launch(nodes, make_nodes, args.max_restarts).run()
+    except OSError as error:
+        print(f"error: poprun could not start the launch: {failure_sentence(error)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from cnns.utils.poprun_topology import instance_index
 
 LAST_LINES = 15
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+PROGRAM_NOT_STARTED = 127  # the shell's code for a command that cannot be found or run
 
 
 def instance_environment(env: dict) -> dict:
@@ -87,8 +88,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         program = binding.prefix + program
         print(f"poprun: instance {index} on host {host}: {binding.note}", file=sys.stderr, flush=True)
     stopping: List[int] = []
-    proc = subprocess.Popen(program, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    try:
+        proc = subprocess.Popen(program, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except OSError as error:
+        print(f"poprun: instance {index} on host {host} could not start {program[0]!r} "
+              f"({error.strerror or error}).", file=sys.stderr, flush=True)
+        return PROGRAM_NOT_STARTED
 
     def forward(signum: int, _frame: object) -> None:
         stopping.append(signum)

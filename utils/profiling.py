@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_path
+
 TRACE_FILE = "profile_trace.json"
 
 
@@ -21,4 +23,10 @@ def torch_trace(device: str, log_dir: str) -> Any:
     if device == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     return torch.profiler.profile(activities=activities, record_shapes=True,
-                                  on_trace_ready=lambda p: p.export_chrome_trace(trace_path(log_dir)))
+                                  on_trace_ready=lambda p: _export(p, trace_path(log_dir)))
+
+
+def _export(profile: Any, path: str) -> None:
+    """The trace is written whole or not at all, like every file of the log folder."""
+    with atomic_path(path) as tmp:
+        profile.export_chrome_trace(tmp)

@@ -9,6 +9,8 @@ import re
 import secrets
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
+from .atomic import atomic_file
+
 SWEEP_FLAGS = ("--batch-size", "--model", "--executor")
 COLUMNS = ("model", "executor", "batch_size", "throughput_mean", "throughput_std", "latency_p50_ms",
            "latency_p99_ms", "compile_s", "peak_host_rss_mb", "peak_device_mb", "log_folder")
@@ -77,12 +79,10 @@ def sweep_folder(log_path: str) -> str:
 
 
 def write_csv(rows: List[Dict[str, Any]], path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_file(path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def write_plot(rows: List[Dict[str, Any]], path: str) -> None:
@@ -107,10 +107,11 @@ def write_plot(rows: List[Dict[str, Any]], path: str) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_file(path) as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def summarise(rows: List[Dict[str, Any]], log_path: str, log: Callable[[str], None]) -> Dict[str, str]:

@@ -10,13 +10,15 @@ import math
 import os
 import shutil
 import tempfile
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from .errors import UsageError
 
 SEED_LIMIT = 2 ** 32
 LOG_FOLDER_BYTES = 4 * 2 ** 20
 MAX_IMAGE_SIDE = 4096
+WORKERS_PER_CPU = 4
+MIN_WORKER_LIMIT = 32
 
 
 def flag(dest: str) -> str:
@@ -38,6 +40,21 @@ def at_least(args: argparse.Namespace, minimum: int, names: Iterable[str]) -> No
         value = getattr(args, name, None)
         if value is not None and value < minimum:
             raise UsageError(f"{flag(name)} must be at least {minimum}, got {value}.")
+
+
+def worker_limit() -> int:
+    """The most worker processes a script starts: beyond a few per CPU they only cost memory, and a typo
+    such as 100000 would fork until the kernel's OOM killer steps in."""
+    return max(MIN_WORKER_LIMIT, WORKERS_PER_CPU * (os.cpu_count() or 1))
+
+
+def at_most_workers(args: argparse.Namespace, names: Iterable[str], spelling: Callable[[str], str] = flag) -> None:
+    """Each of ``names`` (written on the command line as ``spelling(name)``) within ``worker_limit()``."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value > worker_limit():
+            raise UsageError(f"{spelling(name)} must be at most {worker_limit()} ({WORKERS_PER_CPU} per CPU, at least "
+                             f"{MIN_WORKER_LIMIT}), got {value}.")
 
 
 def in_range(args: argparse.Namespace, name: str, low: float, high: float,
@@ -67,10 +84,12 @@ def check_common_values(args: argparse.Namespace) -> None:
     at_least(args, 1, ("norm_num_groups", "efficientnet_expand_ratio", "efficientnet_group_dim",
                        "dataloader_rebatch_size"))
     at_least(args, 0, ("num_io_tiles", "dataloader_worker", "warmup_iterations"))
+    at_most_workers(args, ("dataloader_worker",))
     in_range(args, "norm_eps", 0.0, 1.0, low_open=True)
     in_range(args, "batchnorm_momentum", 0.0, 1.0)
     in_range(args, "available_memory_proportion", 0.0, 1.0, low_open=True)
     in_range(args, "webdataset_percentage_to_use", 0.0, 100.0, low_open=True)
+    in_range(args, "webdataset_memory_cache_ratio", 0.0, 1.0)
     seed = getattr(args, "seed", 0)
     if seed is not None and not 0 <= seed < SEED_LIMIT:
         raise UsageError(f"--seed must be in [0, {SEED_LIMIT - 1}], got {seed}.")
@@ -84,27 +103,11 @@ def check_common_values(args: argparse.Namespace) -> None:
         raise UsageError(f"--input-size must be at most {MAX_IMAGE_SIDE} pixels, got {size}.")
 
 
-def physical_memory_bytes() -> Optional[int]:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_host_batch_fits(args: argparse.Namespace) -> None:
-    """A host batch larger than the machine's memory would end in an allocator traceback; refuse it."""
+def check_host_batch_fits(args: argparse.Namespace, training: bool = False) -> None:
+    """Sizes that cannot fit in memory end in one sentence now instead of an allocator traceback later."""
     from cnns.models import model_input_size
-    image_side = getattr(args, "input_size", None) or model_input_size(args.model)
-    bytes_per_value = 1 if getattr(args, "eight_bit_io", False) else 4
-    images = (args.batch_size * args.device_iterations * args.replicas
-              * getattr(args, "gradient_accumulation", 1))
-    needed = images * 3 * image_side * image_side * bytes_per_value
-    total = physical_memory_bytes()
-    if total is not None and needed > total:
-        raise UsageError(
-            f"One host batch of {images} images of {image_side}x{image_side} needs {needed / 2 ** 30:.1f} GiB, "
-            f"more than this machine's {total / 2 ** 30:.1f} GiB; lower --batch-size, --device-iterations, "
-            f"--replicas or --gradient-accumulation.")
+    from .run_memory import check_run_fits
+    check_run_fits(args, getattr(args, "input_size", None) or model_input_size(args.model), training)
 
 
 def writable_folder(path: str, option: str) -> str:
@@ -136,6 +139,8 @@ def existing_file(path: Optional[str], option: str) -> Optional[str]:
         return None
     if os.path.isdir(path):
         raise UsageError(f"{option} {path!r} is a folder; give a file.")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UsageError(f"{option} {path!r} is not a regular file (a device or pipe); give a file.")
     if not os.path.isfile(path):
         raise UsageError(f"{option} {path!r} does not exist; give an existing file.")
     return path

@@ -97,6 +97,23 @@ class WeightsError(Exception):
     """A --weights file that is not a matching state_dict."""
 
 
+def check_export_fits(name: str, batch_size: int, side: int) -> None:
+    """Exporting and checking run the model on one batch: refuse a batch whose input, activations and
+    weights cannot fit in host memory (an estimate on the meta device, before any download)."""
+    import torch
+
+    from cnns.models.cadene import build_cadene_resnext101
+    from cnns.utils.memory_need import Need, available_host_bytes, check_needs, footprint
+
+    with torch.device("meta"):
+        model = build_cadene_resnext101(name, 1000, pretrained=False)
+    size = footprint(model.eval(), side)
+    need = Need("host memory", (("inputs", batch_size * 3 * side ** 2 * 4),
+                                ("activations", batch_size * size.peak * 4), ("weights", size.parameters * 4)))
+    check_needs([(need, available_host_bytes)], f"--batch-size {batch_size} ({name}, {side}x{side} images)",
+                "lower --batch-size")
+
+
 def build_model(name: str, weights: Path | None, random_weights: bool):
     """Return (model in eval mode, a phrase saying where its weights came from); the model is the shared
     builder's (cnns.models.cadene), the one the PyTorch benchmark runs."""
@@ -188,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     path = model_file(args.output_dir, args.model_name, args.batch_size)
     side = input_preprocessing()[1]
     writable_folder(str(path.parent), "--output-dir")
+    check_export_fits(args.model_name, args.batch_size, side)
     try:
         model, source = build_model(args.model_name, args.weights, args.random_weights)
     except WeightsError as error:

@@ -10,6 +10,7 @@ and, with every step, to this process's own log file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import itertools
 import json
@@ -24,11 +25,13 @@ import numpy as np
 from cnns.inference.onnx_bulk.data import ImageFolderDataset, image_transform, synthetic_batch
 from cnns.inference.onnx_bulk.dataloader import HostBufferLoader, Step
 from cnns.inference.onnx_bulk.resnext101 import ResNeXtSession, choose_providers, input_preprocessing, top5
+from cnns.utils.argparser import new_parser
+from cnns.utils.atomic import atomic_file
 from cnns.utils.errors import UsageError, exit_on_usage_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="internal: one child inference process")
+    parser = new_parser("internal: one child inference process")
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--batch_size", type=int, required=True)
@@ -145,11 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         steps = HostBufferLoader(dataset, args.batch_size, args.batches_per_step, args.num_workers)
         log.info("input: %d images from %s, %d loader threads", len(dataset), args.data_dir, args.num_workers)
 
-    results_handle = open(args.results_file, "w", newline="") if args.results_file else None
-    writer = csv.writer(results_handle) if results_handle else None
     images, seconds, batches = 0, 0.0, 0
     iterator = iter(steps)
-    try:
+    with contextlib.ExitStack() as stack:
+        results = stack.enter_context(atomic_file(str(args.results_file), "w")) if args.results_file else None
+        writer = csv.writer(results) if results else None
         for number in itertools.count():
             waited = time.perf_counter()
             step = next(iterator, None)
@@ -176,9 +179,6 @@ def main(argv: list[str] | None = None) -> int:
             log.info(step_report(preprocessing, elapsed, step.valid))
             if writer:
                 write_results(writer, step, outputs)
-    finally:
-        if results_handle:
-            results_handle.close()
 
     throughput = images / seconds if seconds > 0 else 0.0
     summary = {

@@ -11,11 +11,13 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from cnns.datasets.errors import DataError
 from cnns.inference.onnx_bulk.data import list_images
-from cnns.utils.atomic import atomic_file
+from cnns.utils.argparser import new_parser
+from cnns.utils.atomic import TEMP_SUFFIX, atomic_file, remove_stale_temporaries, temp_name_of
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.validation import writable_folder
 
@@ -48,20 +50,36 @@ def place(source: Path, target: Path, mode: str) -> str:
     raise AssertionError("unreachable")
 
 
+STAGING = "partitions"
+
+
 def partition(files: list[Path], output: Path, partitions: int, mode: str = "symlink") -> dict[str, int]:
-    """Deal ``files`` round-robin into ``partitions`` folders under ``output``; returns counts per mode."""
-    folders = [output / name for name in partition_names(partitions)]
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
-    used: dict[str, int] = {}
-    for index, source in enumerate(files):
-        kind = place(source, folders[index % partitions] / source.name, mode)
-        used[kind] = used.get(kind, 0) + 1
-    return used
+    """Deal ``files`` round-robin into ``partitions`` folders under ``output``; returns counts per mode.
+
+    The partitions are filled in a temporary folder and each replaces its old folder (--force) only when
+    all are whole, so a kill or a full disk never leaves a partition that looks complete and is not."""
+    output.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(str(output), only_for=STAGING)
+    staging = Path(tempfile.mkdtemp(prefix=temp_name_of(STAGING), suffix=TEMP_SUFFIX, dir=output))
+    try:
+        names = partition_names(partitions)
+        for name in names:
+            (staging / name).mkdir()
+        used: dict[str, int] = {}
+        for index, source in enumerate(files):
+            kind = place(source, staging / names[index % partitions] / source.name, mode)
+            used[kind] = used.get(kind, 0) + 1
+        for name in names:
+            if (output / name).is_dir():
+                shutil.rmtree(output / name)
+            os.replace(staging / name, output / name)
+        return used
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = new_parser(__doc__.splitlines()[0], show_defaults=False)
     parser.add_argument(
         "--data-dir", type=Path, required=True, help="folder holding the images (e.g. COCO val2014)"
     )
@@ -107,8 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if existing and not args.force:
         raise UsageError(f"Partition folder {existing[0]} is not empty; pass --force to replace the partitions.")
-    for folder in existing:
-        shutil.rmtree(folder)
     used = partition(files, args.output, args.partitions, args.link)
     modes = ", ".join(f"{count} {mode}" for mode, count in used.items())
     print(

@@ -27,7 +27,8 @@ from cnns.inference.onnx_bulk.flags import Flag, parse_flags
 from cnns.inference.onnx_bulk.resnext101 import input_preprocessing, model_file, threads_per_process
 from cnns.utils.atomic import atomic_file
 from cnns.utils.errors import UsageError, exit_on_usage_error
-from cnns.utils.validation import writable_folder
+from cnns.utils.memory_need import available_host_bytes
+from cnns.utils.validation import at_most_workers, writable_folder
 
 HERE = Path(__file__).resolve().parent
 
@@ -99,15 +100,15 @@ def resolve(flags, name: str) -> Path:
     return value
 
 
-def available_memory() -> int | None:
+def check_onnx_model(model: Path) -> None:
+    """A model file ONNX cannot parse (truncated, or not ONNX) is named here, not by every process."""
+    import onnx
+
     try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+        onnx.load(str(model), load_external_data=False)
+    except Exception as error:  # onnx raises protobuf's DecodeError and its own types
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UsageError(f"ONNX model {model} cannot be read ({detail}); export it again with get_model.py.") from None
 
 
 def find_partitions(data_dir: Path, count: int) -> list[tuple[Path, int]]:
@@ -167,7 +168,7 @@ def process_batch_size(flags, model_dir: Path) -> tuple[int, str]:
 def check_memory(partitions: list[tuple[Path, int]], batch_size: int, batches_per_step: int) -> None:
     side = input_preprocessing()[1]
     needed = sum(step_buffer_bytes(n, batch_size, batches_per_step, side) for _, n in partitions)
-    free = available_memory()
+    free = available_host_bytes()
     if free is not None and needed > free:
         raise UsageError(
             f"The host buffers need {needed / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB is available; lower --batches_per_step."
@@ -276,14 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     model_dir, log_dir = resolve(flags, "model_dir"), resolve(flags, "log_dir")
     if flags.provider not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--provider must be auto, cpu or cuda, not {flags.provider!r}.")
+    at_most_workers(flags, ("num_ipus", "num_workers", "num_threads"), spelling=lambda name: f"--{name}")
+    writable_folder(str(log_dir), "--log_dir")
     flags.batch_size, note = process_batch_size(flags, model_dir)
     model = model_file(model_dir, flags.model_name, flags.batch_size)
+    check_onnx_model(model)
     print(note, flush=True)
     partitions = None
     if not flags.synthetic:
         partitions = find_partitions(resolve(flags, "data_dir"), flags.num_ipus)
         check_memory(partitions, flags.batch_size, flags.batches_per_step)
-    writable_folder(str(log_dir), "--log_dir")
 
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     process_logs = log_dir / datetime.now().strftime("%d-%b-%Y (%H:%M:%S.%f)")
