@@ -284,7 +284,7 @@ def log_folder(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("words,env", [(seed_args(SEED_000[1]), {})])
+@pytest.mark.parametrize("words,env", [(seed_args(SEED_000[1]), {}), (shlex.split(SEED_003[0]), {})])
 def test_run_benchmark_down_the_ipu_branch_records_the_originals_options(words, env, tmp_path, sdk, monkeypatch):
     words = words + ["--iterations", "1", "--warmup-iterations", "0", "--device-iterations", "1", "--random-weights"]
     record = run_script("inference/run_benchmark.py", words, tmp_path, env)
@@ -294,7 +294,8 @@ def test_run_benchmark_down_the_ipu_branch_records_the_originals_options(words, 
     original = original_inference_options(run_benchmark_args(words), sdk)
     assert inference_state(wrapped["state"]) == inference_state(json.loads(json.dumps(original.state())))
     if "--num-io-tiles" in words:  # the model's IO is overlapped, as the original's OverlapModel
-        assert ["set_overlap_for_input", [["OverlapMode.OverlapAccumulationLoop"], {}]] in record["calls"]
+        for call in ("set_overlap_for_input", "set_overlap_for_output"):
+            assert [call, [["OverlapMode.OverlapAccumulationLoop"], {}]] in record["calls"]
 
 
 @pytest.mark.slow
