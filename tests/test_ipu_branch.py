@@ -119,8 +119,11 @@ def original_training_options(args, sdk, log_dir="logs"):
         opts._Popart.set("explicitRecomputation", True)
         kind = popart.RecomputationType.Standard if args.recompute_mode == "auto" else popart.RecomputationType.RecomputeAll
         opts._Popart.set("autoRecomputation", int(kind))
-    if args.offload_optimizer:
-        opts.TensorLocations.setOptimizerLocation(pt.TensorLocationSettings().useOnChipStorage(False))
+    if args.offload_optimizer or args.enable_optimizer_rts:
+        location = pt.TensorLocationSettings()
+        location.useOnChipStorage(not args.offload_optimizer)
+        location.useReplicatedTensorSharding(args.enable_optimizer_rts)
+        opts.TensorLocations.setOptimizerLocation(location)
     opts._Popart.set("disableGradAccumulationTensorStreams", True)
     amps = args.available_memory_proportion or []
     if len(amps) == 1:
@@ -171,6 +174,7 @@ def train_commands():
     commands += [(["--config", "resnet50_mk2", "--data", "generated", "--compile-only", "--checkpoint-path", "x"], {})]
     commands += [(["--data", "generated", "--enable-fp-exceptions", "--recompute-mode", "manual", "--offload-optimizer",
                    "--profile", "--exchange-memory-target", "balanced", "--num-io-tiles", "32", "--seed", "3"], {})]
+    commands += [(["--data", "generated", "--enable-optimizer-rts", "--replicas", "2"], {})]
     for name in README_BENCHMARKS:
         text = README_BENCHMARKS[name].replace("\\\n", " ")
         command = text.split("train.py", 1)[1].replace("$DATASETS_DIR", "/data")
