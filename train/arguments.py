@@ -180,6 +180,11 @@ def check_training_args(args: argparse.Namespace) -> argparse.Namespace:
     _check_half_res(args)
     if args.wandb_weight_histogram and not args.wandb:
         _fail("--wandb-weight-histogram logs to Weights & Biases, so it needs --wandb.")
+    if args.compile_only and args.data != "generated":
+        # as the original: compiling needs one batch of the right shape, not the data set
+        args.notes = getattr(args, "notes", []) + [
+            f"--compile-only compiles with generated data; --data {args.data} is not read."]
+        args.data, args.imagenet_data_path = "generated", None
     if args.data == "imagenet" and not args.imagenet_data_path:
         _fail("--data imagenet needs --imagenet-data-path pointing at a folder with train/ and validation/.")
     return args
