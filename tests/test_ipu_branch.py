@@ -119,8 +119,11 @@ def original_training_options(args, sdk, log_dir="logs"):
         opts._Popart.set("explicitRecomputation", True)
         kind = popart.RecomputationType.Standard if args.recompute_mode == "auto" else popart.RecomputationType.RecomputeAll
         opts._Popart.set("autoRecomputation", int(kind))
-    if args.offload_optimizer:
-        opts.TensorLocations.setOptimizerLocation(pt.TensorLocationSettings().useOnChipStorage(False))
+    if args.offload_optimizer or args.enable_optimizer_rts:
+        location = pt.TensorLocationSettings()
+        location.useOnChipStorage(not args.offload_optimizer)
+        location.useReplicatedTensorSharding(args.enable_optimizer_rts)
+        opts.TensorLocations.setOptimizerLocation(location)
     opts._Popart.set("disableGradAccumulationTensorStreams", True)
     amps = args.available_memory_proportion or []
     if len(amps) == 1:
@@ -171,6 +174,7 @@ def train_commands():
     commands += [(["--config", "resnet50_mk2", "--data", "generated", "--compile-only", "--checkpoint-path", "x"], {})]
     commands += [(["--data", "generated", "--enable-fp-exceptions", "--recompute-mode", "manual", "--offload-optimizer",
                    "--profile", "--exchange-memory-target", "balanced", "--num-io-tiles", "32", "--seed", "3"], {})]
+    commands += [(["--data", "generated", "--enable-optimizer-rts", "--replicas", "2"], {})]
     for name in README_BENCHMARKS:
         text = README_BENCHMARKS[name].replace("\\\n", " ")
         command = text.split("train.py", 1)[1].replace("$DATASETS_DIR", "/data")
@@ -284,7 +288,7 @@ def log_folder(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("words,env", [(seed_args(SEED_000[1]), {})])
+@pytest.mark.parametrize("words,env", [(seed_args(SEED_000[1]), {}), (shlex.split(SEED_003[0]), {})])
 def test_run_benchmark_down_the_ipu_branch_records_the_originals_options(words, env, tmp_path, sdk, monkeypatch):
     words = words + ["--iterations", "1", "--warmup-iterations", "0", "--device-iterations", "1", "--random-weights"]
     record = run_script("inference/run_benchmark.py", words, tmp_path, env)
@@ -294,7 +298,8 @@ def test_run_benchmark_down_the_ipu_branch_records_the_originals_options(words, 
     original = original_inference_options(run_benchmark_args(words), sdk)
     assert inference_state(wrapped["state"]) == inference_state(json.loads(json.dumps(original.state())))
     if "--num-io-tiles" in words:  # the model's IO is overlapped, as the original's OverlapModel
-        assert ["set_overlap_for_input", [["OverlapMode.OverlapAccumulationLoop"], {}]] in record["calls"]
+        for call in ("set_overlap_for_input", "set_overlap_for_output"):
+            assert [call, [["OverlapMode.OverlapAccumulationLoop"], {}]] in record["calls"]
 
 
 @pytest.mark.slow

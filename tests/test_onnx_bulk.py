@@ -434,3 +434,32 @@ def test_worker_started_by_hand_checks_its_values(tmp_path, extra, expected):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and expected in result.stderr
     assert not (tmp_path / "logs").exists()
+
+
+def test_half_export_runs_in_float16_and_keeps_the_model_float32(tmp_path):
+    """get_model.py --half: float16 weights and input, as the original ran the model; the session feeds
+    float16 and the logits stay close to the float32 PyTorch model's."""
+    import torch
+
+    from cnns.inference.onnx_bulk.get_model import export, parse_args
+    from cnns.inference.onnx_bulk.resnext101 import ResNeXtSession, top5
+
+    assert parse_args(["--micro-batch-size", "6", "--half"]).half and not parse_args([]).half
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=8), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 6)).eval()
+    path = tmp_path / "half.onnx"
+    export(model, 2, 224, path, "legacy", None, half=True)
+    assert next(model.parameters()).dtype == torch.float32
+    session = ResNeXtSession(path, 1, ["CPUExecutionProvider"])
+    assert session.input_dtype is np.float16
+    batch = torch.randn(2, 3, 224, 224)
+    logits = session.run(batch.numpy())
+    assert logits.dtype == np.float16 and logits.shape == (2, 6)
+    with torch.no_grad():
+        expected = model(batch).numpy()
+    assert np.abs(logits.astype(np.float32) - expected).max() < 2e-2
+    indices, probs = top5(logits)
+    softmax = torch.softmax(torch.from_numpy(logits.astype(np.float32)), dim=1).topk(5).values.numpy()
+    assert probs.dtype == np.float32 and np.allclose(probs, softmax)
+    assert (indices[:, 0] == expected.argmax(axis=1)).all()

@@ -481,3 +481,12 @@ def test_unset_seed_is_shared_by_every_instance(tmp_path):
              for name in ("log.txt", "log_instance1.txt")]
     assert len(seeds[0]) == 1 and seeds[0] == seeds[1]
     assert json.load(open(os.path.join(folder, "app.json")))["seed"] == int(seeds[0][0])
+
+
+def test_compile_only_compiles_with_generated_data_as_the_original(tmp_path):
+    """README_Benchmarks' pod64 --compile-only command names a data set the compiling host need not have."""
+    from cnns.train.arguments import parse_arguments
+    args = parse_arguments(["--config", "resnet50_mk2_pod64", "--imagenet-data-path", str(tmp_path / "absent"),
+                            "--compile-only", "--checkpoint-path", str(tmp_path / "ck")])
+    assert (args.data, args.imagenet_data_path) == ("generated", None)
+    assert args.notes == ["--compile-only compiles with generated data; --data imagenet is not read."]

@@ -45,7 +45,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
            "data sent every step) or synthetic (data made on the device, no host-device IO)")
     p("--iterations", type=int, default=100, help="Host calls per epoch for generated and synthetic data")
     p("--input-size", type=int, default=None,
-      help="Image side in pixels (default: the model's own size; 32 for cifar10)")
+      help="Image side in pixels (default: the model's own size, CIFAR-10 upscaled to it as the original; "
+           "--input-size 32 keeps CIFAR-10 at its native 32 px)")
     p("--train-crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("MIN", "MAX"),
       help="Area range of the random-resized crop of training images (image folders)")
     p("--gradient-accumulation", type=int, default=1, help="Micro-batches accumulated per optimiser step")
@@ -183,6 +184,11 @@ def check_training_args(args: argparse.Namespace) -> argparse.Namespace:
     _check_half_res(args)
     if args.wandb_weight_histogram and not args.wandb:
         _fail("--wandb-weight-histogram logs to Weights & Biases, so it needs --wandb.")
+    if args.compile_only and args.data != "generated":
+        # as the original: compiling needs one batch of the right shape, not the data set
+        args.notes = getattr(args, "notes", []) + [
+            f"--compile-only compiles with generated data; --data {args.data} is not read."]
+        args.data, args.imagenet_data_path = "generated", None
     if args.data == "imagenet" and not args.imagenet_data_path:
         _fail("--data imagenet needs --imagenet-data-path pointing at a folder with train/ and validation/.")
     return args

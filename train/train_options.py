@@ -34,11 +34,10 @@ def training_options(args: Any, backend: Backend, info: InstanceInfo, report_dir
         opts._Popart.set("explicitRecomputation", True)
         opts._Popart.set("autoRecomputation", RECOMPUTE_STANDARD if args.recompute_mode == "auto" else RECOMPUTE_ALL)
     if args.offload_optimizer or args.enable_optimizer_rts:
+        # both placements are stated, as the original does, so neither is left to PopTorch's default
         settings = poptorch.TensorLocationSettings()
-        if args.offload_optimizer:
-            settings.useOnChipStorage(False)
-        if args.enable_optimizer_rts:
-            settings.useReplicatedTensorSharding(True)
+        settings.useOnChipStorage(not args.offload_optimizer)
+        settings.useReplicatedTensorSharding(bool(args.enable_optimizer_rts))
         opts.TensorLocations.setOptimizerLocation(settings)
     if args.auto_loss_scaling:
         opts.Training.setAutomaticLossScaling(True)

@@ -174,7 +174,8 @@ def existing_folder(path: Optional[str], option: str) -> Optional[str]:
 def check_common_paths(args: argparse.Namespace) -> None:
     """Files read must exist, folders written must be writable (checked before any model is built)."""
     torch_file(getattr(args, "weights", None), "--weights")
-    existing_folder(getattr(args, "imagenet_data_path", None), "--imagenet-data-path")
+    if not getattr(args, "compile_only", False):  # --compile-only reads no data (train.py's arguments)
+        existing_folder(getattr(args, "imagenet_data_path", None), "--imagenet-data-path")
     if getattr(args, "log_path", None):
         writable_folder(args.log_path, "--log-path")
         check_free_space(args.log_path, LOG_FOLDER_BYTES, "The run's log folder")

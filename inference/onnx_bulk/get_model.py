@@ -9,6 +9,7 @@ Weights come from the pretrainedmodels download when it can be reached, from
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import os
 import sys
@@ -66,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--verify",
         action="store_true",
         help="after export, run the model in ONNX Runtime and PyTorch on one random batch and print the largest difference",
+    )
+    parser.add_argument(
+        "--half",
+        action="store_true",
+        help="export weights and input in float16, as the original ran the model on IPUs (--verify then "
+        "compares with the float32 PyTorch model)",
     )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
@@ -148,8 +155,9 @@ def build_model(name: str, weights: Path | None, random_weights: bool):
         return build_cadene_resnext101(name, 1000, pretrained=False).eval(), "random"
 
 
-def export(model, batch_size: int, side: int, path: Path, exporter: str, opset: int | None) -> str:
-    """Export with a fixed batch; returns the exporter actually used."""
+def export(model, batch_size: int, side: int, path: Path, exporter: str, opset: int | None,
+           half: bool = False) -> str:
+    """Export with a fixed batch (weights and input in float16 with ``half``); returns the exporter used."""
     import torch
 
     if exporter == "auto":
@@ -159,6 +167,8 @@ def export(model, batch_size: int, side: int, path: Path, exporter: str, opset: 
             "The dynamo exporter needs onnxscript: pip install onnxscript, or pass --exporter legacy."
         )
     example = torch.randn(batch_size, 3, side, side)
+    if half:
+        model, example = copy.deepcopy(model).half(), example.half()
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = dict(input_names=["input"], output_names=["logits"], opset_version=opset)
     with torch.no_grad():
@@ -193,8 +203,10 @@ def verify(model, path: Path, batch_size: int, side: int) -> float:
     with torch.no_grad():
         expected = model(batch).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    actual = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
-    return float(np.abs(expected - actual).max())
+    model_input = session.get_inputs()[0]
+    feed = batch.numpy().astype(np.float16 if model_input.type == "tensor(float16)" else np.float32)
+    actual = session.run(None, {model_input.name: feed})[0]
+    return float(np.abs(expected - actual.astype(np.float32)).max())
 
 
 @exit_on_usage_error
@@ -219,10 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     partial = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
-        used = export(model, args.batch_size, side, partial, args.exporter, args.opset)
-        stamp_and_check(
-            partial, {"weights": source, "batch_size": str(args.batch_size), "model_name": args.model_name}
-        )
+        used = export(model, args.batch_size, side, partial, args.exporter, args.opset, args.half)
+        stamp_and_check(partial, {"weights": source, "batch_size": str(args.batch_size), "model_name": args.model_name,
+                                  "precision": "float16" if args.half else "float32"})
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

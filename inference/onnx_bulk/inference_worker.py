@@ -127,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     setup = time.perf_counter()
     session = ResNeXtSession(args.model, args.threads, choose_providers(args.provider))
     log.info(
-        "session: model=%s providers=%s intra_op_threads=%d weights=%s created in %.2f s",
+        "session: model=%s providers=%s input=%s intra_op_threads=%d weights=%s created in %.2f s",
         args.model,
         session.providers,
+        session.input_dtype.__name__,
         args.threads,
         session.metadata.get("weights", "unknown"),
         time.perf_counter() - setup,

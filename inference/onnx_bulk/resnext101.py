@@ -71,6 +71,7 @@ class ResNeXtSession:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         model_input = self.session.get_inputs()[0]
+        self.input_dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
         self.input_name = model_input.name
         self.output_name = self.session.get_outputs()[0].name
         self.batch_size = model_input.shape[0]
@@ -78,11 +79,14 @@ class ResNeXtSession:
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        """Logits of one batch, fed in the element type the model declares (float16 models get float16)."""
+        feed = batch.astype(self.input_dtype, copy=False)
+        return self.session.run([self.output_name], {self.input_name: feed})[0]
 
 
 def top5(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Top-5 class indices and softmax probabilities per row, best first."""
+    logits = logits.astype(np.float32, copy=False)  # float16 models' logits, summed in float32
     shifted = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(shifted)
     probs /= probs.sum(axis=1, keepdims=True)
