@@ -1,4 +1,6 @@
-"""Ranges of the training options argparse cannot express (NaN, infinities, factors outside (0, 1])."""
+"""Checks of a training run's input before any work: the ranges of the training options argparse cannot
+express (NaN, infinities, factors outside (0, 1]), that the run fits in memory, and that the ImageNet
+folder holds the splits the run reads."""
 from __future__ import annotations
 
 import argparse

@@ -40,7 +40,8 @@ def _import_real_poptorch() -> Optional[ModuleType]:
 
 
 def select_backend(device: str = "auto", half: str = "auto") -> Backend:
-    """``device``: auto|ipu|cuda|cpu. ``half``: auto (float16 on IPU/CUDA, bfloat16 on CPU)|float16|bfloat16."""
+    """``device``: auto|ipu|cuda|cpu. ``half``: auto (float16 on IPU/CUDA, bfloat16 on CPUs with native
+    bfloat16, float32 on other CPUs, with a note said once)|float16|bfloat16."""
     if device not in DEVICES:
         raise UsageError(f"--device {device!r} is not one of {', '.join(DEVICES)}.")
     real = _import_real_poptorch() if device in ("auto", "ipu") else None
