@@ -62,10 +62,6 @@ class CoefficientSampler:
         self.disable_prob = args.cutmix_disable_prob
         self.rng = np.random.default_rng(seed)
 
-    @property
-    def enabled(self) -> bool:
-        return self.mixup_alpha > 0 or self.cutmix is not None
-
     def sample(self, n: int) -> List[torch.Tensor]:
         out = []
         if self.mixup_alpha > 0:

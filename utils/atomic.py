@@ -89,11 +89,6 @@ def write_json(path: str, data: Any) -> None:
         json.dump(data, f, indent=2, default=str)
 
 
-def write_bytes(path: str, data: bytes) -> None:
-    with atomic_file(path, "wb") as f:
-        f.write(data)
-
-
 def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
