@@ -29,7 +29,7 @@ def pipeline_split_names(model: nn.Module) -> List[str]:
 
 
 def apply_pipeline_splits(model: nn.Module, splits: Sequence[str], begin_block: Callable) -> int:
-    """Marks the first module with ``ipu_id=0`` and split ``i`` with ``ipu_id=i``; returns the stage count.
+    """Marks the first layer with ``ipu_id=0`` and ``splits[i]`` with ``ipu_id=i+1``; returns the stage count.
 
     ``begin_block`` follows ``poptorch.BeginBlock``; whatever it returns replaces the module in its
     parent. Each stage must contain at least one layer, so splits must be distinct, in execution

@@ -20,9 +20,9 @@ backward on its own micro-batch. Choices where PopTorch leaves room, all documen
 - Learning rate, loss scaling and other hyperparameters are read from the optimiser at every call.
   ``setOptimizer`` copies another optimiser's hyperparameters into the bound one (state is kept);
   changing an attribute marked constant through ``variable_attrs`` raises ``ConfigError``.
-- Pipelines (``BeginBlock``/``Block``) run their stages on the devices of
-  ``Options.Portable.devices`` (in order on one device); PopTorch's rule gradient accumulation
-  >= 2 x stages - 1 is enforced.
+- Pipelines (``BeginBlock``/``Block``) run stage k on device k (mod their count) of
+  ``Options.Portable.devices``, by default every visible CUDA GPU (in order on one device);
+  PopTorch's rule gradient accumulation >= 2 x stages - 1 is enforced.
 - ``Options.Portable.autocast(dtype)`` runs forward under autocast (precision 16.32); a model
   converted with ``.half()`` trains in that dtype (16.16), with float32 master weights when the
   optimiser's ``accum_type`` is float32.
