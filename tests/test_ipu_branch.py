@@ -17,7 +17,7 @@ import torch
 
 from tests.conftest import REPO_ROOT
 from tests.test_run_benchmark import SEED_000, seed_args
-from tests.test_train_presets import ORIGINAL_PRESETS, README_BENCHMARKS, SCRIPT_SHRINK, script_train_args
+from tests.test_train_presets import ORIGINAL_PRESETS, README_BENCHMARKS, SCRIPT_LAUNCH, script_train_args
 
 STANDIN = os.path.join(REPO_ROOT, "tests", "standin")
 SDK_MODULES = ("poptorch", "popart", "popdist")
@@ -201,10 +201,9 @@ def test_training_options_equal_the_originals(words, env, sdk, monkeypatch):
     assert ours.state() == original.state()
 
 
-@pytest.mark.parametrize("script", sorted(SCRIPT_SHRINK) + ["rn50_pod64.sh"])
+@pytest.mark.parametrize("script", sorted(SCRIPT_LAUNCH))
 def test_script_training_options_equal_the_originals(script, sdk, monkeypatch):
-    instances = {"rn50_pod16.sh": 8, "rn50_pod64.sh": 16}.get(script, 4)
-    replicas = {"rn50_pod16.sh": 16, "rn50_pod64.sh": 64, "efficientnet_b0_pod16.sh": 8}.get(script, 4)
+    instances, replicas = SCRIPT_LAUNCH[script]
     monkeypatch.setenv("POPDIST_NUM_TOTAL_REPLICAS", str(replicas))
     monkeypatch.setenv("POPDIST_NUM_INSTANCES", str(instances))
     from cnns.train.train_options import training_options

@@ -238,3 +238,40 @@ def test_sweep_values_split_into_combinations():
     assert runs == [["--iterations", "2", "--model", "resnet18", "--batch-size", "4", "--executor", "eager"],
                     ["--iterations", "2", "--model", "resnet50", "--batch-size", "4", "--executor", "eager"]]
     assert combinations(["--batch-size", "1", "--data", "generated"]) == [["--data", "generated", "--batch-size", "1"]]
+
+
+# Every value of the original's inference presets (inference/configs.yml, SDK 2.4), with the values of
+# its `common` anchor that each preset merges.
+COMMON = dict(precision="16.16", replicas=1, device_iterations=128, half_partial=True, norm_type="batch",
+              eight_bit_io=True, normalization_location="ipu")
+G16_GN = dict(COMMON, efficientnet_group_dim=16, efficientnet_expand_ratio=4, norm_type="group", norm_eps=0.001,
+              norm_num_groups=4, enable_fast_groupnorm=True, random_weights=True)
+ORIGINAL_INFERENCE_PRESETS = {
+    "common": COMMON,
+    "resnet50-mk2": dict(COMMON, model="resnet50", batch_size=90),
+    "efficientnet-b0-mk2": dict(COMMON, model="efficientnet-b0", batch_size=49),
+    "efficientnet-b4-mk2": dict(COMMON, model="efficientnet-b4", batch_size=12),
+    "efficientnet-g16-gn": G16_GN,
+    "efficientnet-b0-g16-gn-mk2": dict(G16_GN, model="efficientnet-b0", batch_size=106),
+    "efficientnet-b4-g16-gn-mk2": dict(G16_GN, model="efficientnet-b4", batch_size=26),
+    "mobilenet-v3-small-mk2": dict(COMMON, model="mobilenet-v3-small", batch_size=224, device_iterations=64),
+    "mobilenet-v3-large-mk2": dict(COMMON, model="mobilenet-v3-large", batch_size=64),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL_INFERENCE_PRESETS))
+def test_every_value_of_the_original_inference_preset(name):
+    """Each key of the original's inference preset reaches the args, and those the Options carry reach them."""
+    import torch
+    from cnns.inference import run_benchmark
+    from cnns.utils.backend import select_backend
+    from cnns.utils.distributed import InstanceInfo
+    from cnns.utils.ipu_settings import inference_options
+    expected = ORIGINAL_INFERENCE_PRESETS[name]
+    args = run_benchmark.parse_arguments(["--config", name, "--data", "generated"])
+    assert {key: getattr(args, key) for key in expected} == expected
+    opts = inference_options(args, select_backend("cpu"), InstanceInfo(0, 1, 0))
+    assert (opts.device_iterations, opts.replication_factor) == (expected["device_iterations"], 1)
+    assert opts.Precision.partials_type == torch.float16
+    recorded = {e["option"] for e in opts.no_effect()}
+    assert ("_Popart.groupNormStridedChannelGrouping" in recorded) is ("enable_fast_groupnorm" in expected)

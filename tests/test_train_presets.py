@@ -3,7 +3,8 @@
 Unshrunk: each preset's values (the original's configs.yml, SDK 2.4) reach the args, the Options and
 the model (module names of the original mapped onto this repository's). Shrunk: each preset, script
 and benchmark command runs as written, with only options appended (`--epoch 1 --iterations 2` and
-sizes a 2-core CPU trains in seconds).
+sizes a 2-core CPU trains in seconds), launched by this project's poprun (rn50_pod64.sh's four hosts
+are loopback addresses, its ifconfig and vipu-admin stand-ins on the PATH).
 """
 import csv
 import glob
@@ -32,12 +33,64 @@ ORIGINAL_PRESETS = {
     "efficientnet-b0-g16-gn-16ipu-mk2": ("efficientnet-b0", 20, 8, 5, 1, ["_blocks/5"], 0.05, "16.32"),
     "efficientnet-b4-g16-gn-16ipu-mk2": ("efficientnet-b4", 6, 4, 32, 4, ["_blocks/3", "_blocks/10", "_blocks/21"],
                                          0.0483, "16.32"),
+    "mobilenet-v3-base": ("resnet18", 32, 1, 1, 1, [], 0.52, "16.16"),
     "mobilenet-v3-small": ("mobilenet-v3-small", 32, 1, 32, 1, [], 0.52, "16.16"),
     "mobilenet-v3-small-pod4": ("mobilenet-v3-small", 32, 4, 8, 1, [], 0.52, "16.16"),
     "mobilenet-v3-large": ("mobilenet-v3-large", 32, 1, 32, 1, ["features/3", "features/8", "features/12"],
                            0.52, "16.32"),
     "mobilenet-v3-large-pod16": ("mobilenet-v3-large", 32, 4, 8, 1, ["features/3", "features/8", "features/12"],
                                  0.52, "16.32"),
+}
+# Every value of the original's presets (train/configs.yml, SDK 2.4), as the args hold them: the
+# original's module names in pipeline_splits translated to this repository's (test below).
+RESNET50 = dict(model="resnet50", precision="16.16", enable_stochastic_rounding=True, label_smoothing=0.1,
+                weight_decay=0.0001, optimizer="sgd_combined", lr=0.5, lr_schedule="cosine", momentum=0.85,
+                warmup_epoch=5, epoch=100, norm_type="group", norm_num_groups=32, loss_scaling=128,
+                lr_scheduler_freq=16, half_partial=True, device_iterations=1, seed=42)
+RESNET50_MK2 = dict(RESNET50, momentum=0.9, lr=2.0, batch_size=18, pipeline_splits=[], replicas=16,
+                    gradient_accumulation=57, norm_type="batch", offload_optimizer=False, eight_bit_io=True,
+                    normalization_location="ipu", use_bbox_info=True, exchange_memory_target="memory",
+                    recompute_mode="manual", disable_stable_batchnorm=True, available_memory_proportion=[0.12],
+                    recompute_checkpoints=["add", "add/1", "add/2", "add/3", "add/5", "add/6", "add/7", "add/9",
+                                           "add/11", "add/12"])
+EFFICIENTNET_BASE = dict(seed=0, precision="16.32", eight_bit_io=True, normalization_location="ipu",
+                         use_bbox_info=True, enable_stochastic_rounding=False, efficientnet_group_dim=16,
+                         efficientnet_expand_ratio=4, norm_type="group", norm_eps=0.001, norm_num_groups=4, epoch=350,
+                         warmup_epoch=5, optimizer="rmsprop_tf", optimizer_eps=0.001, momentum=0.9,
+                         rmsprop_decay=0.953125, offload_optimizer=False, lr_schedule="exponential",
+                         lr_scheduler_freq=0.424, lr_decay=0.97, loss_scaling=128, weight_decay=0.00001,
+                         label_smoothing=0.1, weight_avg_strategy="exponential", weight_avg_exp_decay=0.97,
+                         available_memory_proportion=[0.15], exchange_memory_target="balanced", half_partial=True,
+                         enable_fast_groupnorm=True)
+MOBILENET_BASE = dict(label_smoothing=0.1, weight_decay=0.00003, optimizer="sgd_combined", lr_schedule="cosine",
+                      warmup_epoch=5, initial_loss_scaling=128, loss_scaling=128, seed=42, norm_type="batch",
+                      offload_optimizer=False, half_partial=True, eight_bit_io=True, normalization_location="ipu",
+                      epoch=360, momentum=0.9, lr=0.52, device_iterations=1, validation_mode="after", batch_size=32)
+MOBILENET_SMALL = dict(MOBILENET_BASE, model="mobilenet-v3-small", precision="16.16", recompute_mode="auto",
+                       gradient_accumulation=32, replicas=1, enable_stochastic_rounding=True)
+MOBILENET_LARGE = dict(MOBILENET_BASE, model="mobilenet-v3-large", precision="16.32",
+                       pipeline_splits=["features/3", "features/8", "features/12"], gradient_accumulation=32,
+                       replicas=1, enable_stochastic_rounding=True)
+ORIGINAL_VALUES = {
+    "resnet50": RESNET50,
+    "resnet50_mk2": RESNET50_MK2,
+    "resnet50_mk2_pod64": dict(RESNET50_MK2, replicas=64, gradient_accumulation=14),
+    "efficientnet-g16-gn-16ipu-mk2-base": EFFICIENTNET_BASE,
+    "efficientnet-b0-g16-gn-16ipu-mk2": dict(EFFICIENTNET_BASE, model="efficientnet-b0", pipeline_splits=["_blocks/5"],
+                                             lr=0.05, batch_size=20, replicas=8, gradient_accumulation=5,
+                                             mixup_alpha=0.1),
+    "efficientnet-b4-g16-gn-16ipu-mk2": dict(EFFICIENTNET_BASE, model="efficientnet-b4",
+                                             pipeline_splits=["_blocks/3", "_blocks/10", "_blocks/21"], lr=0.0483,
+                                             batch_size=6, replicas=4, gradient_accumulation=32, device_iterations=4,
+                                             mixup_alpha=0.2, cutmix_lambda_low=0.65, cutmix_lambda_high=1.0,
+                                             cutmix_disable_prob=0.35),
+    "mobilenet-v3-base": MOBILENET_BASE,
+    "mobilenet-v3-small": MOBILENET_SMALL,
+    "mobilenet-v3-small-pod4": dict(MOBILENET_SMALL, replicas=4, gradient_accumulation=8,
+                                    enable_stochastic_rounding=False),
+    "mobilenet-v3-large": MOBILENET_LARGE,
+    "mobilenet-v3-large-pod16": dict(MOBILENET_LARGE, replicas=4, gradient_accumulation=8,
+                                     enable_stochastic_rounding=False),
 }
 ALIASES = {"resnet50-pod16": "resnet50_mk2", "efficientnet-b0-g16-gn-16ipu": "efficientnet-b0-g16-gn-16ipu-mk2"}
 # The original's torch.fx checkpoints add, add/1, add/2, add/3, add/5, add/6, add/7, add/9, add/11, add/12
@@ -71,6 +124,33 @@ def test_original_preset_values_reach_the_options(name):
     assert opts.device_iterations == iterations
     assert opts.output_mode == poptorch.OutputMode.Sum
     assert opts.random_seed == args.seed and args.seed is not None
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL_VALUES))
+def test_every_value_of_the_original_preset(name):
+    """Each key of the original's preset reaches the args with its value (data: imagenet, which these
+    parses override with generated), and the ones the Options carry reach them."""
+    from cnns.utils.argparser import load_presets
+    import portable_poptorch as poptorch
+    expected = ORIGINAL_VALUES[name]
+    assert load_presets(os.path.join(TRAIN_DIR, "configs.yml"))[name]["data"] == "imagenet"
+    args = preset_args(name)
+    assert {key: getattr(args, key) for key in expected} == expected
+    assert args.initial_loss_scaling == expected.get("initial_loss_scaling", expected.get("loss_scaling", 1.0))
+    opts = options_of(args)
+    stages = len(args.pipeline_splits) + 1
+    assert (opts.replication_factor, opts.Training.gradient_accumulation, opts.device_iterations) == (
+        expected.get("replicas", 1), expected.get("gradient_accumulation", 1), expected.get("device_iterations", 1))
+    assert opts.random_seed == expected["seed"] and opts.output_mode == poptorch.OutputMode.Sum
+    assert opts.Precision.stochastic_rounding is expected.get("enable_stochastic_rounding", False)
+    assert opts.Precision.partials_type == (torch.float16 if expected.get("half_partial") else None)
+    amp = expected.get("available_memory_proportion", [])
+    assert opts.available_memory_proportion == {f"IPU{i}": amp[0] for i in range(stages) if amp}
+    recorded = {e["option"]: e["value"] for e in opts.no_effect()}
+    target = expected.get("exchange_memory_target")
+    assert recorded.get("_Popart.engineOptions") == (
+        repr({"opt.internalExchangeOptimisationTarget": target}) if target else None)
+    assert recorded.get("enableStableNorm") == ("False" if expected.get("disable_stable_batchnorm") else None)
 
 
 def test_preset_details_of_the_original():
@@ -180,17 +260,40 @@ def test_unset_seed_is_drawn_and_recorded(tmp_path):
     assert isinstance(seed, int) and 0 <= seed < 2 ** 32 and results["epochs"]
 
 
+def launch_tools(folder: str) -> dict:
+    """What the original's launch commands need on this machine, as environment variables: this
+    project's poprun on the PATH (the console script make install puts beside the interpreter, else a
+    shim running utils/poprun.py), `ifconfig eno1` answering 127.0.0.1 and `vipu-admin` listing one
+    active partition (rn50_pod64.sh reads its hosts and partition from them), and a remote shell that
+    runs here (rn50_pod64.sh's other hosts, 127.0.0.2-4, are this machine's loopback)."""
+    tools = {
+        "poprun": f'#!/bin/sh\nexec "{sys.executable}" "{os.path.join(REPO_ROOT, "utils", "poprun.py")}" "$@"\n',
+        "ifconfig": '#!/bin/sh\necho "eno1: flags=4163<UP,RUNNING>  mtu 1500"\n'
+                    'echo "        inet 127.0.0.1  netmask 255.0.0.0  broadcast 127.255.255.255"\n',
+        "vipu-admin": '#!/bin/sh\necho "| ID    | State  |"\necho "| pod64 | ACTIVE |"\n',
+        "fake_ssh": '#!/bin/sh\nshift\nexec sh -c "$*"\n',
+    }
+    os.makedirs(folder, exist_ok=True)
+    for name, text in tools.items():
+        path = os.path.join(folder, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o755)
+    path = os.pathsep.join([os.path.dirname(sys.executable), folder, os.environ["PATH"]])
+    return {"PATH": path, "POPRUN_SSH": os.path.join(folder, "fake_ssh")}
+
+
 def shell(command, cwd, env_extra=None, timeout=900):
     env = dict(os.environ, OMP_NUM_THREADS="1", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     env.update(env_extra or {})
     return subprocess.run(["sh", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-needs_poprun = pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(sys.executable), "poprun")),
-                                  reason="poprun is installed by make install")
 # The scripts' own options stay; these appended ones make the run small.
 SCRIPT_SHRINK = {
     "rn50_pod16.sh": "--data generated --epoch 1 --iterations 2 --batch-size 2 --gradient-accumulation 1 "
+                     "--input-size 64 --validation-mode none --executor eager",
+    "rn50_pod64.sh": "--data generated --epoch 1 --iterations 2 --batch-size 2 --gradient-accumulation 1 "
                      "--input-size 64 --validation-mode none --executor eager",
     "efficientnet_b0_pod16.sh": "--data generated --epoch 1 --iterations 1 --fine-tune-epoch 1 --batch-size 2 "
                                 "--gradient-accumulation 3 --fine-tune-batch-size 2 --fine-tune-gradient-accumulation 3 "
@@ -201,16 +304,23 @@ SCRIPT_SHRINK = {
 }
 
 
+# instances and replicas each script's poprun line asks for
+SCRIPT_LAUNCH = {"rn50_pod16.sh": (8, 16), "rn50_pod64.sh": (16, 64), "efficientnet_b0_pod16.sh": (4, 8),
+                 "efficientnet_b4_pod16.sh": (4, 4)}
+
+
 @pytest.mark.slow
-@needs_poprun
 @pytest.mark.parametrize("script", sorted(SCRIPT_SHRINK))
 def test_original_script_runs_as_written(script, tmp_path):
     extra = f"{SCRIPT_SHRINK[script]} --checkpoint-path {tmp_path / 'ck'} --log-path {tmp_path / 'logs'}"
-    proc = shell(f"sh {script} {extra}", TRAIN_DIR)
+    proc = shell(f"sh {script} {extra}", TRAIN_DIR, launch_tools(str(tmp_path / "bin")))
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
     assert "Throughput of the epoch:" in proc.stdout
     results = json.load(open(tmp_path / "ck" / "results.json"))
-    assert results["instances"] > 1
+    instances, replicas = SCRIPT_LAUNCH[script]
+    assert (results["instances"], results["replicas"] * instances) == (instances, replicas)
+    if script == "rn50_pod64.sh":
+        assert "16 instances on 4 hosts, 64 replicas (4 per instance)" in proc.stdout
     if "efficientnet" in script:
         assert results["fine_tune"] and os.path.exists(glob.glob(str(tmp_path / "ck" / "*_avg.pt"))[0])
 
@@ -331,6 +441,8 @@ python3 train.py --config resnet50_mk2_pod64 \\
       --validation-mode none \\
       --weight-avg-strategy none""",
 }
+# The README's "Env:" step before its IPU-M2000 command, as written (the shell drops its inner quotes).
+README_ENV = {"resnet50-m2000": 'export POPLAR_ENGINE_OPTIONS={"opt.enableMultiAccessCopies":"false"}\n'}
 README_SHRINK = {
     "resnet50-pod64": "--batch-size 2 --gradient-accumulation 1 --input-size 64 --dataloader-worker 1 "
                       "--dataloader-rebatch-size 2",
@@ -354,12 +466,9 @@ def datasets_dir(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(README_BENCHMARKS))
 def test_readme_benchmarks_command_runs_as_written(name, datasets_dir, tmp_path):
     command = README_BENCHMARKS[name]
-    if command.startswith("poprun") and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "poprun")):
-        pytest.skip("poprun is installed by make install")
-    if "--num-ilds" in command and "--num-ilds" not in shell("poprun -h", TRAIN_DIR).stdout:
-        pytest.skip("this poprun does not take the IPU-POD64 options yet (-vv, --num-ilds, ...)")
     extra = f" {README_SHRINK[name]} --executor eager --log-path {tmp_path / 'logs'}"
-    proc = shell(command + extra, TRAIN_DIR, {"DATASETS_DIR": datasets_dir})
+    proc = shell(README_ENV.get(name, "") + command + extra, TRAIN_DIR,
+                 {"DATASETS_DIR": datasets_dir, **launch_tools(str(tmp_path / "bin"))})
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
     (results_file,) = glob.glob(str(tmp_path / "logs" / "*" / "results.json"))
     results = json.load(open(results_file))
@@ -370,6 +479,7 @@ def test_readme_benchmarks_command_runs_as_written(name, datasets_dir, tmp_path)
     assert results["epochs"][0]["images"] > 0
     unused = {e["option"] for e in results["no_effect"]}
     assert "--use-bbox-info" not in unused and "--webdataset-memory-cache-ratio" not in unused
+    assert ("POPLAR_ENGINE_OPTIONS" in unused) is (name in README_ENV)
 
 
 def test_webdataset_memory_cache_serves_later_epochs_from_memory(datasets_dir, tmp_path):

@@ -162,6 +162,17 @@ def test_every_setter_without_an_effect_is_recorded():
                         "autoRoundNumIPUs": "True", "connectionType": "'OnDemand'"}
 
 
+def test_floating_point_exceptions_as_poptorch_precision():
+    """PopTorch's Precision has enableFloatingPointExceptions(bool) and no other floating-point setter."""
+    opts = poptorch.Options()
+    with pytest.raises(ValueError, match="needs to be set to a bool"):
+        opts.Precision.enableFloatingPointExceptions(1)
+    assert not hasattr(opts.Precision, "setFloatingPointBehaviour")
+    assert opts.Precision.enableFloatingPointExceptions(False) is opts.Precision and opts.no_effect() == []
+    opts.Precision.enableFloatingPointExceptions(True)
+    assert [(e["option"], e["value"]) for e in opts.no_effect()] == [("Precision.enableFloatingPointExceptions", "True")]
+
+
 def test_automatic_loss_scaling_is_a_declared_setting():
     opts = poptorch.Options()
     assert opts.Training.automatic_loss_scaling is False

@@ -60,15 +60,12 @@ class _PrecisionOptions(_Section):
         return self
 
     def enableFloatingPointExceptions(self, enabled: bool) -> "_PrecisionOptions":
+        """PopTorch's only floating-point exception setter (a bool; PopART's enableFloatingPointChecks on
+        IPUs); no effect here."""
         if not isinstance(enabled, bool):
             raise ValueError("enableFloatingPointExceptions needs to be set to a bool")
         if enabled:
             self._log.add("Precision.enableFloatingPointExceptions", enabled, "IPU floating-point exceptions")
-        return self
-
-    def setFloatingPointBehaviour(self, **kwargs: Any) -> "_PrecisionOptions":
-        if kwargs:
-            self._log.add("Precision.setFloatingPointBehaviour", kwargs, "IPU floating-point exceptions")
         return self
 
 
