@@ -464,3 +464,68 @@ def test_sweep_files_are_written_atomically(tmp_path, monkeypatch):
         sweep.write_csv([], str(tmp_path / "sweep.csv"))
     assert raised.value.filename == str(tmp_path / "sweep.csv")
     assert os.listdir(tmp_path) == []
+
+
+SAMPLE_ARGS = ["--digit-classes", "2", "--train-per-class", "2", "--validation-per-class", "1", "--size", "8",
+               "--no-photos"]
+
+
+def _tree(root) -> dict:
+    return {os.path.relpath(os.path.join(folder, name), root): os.path.getsize(os.path.join(folder, name))
+            for folder, _, names in os.walk(root) for name in names}
+
+
+def test_disk_full_while_making_a_sample_folder_keeps_the_old_folder_whole(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    import cnns.datasets.make_sample_folder as module
+    root = tmp_path / "samples"
+    module.main([str(root)] + SAMPLE_ARGS)
+    before = _tree(root)
+    assert len(before) == 6
+    saves = []
+    original = Image.Image.save
+
+    def full(self, fp, *args, **kwargs):
+        saves.append(fp)
+        if len(saves) == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, fp, *args, **kwargs)
+    monkeypatch.setattr(Image.Image, "save", full)
+    for folder, argv, fourth in ((root, ["--train-per-class", "3"], "validation/digit0/digit0_0000.jpg"),
+                                 (tmp_path / "new", [], "train/digit1/digit1_0000.jpg")):
+        saves.clear()
+        with pytest.raises(SystemExit) as exited:
+            module.main([str(folder)] + SAMPLE_ARGS + argv)
+        line = _one_error_line(capsys.readouterr().err)
+        assert exited.value.code == 1 and "No space left on device" in line
+        assert repr(str(folder / fourth)) in line, line
+    assert _tree(root) == before and sorted(os.listdir(root)) == ["train", "validation"]
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_killed_sample_folder_run_leaves_only_a_temporary_that_the_next_start_removes(tmp_path):
+    root = tmp_path / "samples"
+    child = _run_python(f"""
+        import time
+        from PIL import Image
+        import cnns.datasets.make_sample_folder as module
+        original, saves = Image.Image.save, []
+        def slow(self, fp, *args, **kwargs):
+            saves.append(fp)
+            if len(saves) == 3:
+                print("writing", flush=True)
+                time.sleep(60)
+            return original(self, fp, *args, **kwargs)
+        Image.Image.save = slow
+        module.main([{str(root)!r}] + {SAMPLE_ARGS!r})
+    """, tmp_path)
+    assert child.stdout.readline().strip() == "writing"
+    child.kill()
+    child.communicate(timeout=30)
+    names = os.listdir(root)
+    assert len(names) == 2 and ".lock" in names, names
+    assert all(atomic.is_temporary(name) for name in names if name != ".lock")
+    from cnns.datasets.make_sample_folder import main
+    main([str(root)] + SAMPLE_ARGS)
+    assert sorted(os.listdir(root)) == ["train", "validation"] and len(_tree(root)) == 6
