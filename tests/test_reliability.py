@@ -55,7 +55,8 @@ def files(tmp_path) -> Dict[str, str]:
     folder.mkdir()
     empty_ckpts = tmp_path / "no_ckpts"
     empty_ckpts.mkdir()
-    return {"tmp": str(tmp_path), "text": str(text), "evil": str(evil), "dir": str(folder),
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    return {"empty_onnx": str(tmp_path / "empty.onnx"), "tmp": str(tmp_path), "text": str(text), "evil": str(evil), "dir": str(folder),
             "missing": str(tmp_path / "missing.pt"), "under_file": str(text / "sub"),
             "empty_ckpts": str(empty_ckpts), "logs": str(tmp_path / "logs")}
 
@@ -496,6 +497,8 @@ ONNX_CASES = [
     ("inference_worker.py", WORKER + ["--provider", "tpu"], 2, "--provider must be auto, cpu or cuda"),
     ("inference_worker.py", WORKER + ["--log_file", "{dir}"], 2, "is a folder; give a file name"),
     ("inference_worker.py", WORKER + ["--results_file", "{dir}"], 2, "is a folder; give a file name"),
+    ("inference_worker.py", WORKER, 2, "--model {text} is not an ONNX model: it cannot be read"),
+    ("inference_worker.py", WORKER + ["--model", "{empty_onnx}"], 2, "is not an ONNX model: it holds no ONNX graph"),
 ]
 
 
