@@ -529,3 +529,66 @@ def test_a_killed_sample_folder_run_leaves_only_a_temporary_that_the_next_start_
     from cnns.datasets.make_sample_folder import main
     main([str(root)] + SAMPLE_ARGS)
     assert sorted(os.listdir(root)) == ["train", "validation"] and len(_tree(root)) == 6
+
+
+def _launch_tiny(tmp_path) -> tuple[subprocess.Popen, str]:
+    from tests.test_onnx_bulk import tiny_onnx
+    models, logs = tmp_path / "models", tmp_path / "logs"
+    tiny_onnx(models / "resnext101_32x4d" / "resnext101_32x4d_bs2.onnx")
+    child = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "inference", "onnx_bulk", "resnext_inference_launch.py"), "--synthetic",
+         "--num_ipus", "2", "--batch_size", "2", "--batches_per_step", "20", "--iterations", "1000000",
+         "--num_threads", "1", "--num_workers", "1", "--save_results", "--model_dir", str(models),
+         "--log_dir", str(logs)], cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return child, str(logs)
+
+
+def _worker_pid(logs: str, index: int, deadline: float) -> int:
+    """The pid of worker ``index`` once it has timed a step (its log lines carry proc<pid>)."""
+    import glob
+    import re
+    while time.monotonic() < deadline:
+        for log in glob.glob(os.path.join(logs, "*", f"log_{index}")):
+            with open(log) as f:
+                text = f.read()
+            if re.search(r"step \d+:", text):
+                return int(re.search(r"proc(\d+) ", text).group(1))
+        time.sleep(0.05)
+    raise AssertionError(f"worker {index} never ran a step")
+
+
+def test_a_killed_onnx_bulk_worker_ends_the_launch_naming_it_and_leaves_no_results_file(tmp_path):
+    child, logs = _launch_tiny(tmp_path)
+    try:
+        victim = _worker_pid(logs, 1, time.monotonic() + 120)
+        other = _worker_pid(logs, 0, time.monotonic() + 30)
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert time.monotonic() - killed < 30
+    line = _one_error_line(err)
+    assert child.returncode == 1
+    assert f"Inference process 1 (pid {victim}) was killed by SIGKILL" in line and "were stopped" in line, line
+    with pytest.raises(ProcessLookupError):
+        os.kill(other, 0)
+    left = [name for name in os.listdir(logs) if not os.path.isdir(os.path.join(logs, name))]
+    assert left == [], left
+
+
+def test_a_killed_launch_leaves_result_parts_that_the_next_launch_removes(tmp_path):
+    from cnns.inference.onnx_bulk.resnext_inference_launch import remove_killed_launch_files
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stem = f"20250101-000000-{dead.pid}_resnext101_32x4d_bs2"
+    ours = f"20250101-000000-{os.getpid()}_resnext101_32x4d_bs2"
+    stale = [f"{stem}_proc0_top5.part", f".{stem}_proc1_top5.part.ab12.tmp", f".{stem}_top5.csv.cd34.tmp"]
+    kept = [f"{stem}_top5.csv", f"{ours}_proc0_top5.part", f".{ours}_proc1_top5.part.ef56.tmp", "notes.txt"]
+    for name in stale + kept:
+        (tmp_path / name).write_text("x")
+    assert remove_killed_launch_files(tmp_path) == 3
+    assert sorted(os.listdir(tmp_path)) == sorted(kept)
