@@ -592,3 +592,37 @@ def test_a_killed_launch_leaves_result_parts_that_the_next_launch_removes(tmp_pa
         (tmp_path / name).write_text("x")
     assert remove_killed_launch_files(tmp_path) == 3
     assert sorted(os.listdir(tmp_path)) == sorted(kept)
+
+
+class _BrokenLaunch:
+    """Stands in for poprun's Launch: fails as an unexpected bug would."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def run(self) -> int:
+        raise RuntimeError("supervisor bug")
+
+
+def test_poprun_shows_a_traceback_only_with_debug_or_the_environment_variable(monkeypatch, capsys):
+    from cnns.utils import poprun
+    monkeypatch.delenv("HARNESS_DEBUG", raising=False)
+    monkeypatch.setattr(poprun, "Launch", _BrokenLaunch)
+    program = ["python", "-c", "pass", "--debug"]
+    assert poprun.main(["--num-instances", "1"] + program) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == ("error: poprun could not run the launch: RuntimeError: supervisor bug "
+                    "(run again with --debug or HARNESS_DEBUG=1 for the traceback).")
+    assert poprun.main(["--num-replicas", "0"] + program) == 2, "a --debug after the program is the program's"
+    assert "--num-replicas must be at least 1" in _one_error_line(capsys.readouterr().err)
+    with pytest.raises(RuntimeError, match="supervisor bug"):
+        poprun.main(["--debug", "--num-instances", "1"] + program)
+    with pytest.raises(UsageError, match="--num-replicas must be at least 1"):
+        poprun.main(["--debug", "--num-replicas", "0"] + program)
+    with pytest.raises(UsageError, match="invalid int value"):
+        poprun.main(["--debug", "--num-instances", "x"] + program)
+    monkeypatch.setenv("HARNESS_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="supervisor bug"):
+        poprun.main(["--num-instances", "1"] + program)
+    assert "--debug" in poprun.parser().format_help() and "HARNESS_DEBUG=1" in poprun.parser().format_help()
+    assert poprun.parser().parse_args(program).program == program
