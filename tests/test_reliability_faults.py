@@ -626,3 +626,29 @@ def test_poprun_shows_a_traceback_only_with_debug_or_the_environment_variable(mo
         poprun.main(["--num-instances", "1"] + program)
     assert "--debug" in poprun.parser().format_help() and "HARNESS_DEBUG=1" in poprun.parser().format_help()
     assert poprun.parser().parse_args(program).program == program
+
+
+def test_disk_full_while_writing_leftover_shards_keeps_the_old_ones_and_leaves_no_temporary(tmp_path, monkeypatch,
+                                                                                              capsys):
+    import cnns.datasets.distributed_webdataset as module
+    from cnns.datasets.make_sample_folder import build_image_folder
+    from cnns.datasets.webdataset_format import leftover_folder
+    build_image_folder(str(tmp_path / "images"), digit_classes=2, train_per_class=3, validation_per_class=2,
+                       photos=False, size=8)
+    from cnns.datasets.create_webdataset import main as create
+    create(["--source", str(tmp_path / "images"), "--target", str(tmp_path / "wds"), "--samples-per-shard", "3",
+            "--num-workers", "0"])
+    module.main(["--target", str(tmp_path / "wds"), "--num-instances", "2"])
+    where = leftover_folder(str(tmp_path / "wds"), 2)
+    before = _tree(where)
+    assert before
+    (tmp_path / "wds" / "distributed" / ".2-instances.killed.tmp").mkdir()
+
+    def full(self, sample):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(module.wds.TarWriter, "write", full)
+    with pytest.raises(SystemExit) as exited:
+        module.main(["--target", str(tmp_path / "wds"), "--num-instances", "2"])
+    assert exited.value.code == 1 and "No space left on device" in _one_error_line(capsys.readouterr().err)
+    assert _tree(where) == before
+    assert os.listdir(tmp_path / "wds" / "distributed") == ["2-instances"]
