@@ -652,3 +652,20 @@ def test_disk_full_while_writing_leftover_shards_keeps_the_old_ones_and_leaves_n
     assert exited.value.code == 1 and "No space left on device" in _one_error_line(capsys.readouterr().err)
     assert _tree(where) == before
     assert os.listdir(tmp_path / "wds" / "distributed") == ["2-instances"]
+
+
+def test_the_elastic_launch_record_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    from cnns.train import elastic
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "launch-1")
+    elastic.record(str(tmp_path), str(tmp_path / "m_1.pt"))
+    before = (tmp_path / elastic.RECORD).read_text()
+    written = []
+
+    def full(fd):
+        written.append(os.listdir(tmp_path))
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        elastic.record(str(tmp_path), str(tmp_path / "m_2.pt"))
+    assert any(atomic.is_temporary(name) for name in written[0]), "a killed write would leave an uncleanable name"
+    assert os.listdir(tmp_path) == [elastic.RECORD] and (tmp_path / elastic.RECORD).read_text() == before
