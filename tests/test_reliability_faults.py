@@ -669,3 +669,43 @@ def test_the_elastic_launch_record_is_written_whole_or_not_at_all(tmp_path, monk
         elastic.record(str(tmp_path), str(tmp_path / "m_2.pt"))
     assert any(atomic.is_temporary(name) for name in written[0]), "a killed write would leave an uncleanable name"
     assert os.listdir(tmp_path) == [elastic.RECORD] and (tmp_path / elastic.RECORD).read_text() == before
+
+
+def _get_images_tree(tmp_path, cp_fails: bool) -> tuple[str, dict]:
+    """A copy of get_images.sh in a throw-away tree, with a curl that 'downloads' two JPEGs and, when
+    ``cp_fails``, a cp that writes half of the first file and fails as on a full disk."""
+    import tarfile
+    root, bin_dir = tmp_path / "repo", tmp_path / "bin"
+    (root / "datasets").mkdir(parents=True)
+    bin_dir.mkdir()
+    shutil.copy(os.path.join(REPO, "datasets", "get_images.sh"), root / "datasets" / "get_images.sh")
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (source / name).write_bytes(b"\xff\xd8" + b"\x00" * 1000)
+    with tarfile.open(tmp_path / "images.tar.gz", "w:gz") as tar:
+        tar.add(source, arcname="images")
+    (bin_dir / "curl").write_text(f'#!/bin/sh\nwhile [ "$1" != "-o" ]; do shift; done\ncp "{tmp_path}/images.tar.gz" "$2"\n')
+    if cp_fails:
+        (bin_dir / "cp").write_text('#!/bin/sh\n[ "$1" = -t ] || exec /bin/cp "$@"\nhead -c 10 "$3" > "$2/$(basename "$3")"\n'
+                                    'echo "cp: error writing: No space left on device" >&2\nexit 1\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": "/nonexistent"}
+    return str(root), env
+
+
+@pytest.mark.parametrize("cp_fails", [True, False])
+def test_get_images_on_a_full_disk_leaves_no_partial_set(tmp_path, cp_fails):
+    root, env = _get_images_tree(tmp_path, cp_fails)
+    (tmp_path / "repo" / "data" / ".images.killed.tmp").mkdir(parents=True)
+    run = subprocess.run(["bash", os.path.join(root, "datasets", "get_images.sh")], capture_output=True, text=True,
+                         env=env, timeout=60)
+    data = tmp_path / "repo" / "data"
+    assert os.listdir(data) == ["images"], "a killed or failed run's temporary folder is left"
+    if cp_fails:
+        assert run.returncode == 1
+        assert "is the disk full?" in _one_error_line(run.stderr) and os.listdir(data / "images") == []
+    else:
+        assert run.returncode == 0, run.stderr
+        assert sorted(os.listdir(data / "images")) == ["a.jpg", "b.jpg"]
