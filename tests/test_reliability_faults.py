@@ -709,3 +709,21 @@ def test_get_images_on_a_full_disk_leaves_no_partial_set(tmp_path, cp_fails):
     else:
         assert run.returncode == 0, run.stderr
         assert sorted(os.listdir(data / "images")) == ["a.jpg", "b.jpg"]
+
+
+def test_sigterm_to_the_onnx_bulk_launcher_stops_every_worker_and_leaves_no_results_file(tmp_path):
+    child, logs = _launch_tiny(tmp_path)
+    try:
+        workers = [_worker_pid(logs, index, time.monotonic() + 120) for index in (0, 1)]
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 128 + signal.SIGTERM
+    assert _one_error_line(err).startswith("error: Stopped by SIGTERM")
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert [name for name in os.listdir(logs) if not os.path.isdir(os.path.join(logs, name))] == []
