@@ -1,4 +1,5 @@
 """The executable cache: temporaries of a killed artefact write are removed at the next start."""
+import errno
 import os
 import signal
 import subprocess
@@ -6,11 +7,13 @@ import sys
 import textwrap
 import time
 
+import pytest
 import torch
 from torch import nn
 
 import portable_poptorch as poptorch
-from portable_poptorch.compilers.base import DEAD_WRITER_GRACE_SECONDS, STALE_AFTER_SECONDS, remove_stale_temporaries
+from portable_poptorch.compilers.base import (DEAD_WRITER_GRACE_SECONDS, STALE_AFTER_SECONDS, remove_stale_temporaries,
+                                              write_atomically)
 
 KILLED_WRITER = textwrap.dedent("""
     import os, signal, sys
@@ -83,3 +86,16 @@ def test_killed_write_is_cleaned_at_the_next_start(tmp_path):
     assert os.listdir(final.parent) == []
     notes = [m for m in wrapped.portableMessages() if "killed writes" in m]
     assert notes == [f"Removed 1 temporary file(s) left by killed writes in the executable cache {cache}."]
+
+
+def test_a_full_disk_names_the_artefact_and_leaves_no_temporary(tmp_path):
+    final = tmp_path / "choices.json"
+
+    def full(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write("{")
+        raise OSError(errno.ENOSPC, "No space left on device", tmp)
+    with pytest.raises(OSError) as raised:
+        write_atomically(str(final), full)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(final)
+    assert os.listdir(tmp_path) == []

@@ -117,11 +117,16 @@ def scoped_environ(values: Dict[str, str]) -> Iterator[None]:
 
 
 def write_atomically(path: str, write: Callable[[str], None]) -> None:
-    """Write through ``write(tmp_path)`` then rename, so a killed run never leaves a half artefact."""
+    """Write through ``write(tmp_path)`` then rename, so a killed run never leaves a half artefact; an OS
+    error (a full disk) names ``path``, the file the user knows, not the temporary."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as error:
+        if error.filename in (None, tmp):
+            raise OSError(error.errno, error.strerror or str(error), path) from error
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
