@@ -99,3 +99,31 @@ def test_a_full_disk_names_the_artefact_and_leaves_no_temporary(tmp_path):
         write_atomically(str(final), full)
     assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(final)
     assert os.listdir(tmp_path) == []
+
+
+class _FakeOpenVino:
+    """``save_model`` writes the IR pair as OpenVINO does, then fails when asked to (a full disk)."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    def save_model(self, model: object, xml: str, compress_to_fp16: bool) -> None:
+        with open(xml, "w") as f:
+            f.write("<net/>")
+        with open(xml[:-4] + ".bin", "wb") as f:
+            f.write(b"\0")
+        if self.fail:
+            raise OSError(errno.ENOSPC, "No space left on device", xml)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_openvino_ir_is_saved_whole_or_not_at_all(tmp_path, fail):
+    from portable_poptorch.compilers.openvino_runtime import _save_ir
+    xml = str(tmp_path / "key.xml")
+    if fail:
+        with pytest.raises(OSError):
+            _save_ir(_FakeOpenVino(fail), object(), xml)
+        assert os.listdir(tmp_path) == []
+    else:
+        _save_ir(_FakeOpenVino(fail), object(), xml)
+        assert sorted(os.listdir(tmp_path)) == ["key.bin", "key.xml"]
