@@ -4,9 +4,13 @@ Full shards are dealt whole to the instances; the ones that do not divide evenly
 shard) are split sample by sample. Without this script every instance reads those leftover shards
 whole and keeps its own samples; with it, each instance reads one small shard holding exactly those
 samples. The files go to ``<folder>/distributed/<N>-instances/`` and are used automatically when the
-loader runs on N instances with all of the data (``--webdataset-percentage-to-use 100``)."""
+loader runs on N instances with all of the data (``--webdataset-percentage-to-use 100``). They are written
+into a temporary folder beside it that replaces the old folder only when whole; a later run removes the
+temporary folder a killed run left."""
 
 import os
+import shutil
+import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
 import webdataset as wds
@@ -14,7 +18,7 @@ import webdataset as wds
 from cnns.datasets.shard_plan import deal, leftover_parts
 from cnns.datasets.webdataset_format import LEFTOVER_FILE, leftover_folder, load_metadata, shard_entry, split_shards
 from cnns.utils.argparser import new_parser
-from cnns.utils.atomic import write_json
+from cnns.utils.atomic import TEMP_SUFFIX, remove_stale_temporaries, temp_name_of, write_json
 from cnns.utils.errors import UsageError, exit_on_usage_error
 
 
@@ -47,15 +51,26 @@ def write_leftovers(folder: str, num_instances: int) -> Dict[str, Any]:
             raise UsageError(f"--num-instances {num_instances} is more than the {entry['samples']} samples of split "
                              f"{split!r}, so some instances would read nothing; give at most {entry['samples']}.")
     where = leftover_folder(folder, num_instances)
-    os.makedirs(where, exist_ok=True)
-    splits = {}
-    for split in meta["splits"]:
-        shards = split_shards(folder, meta, split)
-        splits[split] = [write_instance_leftovers(folder, split, shards, i, num_instances, where)
-                         for i in range(num_instances)]
-    index = {"instances": num_instances, "dataset_checksum": meta["checksum"], "splits": splits}
-    write_json(os.path.join(where, LEFTOVER_FILE), index)
-    return index
+    parent, name = os.path.split(where)
+    os.makedirs(parent, exist_ok=True)
+    remove_stale_temporaries(parent, only_for=name)
+    staging = tempfile.mkdtemp(prefix=temp_name_of(name), suffix=TEMP_SUFFIX, dir=parent)
+    try:
+        splits = {}
+        for split in meta["splits"]:
+            shards = split_shards(folder, meta, split)
+            splits[split] = [write_instance_leftovers(folder, split, shards, i, num_instances, staging)
+                             for i in range(num_instances)]
+        index = {"instances": num_instances, "dataset_checksum": meta["checksum"], "splits": splits}
+        write_json(os.path.join(staging, LEFTOVER_FILE), index)
+        old = os.path.join(parent, f"{temp_name_of(name)}replaced-{os.getpid()}{TEMP_SUFFIX}")
+        if os.path.isdir(where):
+            os.replace(where, old)
+        os.replace(staging, where)
+        shutil.rmtree(old, ignore_errors=True)
+        return index
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @exit_on_usage_error

@@ -1,19 +1,27 @@
 """Write a small ImageNet-layout folder (train/ and validation/ class sub-folders of JPEGs) made offline
 from scikit-learn's handwritten digits (upscaled to RGB) and scikit-image's photographs: a real image
-folder for tests, demos and the host benchmark when ImageNet is not at hand."""
+folder for tests, demos and the host benchmark when ImageNet is not at hand.
 
+The images are written into a temporary folder inside the output folder and each class folder replaces
+its old one only when every image is written, so a kill or a full disk never leaves a class folder that
+looks complete and is not; the next start removes a killed run's temporary folder."""
+
+import contextlib
 import functools
 import os
-from typing import Dict, List, Optional, Sequence
+import shutil
+import tempfile
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
-from cnns.utils.atomic import atomic_file, remove_stale_temporaries
+from cnns.utils.atomic import TEMP_SUFFIX, FolderLock, remove_stale_temporaries, temp_name_of
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.validation import MAX_IMAGE_SIDE, at_least, writable_folder
 
 PHOTO_CLASS = "photo"
+STAGING = "samples"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
 
 
@@ -53,16 +61,32 @@ def photo_images(shorter_side: int) -> List[Image.Image]:
     return out
 
 
-def _save(images: Sequence[Image.Image], folder: str, stem: str, quality: int) -> List[str]:
-    os.makedirs(folder, exist_ok=True)
-    paths = []
+def _save(images: Sequence[Image.Image], staging: str, final: str, stem: str, quality: int) -> int:
+    """Write ``images`` as JPEGs into ``staging``, each flushed to disk; an OS error names the file under
+    its ``final`` folder, where the user will look for it. Returns how many were written."""
+    os.makedirs(staging)
     for k, img in enumerate(images):
-        path = os.path.join(folder, f"{stem}_{k:04d}.jpg")
-        remove_stale_temporaries(folder, only_for=os.path.basename(path))
-        with atomic_file(path) as f:
-            img.save(f, format="JPEG", quality=quality)
-        paths.append(path)
-    return paths
+        name = f"{stem}_{k:04d}.jpg"
+        try:
+            with open(os.path.join(staging, name), "wb") as f:
+                img.save(f, format="JPEG", quality=quality)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as error:
+            raise OSError(error.errno, error.strerror or str(error), os.path.join(final, name)) from error
+    return len(images)
+
+
+def _install(staging: str, root: str, written: Sequence[Tuple[str, str]]) -> None:
+    """Move each whole class folder ``split/name`` from ``staging`` to ``root``, replacing an old one."""
+    trash = os.path.join(staging, "replaced")
+    os.makedirs(trash)
+    for split, name in written:
+        target = os.path.join(root, split, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.isdir(target):
+            os.replace(target, os.path.join(trash, f"{split}-{name}"))
+        os.replace(os.path.join(staging, split, name), target)
 
 
 def build_image_folder(root: str, *, digit_classes: int = 4, train_per_class: int = 6,
@@ -71,20 +95,44 @@ def build_image_folder(root: str, *, digit_classes: int = 4, train_per_class: in
     """Write ``root/{train,validation}/<class>/*.jpg``; returns image counts per split and class.
 
     Classes ``digit0..digit{n-1}`` hold digits; class ``photo`` (when ``photos``) holds the photographs,
-    all but the last two in train/.
+    all but the last two in train/. Nothing appears in ``root`` unless every image was written; a folder
+    this call created is removed again when it fails.
     """
-    counts: Dict[str, Dict[str, int]] = {"train": {}, "validation": {}}
-    for digit in range(digit_classes):
-        name = f"digit{digit}"
-        images = digit_images(digit, train_per_class + validation_per_class, size)
-        counts["train"][name] = len(_save(images[:train_per_class], os.path.join(root, "train", name), name, quality))
-        counts["validation"][name] = len(_save(images[train_per_class:], os.path.join(root, "validation", name),
-                                               name, quality))
-    if photos:
-        pictures = photo_images(photo_size)
-        for split, part in (("train", pictures[:-2]), ("validation", pictures[-2:])):
-            counts[split][PHOTO_CLASS] = len(_save(part, os.path.join(root, split, PHOTO_CLASS), PHOTO_CLASS, quality))
-    return counts
+    created = not os.path.isdir(root)
+    os.makedirs(root, exist_ok=True)
+    lock = FolderLock(root, "folder")
+    staging = ""
+    finished = False
+    try:
+        remove_stale_temporaries(root, only_for=STAGING)
+        staging = tempfile.mkdtemp(prefix=temp_name_of(STAGING), suffix=TEMP_SUFFIX, dir=root)
+        counts: Dict[str, Dict[str, int]] = {"train": {}, "validation": {}}
+        written: List[Tuple[str, str]] = []
+
+        def save(split: str, name: str, images: Sequence[Image.Image]) -> None:
+            counts[split][name] = _save(images, os.path.join(staging, split, name), os.path.join(root, split, name),
+                                        name, quality)
+            written.append((split, name))
+
+        for digit in range(digit_classes):
+            name = f"digit{digit}"
+            images = digit_images(digit, train_per_class + validation_per_class, size)
+            save("train", name, images[:train_per_class])
+            save("validation", name, images[train_per_class:])
+        if photos:
+            pictures = photo_images(photo_size)
+            save("train", PHOTO_CLASS, pictures[:-2])
+            save("validation", PHOTO_CLASS, pictures[-2:])
+        _install(staging, root, written)
+        finished = True
+        return counts
+    finally:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+        lock.release()
+        if created and not finished:
+            with contextlib.suppress(OSError):
+                os.rmdir(root)
 
 
 @exit_on_usage_error

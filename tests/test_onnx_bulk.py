@@ -257,10 +257,22 @@ def test_launcher_synthetic_from_own_folder_reads_no_files(tmp_path, exported_mo
 
 
 def fake_model(model_dir: Path, batch: int) -> None:
-    """An empty placeholder: the launcher's checks run before any session opens it."""
-    path = model_dir / MODEL / f"{MODEL}_bs{batch}.onnx"
+    """A tiny stand-in: the launcher's checks run before any session opens it."""
+    tiny_onnx(model_dir / MODEL / f"{MODEL}_bs{batch}.onnx", batch)
+
+
+def tiny_onnx(path: Path, batch: int = 2) -> None:
+    """A ResNeXt-shaped stand-in (batch x 3 x 224 x 224 in, 10 logits out) made with onnx.helper: no export."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    weights = numpy_helper.from_array(np.linspace(-1, 1, 30, dtype=np.float32).reshape(3, 10), "w")
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+         helper.make_node("MatMul", ["m", "w"], ["logits"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])], [weights])
     path.parent.mkdir(parents=True)
-    path.write_bytes(b"")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
 
 
 @pytest.mark.parametrize(

@@ -122,7 +122,7 @@ def test_ipus_per_replica_must_match_pipeline_stages_and_cache_path_is_passed(mo
     monkeypatch.setenv("POPDIST_EXECUTABLE_CACHE_PATH", str(tmp_path))
     with pytest.raises(UsageError, match=r"poprun --ipus-per-replica 2 does not match this program's 1 pipeline"):
         parse_arguments(["--model", "resnet18"])
-    args = parse_arguments(["--model", "resnet18", "--pipeline-splits", "layer3"])
+    args = parse_arguments(["--model", "resnet18", "--pipeline-splits", "layer3", "--device-iterations", "2"])
     assert args.model_cache_path == str(tmp_path)
 
 

@@ -55,7 +55,8 @@ def files(tmp_path) -> Dict[str, str]:
     folder.mkdir()
     empty_ckpts = tmp_path / "no_ckpts"
     empty_ckpts.mkdir()
-    return {"tmp": str(tmp_path), "text": str(text), "evil": str(evil), "dir": str(folder),
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    return {"empty_onnx": str(tmp_path / "empty.onnx"), "tmp": str(tmp_path), "text": str(text), "evil": str(evil), "dir": str(folder),
             "missing": str(tmp_path / "missing.pt"), "under_file": str(text / "sub"),
             "empty_ckpts": str(empty_ckpts), "logs": str(tmp_path / "logs")}
 
@@ -387,11 +388,11 @@ def _materialise(files: Dict[str, str], needed: str) -> None:
         outside = os.path.join(tmp, "abs.tar")
         open(outside, "wb").close()
         files[needed] = _write_metadata(os.path.join(tmp, "wds_absolute"), outside)
-    elif needed == "onnx_garbage":
-        folder = os.path.join(tmp, "onnx_models", "resnext101_32x4d")
+    elif needed in ("onnx_garbage", "onnx_empty"):
+        folder = os.path.join(tmp, needed, "resnext101_32x4d")
         os.makedirs(folder)
         with open(os.path.join(folder, "resnext101_32x4d_bs6.onnx"), "wb") as f:
-            f.write(b"\x00truncated")
+            f.write(b"\x00truncated" if needed == "onnx_garbage" else b"")
         files[needed] = os.path.dirname(folder)
     elif needed == "only_train":
         os.makedirs(os.path.join(tmp, "only_train", "train", "cat"))
@@ -481,6 +482,8 @@ ONNX_CASES = [
     ("resnext_inference_launch.py", ["--model_dir", "{dir}", "--synthetic"], 2, "no onnx model"),
     ("resnext_inference_launch.py", ["--model_dir", "{onnx_garbage}", "--synthetic", "--num_ipus", "1"], 2,
      "resnext101_32x4d_bs6.onnx cannot be read"),
+    ("resnext_inference_launch.py", ["--model_dir", "{onnx_empty}", "--synthetic", "--num_ipus", "1"], 2,
+     "resnext101_32x4d_bs6.onnx holds no ONNX graph"),
     ("resnext_inference_launch.py", ["--synthetic", "--num_threads", "100000"], 2, "--num_threads must be at most"),
     ("resnext_inference_launch.py", ["--synthetic", "--num_workers", "100000"], 2, "--num_workers must be at most"),
     ("resnext_inference_launch.py", ["--synthetic", "--num_ipus", "100000"], 2, "--num_ipus must be at most"),
@@ -496,6 +499,8 @@ ONNX_CASES = [
     ("inference_worker.py", WORKER + ["--provider", "tpu"], 2, "--provider must be auto, cpu or cuda"),
     ("inference_worker.py", WORKER + ["--log_file", "{dir}"], 2, "is a folder; give a file name"),
     ("inference_worker.py", WORKER + ["--results_file", "{dir}"], 2, "is a folder; give a file name"),
+    ("inference_worker.py", WORKER, 2, "--model {text} is not an ONNX model: it cannot be read"),
+    ("inference_worker.py", WORKER + ["--model", "{empty_onnx}"], 2, "is not an ONNX model: it holds no ONNX graph"),
 ]
 
 

@@ -464,3 +464,266 @@ def test_sweep_files_are_written_atomically(tmp_path, monkeypatch):
         sweep.write_csv([], str(tmp_path / "sweep.csv"))
     assert raised.value.filename == str(tmp_path / "sweep.csv")
     assert os.listdir(tmp_path) == []
+
+
+SAMPLE_ARGS = ["--digit-classes", "2", "--train-per-class", "2", "--validation-per-class", "1", "--size", "8",
+               "--no-photos"]
+
+
+def _tree(root) -> dict:
+    return {os.path.relpath(os.path.join(folder, name), root): os.path.getsize(os.path.join(folder, name))
+            for folder, _, names in os.walk(root) for name in names}
+
+
+def test_disk_full_while_making_a_sample_folder_keeps_the_old_folder_whole(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    import cnns.datasets.make_sample_folder as module
+    root = tmp_path / "samples"
+    module.main([str(root)] + SAMPLE_ARGS)
+    before = _tree(root)
+    assert len(before) == 6
+    saves = []
+    original = Image.Image.save
+
+    def full(self, fp, *args, **kwargs):
+        saves.append(fp)
+        if len(saves) == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, fp, *args, **kwargs)
+    monkeypatch.setattr(Image.Image, "save", full)
+    for folder, argv, fourth in ((root, ["--train-per-class", "3"], "validation/digit0/digit0_0000.jpg"),
+                                 (tmp_path / "new", [], "train/digit1/digit1_0000.jpg")):
+        saves.clear()
+        with pytest.raises(SystemExit) as exited:
+            module.main([str(folder)] + SAMPLE_ARGS + argv)
+        line = _one_error_line(capsys.readouterr().err)
+        assert exited.value.code == 1 and "No space left on device" in line
+        assert repr(str(folder / fourth)) in line, line
+    assert _tree(root) == before and sorted(os.listdir(root)) == ["train", "validation"]
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_killed_sample_folder_run_leaves_only_a_temporary_that_the_next_start_removes(tmp_path):
+    root = tmp_path / "samples"
+    child = _run_python(f"""
+        import time
+        from PIL import Image
+        import cnns.datasets.make_sample_folder as module
+        original, saves = Image.Image.save, []
+        def slow(self, fp, *args, **kwargs):
+            saves.append(fp)
+            if len(saves) == 3:
+                print("writing", flush=True)
+                time.sleep(60)
+            return original(self, fp, *args, **kwargs)
+        Image.Image.save = slow
+        module.main([{str(root)!r}] + {SAMPLE_ARGS!r})
+    """, tmp_path)
+    assert child.stdout.readline().strip() == "writing"
+    child.kill()
+    child.communicate(timeout=30)
+    names = os.listdir(root)
+    assert len(names) == 2 and ".lock" in names, names
+    assert all(atomic.is_temporary(name) for name in names if name != ".lock")
+    from cnns.datasets.make_sample_folder import main
+    main([str(root)] + SAMPLE_ARGS)
+    assert sorted(os.listdir(root)) == ["train", "validation"] and len(_tree(root)) == 6
+
+
+def _launch_tiny(tmp_path) -> tuple[subprocess.Popen, str]:
+    from tests.test_onnx_bulk import tiny_onnx
+    models, logs = tmp_path / "models", tmp_path / "logs"
+    tiny_onnx(models / "resnext101_32x4d" / "resnext101_32x4d_bs2.onnx")
+    child = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "inference", "onnx_bulk", "resnext_inference_launch.py"), "--synthetic",
+         "--num_ipus", "2", "--batch_size", "2", "--batches_per_step", "20", "--iterations", "1000000",
+         "--num_threads", "1", "--num_workers", "1", "--save_results", "--model_dir", str(models),
+         "--log_dir", str(logs)], cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return child, str(logs)
+
+
+def _worker_pid(logs: str, index: int, deadline: float) -> int:
+    """The pid of worker ``index`` once it has timed a step (its log lines carry proc<pid>)."""
+    import glob
+    import re
+    while time.monotonic() < deadline:
+        for log in glob.glob(os.path.join(logs, "*", f"log_{index}")):
+            with open(log) as f:
+                text = f.read()
+            if re.search(r"step \d+:", text):
+                return int(re.search(r"proc(\d+) ", text).group(1))
+        time.sleep(0.05)
+    raise AssertionError(f"worker {index} never ran a step")
+
+
+def test_a_killed_onnx_bulk_worker_ends_the_launch_naming_it_and_leaves_no_results_file(tmp_path):
+    child, logs = _launch_tiny(tmp_path)
+    try:
+        victim = _worker_pid(logs, 1, time.monotonic() + 120)
+        other = _worker_pid(logs, 0, time.monotonic() + 30)
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert time.monotonic() - killed < 30
+    line = _one_error_line(err)
+    assert child.returncode == 1
+    assert f"Inference process 1 (pid {victim}) was killed by SIGKILL" in line and "were stopped" in line, line
+    with pytest.raises(ProcessLookupError):
+        os.kill(other, 0)
+    left = [name for name in os.listdir(logs) if not os.path.isdir(os.path.join(logs, name))]
+    assert left == [], left
+
+
+def test_a_killed_launch_leaves_result_parts_that_the_next_launch_removes(tmp_path):
+    from cnns.inference.onnx_bulk.resnext_inference_launch import remove_killed_launch_files
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stem = f"20250101-000000-{dead.pid}_resnext101_32x4d_bs2"
+    ours = f"20250101-000000-{os.getpid()}_resnext101_32x4d_bs2"
+    stale = [f"{stem}_proc0_top5.part", f".{stem}_proc1_top5.part.ab12.tmp", f".{stem}_top5.csv.cd34.tmp"]
+    kept = [f"{stem}_top5.csv", f"{ours}_proc0_top5.part", f".{ours}_proc1_top5.part.ef56.tmp", "notes.txt"]
+    for name in stale + kept:
+        (tmp_path / name).write_text("x")
+    assert remove_killed_launch_files(tmp_path) == 3
+    assert sorted(os.listdir(tmp_path)) == sorted(kept)
+
+
+class _BrokenLaunch:
+    """Stands in for poprun's Launch: fails as an unexpected bug would."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def run(self) -> int:
+        raise RuntimeError("supervisor bug")
+
+
+def test_poprun_shows_a_traceback_only_with_debug_or_the_environment_variable(monkeypatch, capsys):
+    from cnns.utils import poprun
+    monkeypatch.delenv("HARNESS_DEBUG", raising=False)
+    monkeypatch.setattr(poprun, "Launch", _BrokenLaunch)
+    program = ["python", "-c", "pass", "--debug"]
+    assert poprun.main(["--num-instances", "1"] + program) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == ("error: poprun could not run the launch: RuntimeError: supervisor bug "
+                    "(run again with --debug or HARNESS_DEBUG=1 for the traceback).")
+    assert poprun.main(["--num-replicas", "0"] + program) == 2, "a --debug after the program is the program's"
+    assert "--num-replicas must be at least 1" in _one_error_line(capsys.readouterr().err)
+    with pytest.raises(RuntimeError, match="supervisor bug"):
+        poprun.main(["--debug", "--num-instances", "1"] + program)
+    with pytest.raises(UsageError, match="--num-replicas must be at least 1"):
+        poprun.main(["--debug", "--num-replicas", "0"] + program)
+    with pytest.raises(UsageError, match="invalid int value"):
+        poprun.main(["--debug", "--num-instances", "x"] + program)
+    monkeypatch.setenv("HARNESS_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="supervisor bug"):
+        poprun.main(["--num-instances", "1"] + program)
+    assert "--debug" in poprun.parser().format_help() and "HARNESS_DEBUG=1" in poprun.parser().format_help()
+    assert poprun.parser().parse_args(program).program == program
+
+
+def test_disk_full_while_writing_leftover_shards_keeps_the_old_ones_and_leaves_no_temporary(tmp_path, monkeypatch,
+                                                                                              capsys):
+    import cnns.datasets.distributed_webdataset as module
+    from cnns.datasets.make_sample_folder import build_image_folder
+    from cnns.datasets.webdataset_format import leftover_folder
+    build_image_folder(str(tmp_path / "images"), digit_classes=2, train_per_class=3, validation_per_class=2,
+                       photos=False, size=8)
+    from cnns.datasets.create_webdataset import main as create
+    create(["--source", str(tmp_path / "images"), "--target", str(tmp_path / "wds"), "--samples-per-shard", "3",
+            "--num-workers", "0"])
+    module.main(["--target", str(tmp_path / "wds"), "--num-instances", "2"])
+    where = leftover_folder(str(tmp_path / "wds"), 2)
+    before = _tree(where)
+    assert before
+    (tmp_path / "wds" / "distributed" / ".2-instances.killed.tmp").mkdir()
+
+    def full(self, sample):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(module.wds.TarWriter, "write", full)
+    with pytest.raises(SystemExit) as exited:
+        module.main(["--target", str(tmp_path / "wds"), "--num-instances", "2"])
+    assert exited.value.code == 1 and "No space left on device" in _one_error_line(capsys.readouterr().err)
+    assert _tree(where) == before
+    assert os.listdir(tmp_path / "wds" / "distributed") == ["2-instances"]
+
+
+def test_the_elastic_launch_record_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    from cnns.train import elastic
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "launch-1")
+    elastic.record(str(tmp_path), str(tmp_path / "m_1.pt"))
+    before = (tmp_path / elastic.RECORD).read_text()
+    written = []
+
+    def full(fd):
+        written.append(os.listdir(tmp_path))
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        elastic.record(str(tmp_path), str(tmp_path / "m_2.pt"))
+    assert any(atomic.is_temporary(name) for name in written[0]), "a killed write would leave an uncleanable name"
+    assert os.listdir(tmp_path) == [elastic.RECORD] and (tmp_path / elastic.RECORD).read_text() == before
+
+
+def _get_images_tree(tmp_path, cp_fails: bool) -> tuple[str, dict]:
+    """A copy of get_images.sh in a throw-away tree, with a curl that 'downloads' two JPEGs and, when
+    ``cp_fails``, a cp that writes half of the first file and fails as on a full disk."""
+    import tarfile
+    root, bin_dir = tmp_path / "repo", tmp_path / "bin"
+    (root / "datasets").mkdir(parents=True)
+    bin_dir.mkdir()
+    shutil.copy(os.path.join(REPO, "datasets", "get_images.sh"), root / "datasets" / "get_images.sh")
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (source / name).write_bytes(b"\xff\xd8" + b"\x00" * 1000)
+    with tarfile.open(tmp_path / "images.tar.gz", "w:gz") as tar:
+        tar.add(source, arcname="images")
+    (bin_dir / "curl").write_text(f'#!/bin/sh\nwhile [ "$1" != "-o" ]; do shift; done\ncp "{tmp_path}/images.tar.gz" "$2"\n')
+    if cp_fails:
+        (bin_dir / "cp").write_text('#!/bin/sh\n[ "$1" = -t ] || exec /bin/cp "$@"\nhead -c 10 "$3" > "$2/$(basename "$3")"\n'
+                                    'echo "cp: error writing: No space left on device" >&2\nexit 1\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": "/nonexistent"}
+    return str(root), env
+
+
+@pytest.mark.parametrize("cp_fails", [True, False])
+def test_get_images_on_a_full_disk_leaves_no_partial_set(tmp_path, cp_fails):
+    root, env = _get_images_tree(tmp_path, cp_fails)
+    (tmp_path / "repo" / "data" / ".images.killed.tmp").mkdir(parents=True)
+    run = subprocess.run(["bash", os.path.join(root, "datasets", "get_images.sh")], capture_output=True, text=True,
+                         env=env, timeout=60)
+    data = tmp_path / "repo" / "data"
+    assert os.listdir(data) == ["images"], "a killed or failed run's temporary folder is left"
+    if cp_fails:
+        assert run.returncode == 1
+        assert "is the disk full?" in _one_error_line(run.stderr) and os.listdir(data / "images") == []
+    else:
+        assert run.returncode == 0, run.stderr
+        assert sorted(os.listdir(data / "images")) == ["a.jpg", "b.jpg"]
+
+
+def test_sigterm_to_the_onnx_bulk_launcher_stops_every_worker_and_leaves_no_results_file(tmp_path):
+    child, logs = _launch_tiny(tmp_path)
+    try:
+        workers = [_worker_pid(logs, index, time.monotonic() + 120) for index in (0, 1)]
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 128 + signal.SIGTERM
+    assert _one_error_line(err).startswith("error: Stopped by SIGTERM")
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert [name for name in os.listdir(logs) if not os.path.isdir(os.path.join(logs, name))] == []

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Dict, Optional, Tuple
 
 from cnns.train.checkpoint import load_checkpoint
+from cnns.utils.atomic import write_json
 
 RECORD = "elastic_launch.json"
 
@@ -24,10 +24,7 @@ def record(folder: str, checkpoint: str) -> None:
     """Note which launch wrote ``checkpoint`` (the newest), atomically, for a restarted attempt to find."""
     if launch_id() is None:
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{RECORD}.", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"launch_id": launch_id(), "checkpoint": os.path.basename(checkpoint)}, f)
-    os.replace(tmp, os.path.join(folder, RECORD))
+    write_json(os.path.join(folder, RECORD), {"launch_id": launch_id(), "checkpoint": os.path.basename(checkpoint)})
 
 
 def checkpoint_to_resume(folder: str) -> Optional[Tuple[str, Dict[str, Any]]]:

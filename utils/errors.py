@@ -54,9 +54,14 @@ def _usage_error_types() -> Tuple[Type[BaseException], ...]:
     return tuple(types)
 
 
+def debug_from_environment() -> bool:
+    """True when ``HARNESS_DEBUG`` asks every entry point for tracebacks."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
 def debug_requested(argv: Optional[Sequence[str]]) -> bool:
     args = sys.argv[1:] if argv is None else argv
-    return "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    return "--debug" in args or debug_from_environment()
 
 
 def failure_sentence(error: BaseException) -> str:

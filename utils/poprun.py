@@ -22,7 +22,7 @@ import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from cnns.utils import numa_binding
-from cnns.utils.errors import UsageError, failure_sentence
+from cnns.utils.errors import DEBUG_ENV, UsageError, debug_from_environment, failure_sentence
 from cnns.utils.poprun_launch import DEFAULT_REMOTE_SHELL, REMOTE_SHELL_ENV, Node, local_nodes, new_run_id, plan
 from cnns.utils.poprun_supervisor import Launch
 from cnns.utils.poprun_topology import Topology, describe, place
@@ -33,8 +33,25 @@ NO_EFFECT_OFF_IPU = ("num_ilds", "vipu_server_host", "vipu_server_port", "vipu_s
 
 
 class _Parser(argparse.ArgumentParser):
+    """Errors are UsageErrors; ``debug_seen`` tells whether poprun's own ``--debug`` was read before one."""
+
+    debug_seen = False
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message[0].upper()}{message[1:]}; run poprun -h for the options.")
+
+
+class _Debug(argparse.Action):
+    """``--debug`` before the program (one after it belongs to the program): tracebacks instead of one line."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: Optional[str] = None) -> None:
+        setattr(namespace, self.dest, True)
+        if isinstance(parser, _Parser):
+            parser.debug_seen = True
 
 
 def _yes_no(value: str) -> str:
@@ -77,6 +94,8 @@ def parser() -> argparse.ArgumentParser:
     a("--max-restarts", type=int, default=0, help="Elastic restarts: after an instance fails, every instance on "
       "every host is started again, up to N times, with a fresh rendezvous and the same launch id (training "
       "resumes from the last checkpoint of this launch)")
+    a("--debug", action=_Debug, help=f"Show poprun's Python traceback of a failure instead of one error line "
+      f"(also {DEBUG_ENV}=1); a --debug after the program is the program's")
     a("program", nargs=argparse.REMAINDER, help="Command run by every instance")
     return p
 
@@ -190,11 +209,11 @@ def topology_lines(args: argparse.Namespace, topo: Topology) -> List[str]:
     return describe(topo, cpus)
 
 
-def prepare(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, Topology, Callable[[], List[Node]],
-                                                           List[str]]:
-    """Parse and check the command line; the topology, a maker of the per-host launch plan (called again
-    for each restart) and the notes to print."""
-    args = parser().parse_args(argv)
+def prepare(argv: Optional[Sequence[str]] = None, p: Optional[argparse.ArgumentParser] = None,
+            ) -> Tuple[argparse.Namespace, Topology, Callable[[], List[Node]], List[str]]:
+    """Parse (with ``p``, default a new parser) and check the command line; the topology, a maker of the
+    per-host launch plan (called again for each restart) and the notes to print."""
+    args = (p or parser()).parse_args(argv)
     topo = check(args)
     exported, ignored = mpi_exports(args.mpi_local_args)
     env, run_id = shared_environment(args, topo), new_run_id()
@@ -202,11 +221,27 @@ def prepare(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, T
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """poprun's command: usage errors exit 2 and failures 1, each with one ``error:`` line, unless
+    ``--debug`` (before the program) or ``HARNESS_DEBUG=1`` asks for the traceback."""
+    p = parser()
     try:
-        args, topo, make_nodes, notes = prepare(argv)
+        args, topo, make_nodes, notes = prepare(argv, p)
     except UsageError as exc:
+        if getattr(p, "debug_seen", False) or debug_from_environment():
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        return _launch(args, topo, make_nodes, notes)
+    except Exception as error:  # noqa: BLE001 - one sentence, not a traceback, unless asked for
+        if args.debug or debug_from_environment():
+            raise
+        print(f"error: poprun could not run the launch: {failure_sentence(error)}", file=sys.stderr)
+        return 1
+
+
+def _launch(args: argparse.Namespace, topo: Topology, make_nodes: Callable[[], List[Node]], notes: List[str]) -> int:
+    """Print what was asked for and run the launch; returns poprun's exit code."""
     if args.print_topology == "yes":
         print("\n".join(topology_lines(args, topo)), flush=True)
         if not args.program:
@@ -220,11 +255,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             how = "here" if node.local else f"through {os.environ.get(REMOTE_SHELL_ENV) or 'ssh'}"
             print(f"poprun: host {node.host} (node {node.index}, {how}): {shlex.join(node.command)}", file=sys.stderr)
     sys.stderr.flush()
-    try:
-        return Launch(nodes, make_nodes, args.max_restarts).run()
-    except OSError as error:
-        print(f"error: poprun could not start the launch: {failure_sentence(error)}", file=sys.stderr)
-        return 1
+    return Launch(nodes, make_nodes, args.max_restarts).run()
 
 
 if __name__ == "__main__":

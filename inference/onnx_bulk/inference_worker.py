@@ -24,7 +24,13 @@ import numpy as np
 
 from cnns.inference.onnx_bulk.data import ImageFolderDataset, image_transform, synthetic_batch
 from cnns.inference.onnx_bulk.dataloader import HostBufferLoader, Step
-from cnns.inference.onnx_bulk.resnext101 import ResNeXtSession, choose_providers, input_preprocessing, top5
+from cnns.inference.onnx_bulk.resnext101 import (
+    ResNeXtSession,
+    choose_providers,
+    input_preprocessing,
+    onnx_model_problem,
+    top5,
+)
 from cnns.utils.argparser import new_parser
 from cnns.utils.atomic import atomic_file
 from cnns.utils.errors import UsageError, exit_on_usage_error
@@ -64,6 +70,9 @@ def input_problem(args: argparse.Namespace) -> str | None:
     for option, path in (("--log_file", args.log_file), ("--results_file", args.results_file)):
         if path is not None and path.is_dir():
             return f"{option} {path} is a folder; give a file name."
+    model_problem = onnx_model_problem(args.model)
+    if model_problem:
+        return f"--model {args.model} is not an ONNX model: it {model_problem}; give the .onnx file get_model.py wrote."
     return None
 
 

@@ -30,6 +30,21 @@ def model_file(model_dir: Path, model_name: str, batch_size: int) -> Path:
     return Path(model_dir) / model_name / f"{model_name}_bs{batch_size}.onnx"
 
 
+def onnx_model_problem(path: Path, need_graph: bool = True) -> str | None:
+    """Why ``path`` is not an ONNX model ONNX Runtime can open (not ONNX, truncated, or with
+    ``need_graph`` an empty graph), as the end of a sentence naming it; None when it reads."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # onnx raises protobuf's DecodeError and its own types
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        return f"cannot be read ({detail})"
+    if need_graph and not (model.graph.node and model.graph.input and model.graph.output):
+        return "holds no ONNX graph (no nodes, inputs or outputs)"
+    return None
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (respects taskset/cgroup affinity where exposed)."""
     if hasattr(os, "sched_getaffinity"):

@@ -3,8 +3,10 @@
 The IPU original ran one PopART session per IPU, each on its own dataset
 partition.  Here each "IPU" is a child process with its own ONNX Runtime
 session and an even share of the host's CPUs (or the GPU's execution
-provider).  Every child logs to logs/; this launcher prints each child's
-throughput and their sum.
+provider).  Every child logs to logs/ (its stderr to stderr_<i> beside its
+log); this launcher prints each child's throughput and their sum.  The first
+child to fail (killed, or a non-zero exit) ends the launch at once: the others
+are stopped, the error names the failed process, and no results file is left.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import queue
 import re
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -24,8 +29,13 @@ from cnns.datasets.errors import DataError
 from cnns.inference.onnx_bulk.data import list_images
 from cnns.inference.onnx_bulk.dataloader import step_buffer_bytes
 from cnns.inference.onnx_bulk.flags import Flag, parse_flags
-from cnns.inference.onnx_bulk.resnext101 import input_preprocessing, model_file, threads_per_process
-from cnns.utils.atomic import atomic_file
+from cnns.inference.onnx_bulk.resnext101 import (
+    input_preprocessing,
+    model_file,
+    onnx_model_problem,
+    threads_per_process,
+)
+from cnns.utils.atomic import atomic_file, is_temporary, remove_stale_temporaries
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.memory_need import available_host_bytes
 from cnns.utils.validation import at_most_workers, writable_folder
@@ -36,6 +46,9 @@ HERE = Path(__file__).resolve().parent
 ORIGINAL_SUBDIR = "pytorch_subdir"
 STEP_THROUGHPUT = re.compile(r"Compute .* sec .* (.*) images/sec\.")
 STEP_TOTAL = re.compile(r"Total (\S+)\s+sec\.   Preprocessing")
+# Per-process result files of a launch: <YYYYmmdd-HHMMSS>-<launcher pid>_..._top5.part (or their temporaries).
+LAUNCH_FILE = re.compile(r"^\.?\d{8}-\d{6}-(\d+)_.*_top5\.")
+STOP_GRACE_SECONDS = 10.0
 
 FLAGS = (
     Flag("batch_size", "int", 6, "Batch size (per device)", minimum=1),
@@ -101,14 +114,10 @@ def resolve(flags, name: str) -> Path:
 
 
 def check_onnx_model(model: Path) -> None:
-    """A model file ONNX cannot parse (truncated, or not ONNX) is named here, not by every process."""
-    import onnx
-
-    try:
-        onnx.load(str(model), load_external_data=False)
-    except Exception as error:  # onnx raises protobuf's DecodeError and its own types
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise UsageError(f"ONNX model {model} cannot be read ({detail}); export it again with get_model.py.") from None
+    """A model file ONNX cannot parse (truncated, not ONNX, an empty graph) is named here, not by every process."""
+    problem = onnx_model_problem(model)
+    if problem:
+        raise UsageError(f"ONNX model {model} {problem}; export it again with get_model.py.")
 
 
 def find_partitions(data_dir: Path, count: int) -> list[tuple[Path, int]]:
@@ -207,33 +216,138 @@ def child_command(
     return command
 
 
-def run_children(commands: list[list[str]]) -> list[dict]:
-    """Start all children, release them together once each is READY, and collect their RESULT lines."""
-    children = [
-        subprocess.Popen(c, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for c in commands
-    ]
+def _exit_description(code: int) -> str:
+    """'was killed by SIGKILL' or 'exited with code 2'."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _last_error_line(path: Path | None) -> str:
+    """The last line a process wrote to its stderr file, or ''."""
     try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()] if path else []
+    except OSError:
+        return ""
+    last = lines[-1] if lines else ""
+    return (last[len("error: "):] if last.startswith("error: ") else last).rstrip(".")
+
+
+def _read_lines(index: int, stream, events: "queue.Queue[tuple[int, str | None]]") -> None:
+    """Forward a child's stdout lines to ``events``; None marks its end (the child exited)."""
+    for line in stream:
+        events.put((index, line.rstrip("\n")))
+    events.put((index, None))
+
+
+def stop_children(children: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM every running child (each removes its temporary files), SIGKILL those still running after
+    ``grace`` seconds, and wait for all."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run_children(commands: list[list[str]], stderr_files: list[Path] | None = None) -> list[dict]:
+    """Start all children, release them together once each is READY, and collect their RESULT lines.
+
+    The first child to fail (killed, a non-zero exit, no result) ends the launch at once: the others are
+    stopped and a RuntimeError names the failed process, with its last error line when it wrote one."""
+    errs = [open(path, "w") for path in stderr_files] if stderr_files else [None] * len(commands)
+    children: list[subprocess.Popen] = []
+    try:
+        for command, err in zip(commands, errs):
+            children.append(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                             text=True))
+        events: queue.Queue[tuple[int, str | None]] = queue.Queue()
         for index, child in enumerate(children):
-            line = child.stdout.readline().strip()
-            if line != "READY":
-                raise RuntimeError(f"process {index} stopped before it was ready (exit code {child.wait()}).")
-        for child in children:
-            child.stdin.write("GO\n")
-            child.stdin.flush()
-        outputs = [child.communicate()[0] for child in children]
-        print(f"All processes finished with exit codes: {[child.returncode for child in children]}", flush=True)
-        results = []
-        for index, (child, output) in enumerate(zip(children, outputs)):
-            lines = [ln for ln in output.splitlines() if ln.startswith("RESULT ")]
-            if child.returncode != 0 or not lines:
-                raise RuntimeError(f"process {index} failed with exit code {child.returncode}.")
-            results.append(json.loads(lines[-1][len("RESULT ") :]))
-        return results
+            threading.Thread(target=_read_lines, args=(index, child.stdout, events), daemon=True).start()
+        ready: set[int] = set()
+        results: dict[int, dict] = {}
+        codes: dict[int, int] = {}
+        while len(codes) < len(children):
+            index, line = events.get()
+            child = children[index]
+            if line is None:
+                codes[index] = child.wait()
+                if codes[index] != 0 or index not in results:
+                    when = "" if index in ready else " before it was ready"
+                    what = _exit_description(codes[index]) if codes[index] != 0 else "ended without a result"
+                    detail = _last_error_line(stderr_files[index] if stderr_files else None)
+                    raise RuntimeError(f"Inference process {index} (pid {child.pid}) {what}{when}"
+                                       f"{': ' + detail if detail else ''}; the other processes were stopped.")
+            elif line == "READY":
+                ready.add(index)
+                if len(ready) == len(children):
+                    for other in children:
+                        try:
+                            other.stdin.write("GO\n")
+                            other.stdin.flush()
+                        except OSError:
+                            pass  # it has died: its end of output reports it
+            elif line.startswith("RESULT "):
+                results[index] = json.loads(line[len("RESULT "):])
+        print(f"All processes finished with exit codes: {[codes[i] for i in range(len(children))]}", flush=True)
+        return [results[i] for i in range(len(children))]
     finally:
+        stop_children(children)
         for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+            for stream in (child.stdin, child.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        for err in errs:
+            if err is not None:
+                err.close()
+                if os.path.getsize(err.name) == 0:
+                    os.unlink(err.name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_killed_launch_files(log_dir: Path) -> int:
+    """Deletes the per-process result files (and their temporaries) that launches killed before merging
+    them left in ``log_dir``; files of launches still running are kept. Returns how many."""
+    removed = 0
+    try:
+        names = os.listdir(log_dir)
+    except OSError:
+        return 0
+    for name in names:
+        match = LAUNCH_FILE.match(name)
+        if match and (name.endswith(".part") or is_temporary(name)) and not _pid_alive(int(match.group(1))):
+            try:
+                os.unlink(log_dir / name)
+                removed += 1
+            except (FileNotFoundError, IsADirectoryError):
+                continue
+    return removed
+
+
+def remove_parts(parts: list[Path]) -> None:
+    """A failed launch leaves no per-process result file, whole or half-written."""
+    for part in parts:
+        part.unlink(missing_ok=True)
+        remove_stale_temporaries(str(part.parent), only_for=part.name)
 
 
 def merge_results(parts: list[Path], target: Path) -> None:
@@ -248,7 +362,8 @@ def merge_results(parts: list[Path], target: Path) -> None:
             with open(part, newline="") as handle:
                 for row in csv.reader(handle):
                     writer.writerow([index, *row])
-            part.unlink()
+    for part in parts:
+        part.unlink()
 
 
 def report(results: list[dict], flags) -> float:
@@ -279,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--provider must be auto, cpu or cuda, not {flags.provider!r}.")
     at_most_workers(flags, ("num_ipus", "num_workers", "num_threads"), spelling=lambda name: f"--{name}")
     writable_folder(str(log_dir), "--log_dir")
+    remove_killed_launch_files(log_dir)
     flags.batch_size, note = process_batch_size(flags, model_dir)
     model = model_file(model_dir, flags.model_name, flags.batch_size)
     check_onnx_model(model)
@@ -314,8 +430,12 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        results = run_children(commands)
-    except RuntimeError as error:
+        results = run_children(commands, [process_logs / f"stderr_{i}" for i in range(flags.num_ipus)])
+    except BaseException as error:
+        if parts:
+            remove_parts(parts)
+        if not isinstance(error, RuntimeError):
+            raise
         print(f"error: {error} See the logs in {process_logs}.", file=sys.stderr)
         return 1
     for line in step_lines([process_logs / f"log_{i}" for i in range(flags.num_ipus)]):

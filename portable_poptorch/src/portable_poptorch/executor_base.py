@@ -91,9 +91,16 @@ class ExecutorBase(ExecutorReporting):
         return self._prepare(batching.synthetic_like(example, device))
 
     def _compile_context(self, cuda_graphs: bool) -> compilers.CompileContext:
-        return compilers.CompileContext(
+        """The compile context; with a cache folder, the temporaries of killed writes there are removed."""
+        ctx = compilers.CompileContext(
             device=self.device, threads=torch.get_num_threads(), cache_dir=self.options.cache_dir(),
             compute_dtype=self.options.Portable.compute_dtype, cuda_graphs=cuda_graphs)
+        if ctx.cache_dir:
+            removed = compilers.remove_stale_temporaries(ctx.cache_dir)
+            if removed:
+                ctx.notes.append(f"Removed {len(removed)} temporary file(s) left by killed writes in the "
+                                 f"executable cache {ctx.cache_dir}.")
+        return ctx
 
     def _select_step(self, model: nn.Module, example: Tuple[Any, ...], cuda_graphs: bool) -> compilers.Selection:
         """Compile the micro-step with the executor the options ask for; the time is kept apart."""

@@ -10,12 +10,19 @@ import contextlib
 import dataclasses
 import importlib
 import os
+import re
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 Step = Callable[..., Any]
+
+TEMPORARY_NAME = re.compile(r"\.tmp(\d+)(\.xml|\.bin)?$")
+TEMPORARY_FOLDERS = ("", "onnxruntime", "openvino")
+DEAD_WRITER_GRACE_SECONDS = 300.0
+STALE_AFTER_SECONDS = 24 * 3600.0
 
 
 class CompilerUnavailable(RuntimeError):
@@ -110,11 +117,58 @@ def scoped_environ(values: Dict[str, str]) -> Iterator[None]:
 
 
 def write_atomically(path: str, write: Callable[[str], None]) -> None:
-    """Write through ``write(tmp_path)`` then rename, so a killed run never leaves a half artefact."""
+    """Write through ``write(tmp_path)`` then rename, so a killed run never leaves a half artefact; an OS
+    error (a full disk) names ``path``, the file the user knows, not the temporary."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as error:
+        if error.filename in (None, tmp):
+            raise OSError(error.errno, error.strerror or str(error), path) from error
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    """True when a process with this id runs on this host (or cannot be signalled: someone else's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid > 0
+    return pid > 0
+
+
+def remove_stale_temporaries(cache_dir: str, now: Optional[float] = None) -> List[str]:
+    """Deletes the ``<artefact>.tmp<pid>`` files that killed writes left in the cache; returns their paths.
+
+    A temporary is stale when its writer's pid is not alive here and it has not changed for
+    ``DEAD_WRITER_GRACE_SECONDS`` (a writer on another host sharing the cache keeps its file fresh), or
+    when it is older than ``STALE_AFTER_SECONDS`` whoever wrote it (a pid reused by another process).
+    """
+    now = time.time() if now is None else now
+    removed: List[str] = []
+    for sub in TEMPORARY_FOLDERS:
+        folder = os.path.join(cache_dir, sub)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            match = TEMPORARY_NAME.search(name)
+            if not match:
+                continue
+            path = os.path.join(folder, name)
+            try:
+                age = now - os.lstat(path).st_mtime
+                dead = not _pid_alive(int(match.group(1)))
+                if age > STALE_AFTER_SECONDS or (dead and age > DEAD_WRITER_GRACE_SECONDS):
+                    os.unlink(path)
+                    removed.append(path)
+            except (FileNotFoundError, IsADirectoryError, PermissionError):
+                continue
+    return removed

@@ -18,17 +18,22 @@ from .graph_io import input_arrays, output_spec, outputs_from_arrays
 
 
 def _save_ir(ov: Any, ov_model: Any, xml_path: str) -> None:
-    """Write the IR pair under temporary names, then rename the weights before the graph that names them."""
+    """Write the IR pair under temporary names, then rename the weights before the graph that names them;
+    the temporaries are removed whether or not it completes."""
     tmp_xml = f"{xml_path[:-4]}.tmp{os.getpid()}.xml"
-    ov.save_model(ov_model, tmp_xml, compress_to_fp16=False)
-    os.replace(tmp_xml[:-4] + ".bin", xml_path[:-4] + ".bin")
-    with open(tmp_xml) as f:
-        text = f.read()
-    os.remove(tmp_xml)
-    tmp = xml_path + f".tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, xml_path)
+    temporaries = (tmp_xml, tmp_xml[:-4] + ".bin", xml_path + f".tmp{os.getpid()}")
+    try:
+        ov.save_model(ov_model, tmp_xml, compress_to_fp16=False)
+        os.replace(temporaries[1], xml_path[:-4] + ".bin")
+        with open(tmp_xml) as f:
+            text = f.read()
+        with open(temporaries[2], "w") as f:
+            f.write(text)
+        os.replace(temporaries[2], xml_path)
+    finally:
+        for tmp in temporaries:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 class OpenVinoCompiler(StepCompiler):
