@@ -111,6 +111,7 @@ def test_corrupt_image_stops_with_one_sentence_naming_the_file(corrupt_folder, w
     assert "Traceback" not in message and "\n" not in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_corrupt_images_skipped_are_counted_and_batches_stay_full(corrupt_folder, capfd, workers):
     root, garbage, truncated = corrupt_folder
@@ -152,6 +153,7 @@ def test_cifar10_offline_without_files_says_so(monkeypatch, tmp_path):
         loader(data_args(data="cifar10"), train=True)
 
 
+@pytest.mark.slow
 def test_add_data_options_adds_its_options_and_keeps_existing_ones():
     parser = argparse.ArgumentParser()
     parser.add_argument("--imagenet-data-path", default="kept")

@@ -72,6 +72,7 @@ def test_shuffled_epochs_deal_different_whole_shards_with_the_same_counts():
     assert [w.samples for ws in first for w in ws] == [w.samples for ws in second for w in ws]
 
 
+@pytest.mark.slow
 def test_leftovers_written_hold_exactly_the_samples_instances_would_pick(sources):
     folder = sources["webdataset"]
     meta = load_metadata(folder)

@@ -91,6 +91,7 @@ def test_executor_equals_eager_under_every_output_mode(name, executor):
         torch.testing.assert_close(out, expected(model, x, mode, period), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_auto_times_every_available_executor_and_keeps_the_fastest(tmp_path, monkeypatch):
     monkeypatch.delenv("POPTORCH_CACHE_DIR", raising=False)
     model, x = eight_bit_model("resnet18"), images(4, size=32)
@@ -128,6 +129,7 @@ def test_cache_is_reused_by_an_identical_run_and_not_by_a_changed_batch(tmp_path
         assert len(json.load(f)) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor,suffix", [("onnxruntime", ".optimised.onnx"), ("openvino", ".xml")])
 def test_runtime_artefact_written_once_and_keyed_by_weights(tmp_path, executor, suffix):
     skip_if_missing(executor)
@@ -232,6 +234,7 @@ def test_compiled_training_ends_with_the_eager_weights():
         torch.testing.assert_close(compiled[name], value, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_runtime_only_executor_is_said_and_runs_as_auto():
     _, report = _train("onnxruntime", calls=1)
     assert report["executor"] in ("eager", "inductor") and report["reason"].startswith("auto")

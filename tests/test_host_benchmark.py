@@ -32,6 +32,7 @@ SETTINGS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["folder", "webdataset"])
 @pytest.mark.parametrize("setting", range(len(SETTINGS)))
 def test_prints_one_throughput_line_per_epoch(folders, capsys, source, setting):

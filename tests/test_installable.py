@@ -83,6 +83,7 @@ def _python(code: str, cwd: str, timeout: int = 120) -> subprocess.CompletedProc
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_editable_install_resolves_every_mapped_package(tmp_path):
     """From a folder outside the checkout (so nothing but the install can find them), each ``cnns.X`` is
     the checkout's folder X, and the generic names are not installed as top-level packages."""
@@ -103,6 +104,7 @@ def test_editable_install_resolves_every_mapped_package(tmp_path):
     assert not any(report["top"].values()), report["top"]
 
 
+@pytest.mark.slow
 def test_console_scripts_are_installed_next_to_python():
     bin_dir = os.path.dirname(sys.executable)
     for command, usage in [("cnns-run-benchmark", "--model"), ("cnns-train", "--model"), ("cnns-validate", "--model"),
@@ -114,6 +116,7 @@ def test_console_scripts_are_installed_next_to_python():
         assert out.returncode == 0 and usage in out.stdout, (command, out.stderr[-2000:])
 
 
+@pytest.mark.slow
 def test_console_script_usage_error_is_one_line_and_exit_2(tmp_path):
     path = shutil.which("cnns-run-benchmark", path=os.path.dirname(sys.executable))
     out = subprocess.run([path, "--model", "resnet0", "--log-path", str(tmp_path)], capture_output=True, text=True,

@@ -109,6 +109,7 @@ def test_exported_onnx_matches_pytorch(exported_model):
     np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("link", ["symlink", "copy"])
 def test_partition_covers_every_file_exactly_once(tmp_path, link):
     source = tmp_path / "images"
@@ -275,6 +276,7 @@ def tiny_onnx(path: Path, batch: int = 2) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case, expected",
     [
@@ -315,6 +317,7 @@ def test_launcher_bad_input_exits_2_with_one_sentence(tmp_path, case, expected):
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.slow
 def test_help_prints_flags_in_absl_layout():
     for spelling in ("-help", "--help"):
         result = run_script("resnext_inference_launch.py", spelling)
@@ -342,6 +345,7 @@ def test_help_prints_flags_in_absl_layout():
             assert f"  --{flag}: " in result.stdout
 
 
+@pytest.mark.slow
 def test_flag_errors_are_one_line():
     result = run_script("resnext_inference_launch.py", "--batch_size", "zero")
     assert result.returncode == 2
@@ -372,6 +376,7 @@ def test_get_model_mismatched_weights_exits_2(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
+@pytest.mark.slow
 def test_get_model_missing_weights_file_exits_2(tmp_path):
     result = run_script(
         "get_model.py",
@@ -387,6 +392,7 @@ def test_get_model_missing_weights_file_exits_2(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
+@pytest.mark.slow
 def test_get_model_original_command_and_partition_layout(tmp_path, exported_model):
     """test_resnext101.py's `get_model.py --micro-batch-size 6` flag and the original's partitions,
     <data_dir>/<i>/pytorch_subdir, are read as they are."""
@@ -420,6 +426,7 @@ def test_original_test_resnext101_commands(tmp_path):
     assert count == 8 and all(p[2] == 6 for p in processes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra, expected",
     [

@@ -1,6 +1,7 @@
 """portable_poptorch driving the harness's own pieces: model builders, pipeline splits and the
 8-bit IO normalisation of the model table and the data pipeline (portable_poptorch's own tests,
 which need only torch, are in portable_poptorch/tests/)."""
+import pytest
 import torch
 from torch import nn
 
@@ -16,6 +17,7 @@ def tiny_model() -> nn.Module:
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
 
 
+@pytest.mark.slow
 def test_eight_bit_io_with_device_normalisation_equals_host_normalisation():
     model = tiny_model()
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
@@ -26,6 +28,7 @@ def test_eight_bit_io_with_device_normalisation_equals_host_normalisation():
     torch.testing.assert_close(on_device, model(host), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resnet_split_by_module_paths_equals_unsplit():
     reference = models.get_model("resnet18", pretrained=False, log=lambda _: None).eval()
     split = models.get_model("resnet18", pretrained=False, log=lambda _: None).eval()
@@ -37,6 +40,7 @@ def test_resnet_split_by_module_paths_equals_unsplit():
     torch.testing.assert_close(out, reference(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_host_pipeline_eight_bit_and_host_normalisation_agree():
     model = tiny_model()
     img = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)

@@ -40,6 +40,7 @@ def _run_python(code: str, tmp_path, **kwargs) -> subprocess.Popen:
                             env={**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}, **kwargs)
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_leaves_no_checkpoint_and_the_next_start_cleans_up(tmp_path):
     child = _run_python(f"""
         import sys, time, torch
@@ -64,6 +65,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_no_checkpoint_and_the_next_sta
     assert removed == 1 and os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_sigkilled_run_leaves_a_results_file_that_says_it_never_finished(tmp_path):
     child = _run_python(f"""
         import argparse, time
@@ -143,6 +145,7 @@ def test_a_killed_loader_worker_ends_the_run_with_one_line_and_a_failed_results_
     assert results["status"] == "failed" and "worker" in results["error"].lower()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_with_143_and_one_line(tmp_path):
     child = _run_python("""
         import time
@@ -504,6 +507,7 @@ def test_disk_full_while_making_a_sample_folder_keeps_the_old_folder_whole(tmp_p
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_sample_folder_run_leaves_only_a_temporary_that_the_next_start_removes(tmp_path):
     root = tmp_path / "samples"
     child = _run_python(f"""
@@ -558,6 +562,7 @@ def _worker_pid(logs: str, index: int, deadline: float) -> int:
     raise AssertionError(f"worker {index} never ran a step")
 
 
+@pytest.mark.slow
 def test_a_killed_onnx_bulk_worker_ends_the_launch_naming_it_and_leaves_no_results_file(tmp_path):
     child, logs = _launch_tiny(tmp_path)
     try:
@@ -711,6 +716,7 @@ def test_get_images_on_a_full_disk_leaves_no_partial_set(tmp_path, cp_fails):
         assert sorted(os.listdir(data / "images")) == ["a.jpg", "b.jpg"]
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_onnx_bulk_launcher_stops_every_worker_and_leaves_no_results_file(tmp_path):
     child, logs = _launch_tiny(tmp_path)
     try:

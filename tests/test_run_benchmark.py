@@ -83,6 +83,7 @@ def test_seed_values_reach_the_options(line, monkeypatch):
     assert args.precision == "16.16"  # 'half' and the original's default
 
 
+@pytest.mark.slow
 def test_generated_run_from_repo_root_writes_log_folder(tmp_path):
     result = run(["--data", "generated", "--model", "resnet18", "--batch-size", "2", "--device-iterations", "2",
                   "--iterations", "2", "--warmup-iterations", "1", "--precision", "32.32", "--replicas", "2",
@@ -106,6 +107,7 @@ def test_generated_run_from_repo_root_writes_log_folder(tmp_path):
     assert result.stdout.count("Host allocator:") == 1
 
 
+@pytest.mark.slow
 def test_preset_with_override_and_eight_bit_io(tmp_path):
     result = run(["--config", "resnet50-mk2", "--model", "resnet18", "--data", "generated", "--batch-size", "1",
                   "--device-iterations", "2", "--iterations", "1", "--warmup-iterations", "0",
@@ -118,6 +120,7 @@ def test_preset_with_override_and_eight_bit_io(tmp_path):
     assert app["eight_bit_io"] is True and app["normalization_location"] == "ipu" and app["half_partial"] is True
 
 
+@pytest.mark.slow
 def test_pipelined_synthetic_run(tmp_path):
     result = run(["--data", "synthetic", "--model", "resnet18", "--batch-size", "1", "--device-iterations", "2",
                   "--pipeline-splits", "layer3", "--iterations", "1", "--warmup-iterations", "0",
@@ -139,6 +142,7 @@ def test_pipelined_synthetic_run(tmp_path):
     (["--pipeline-splits", "layer3", "--device-iterations", "1"], "device iterations"),
     (["--batch-size", "0"], "batch-size"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_sentence_and_exit_code_2(args, message, tmp_path):
     base = ["--data", "generated", "--iterations", "1", "--random-weights", "--precision", "32.32"]
     result = run(base + args, tmp_path=tmp_path)
@@ -160,6 +164,7 @@ def test_unknown_preset_key_is_rejected(tmp_path):
         parse_with_config(parser, str(config), ["--config", "bad"])
 
 
+@pytest.mark.slow
 def test_help_lists_every_seed_option():
     out = run(["-h"]).stdout
     for flag in ["--data", "--replicas", "--batch-size", "--model", "--pipeline-splits", "--device-iteration",
@@ -172,6 +177,7 @@ def test_help_lists_every_seed_option():
         assert flag in out, flag
 
 
+@pytest.mark.slow
 def test_readme_documents_every_option():
     readme = open(os.path.join(REPO_ROOT, "README.md")).read()
     flags = set(re.findall(r"(--[a-z0-9-]+)", run(["-h"]).stdout)) - {"--help"}
@@ -179,6 +185,7 @@ def test_readme_documents_every_option():
     assert not missing, missing
 
 
+@pytest.mark.slow
 def test_profile_writes_a_trace_in_the_log_folder(tmp_path):
     result = run(["--data", "generated", "--model", "resnet18", "--batch-size", "1", "--iterations", "1",
                   "--warmup-iterations", "0", "--precision", "32.32", "--random-weights", "--profile",
@@ -189,6 +196,7 @@ def test_profile_writes_a_trace_in_the_log_folder(tmp_path):
     assert any("conv" in str(e.get("name", "")).lower() for e in trace["traceEvents"])
 
 
+@pytest.mark.slow
 def test_results_record_executor_compile_time_memory_and_threads(tmp_path):
     result = run(["--data", "generated", "--model", "resnet18", "--batch-size", "2", "--iterations", "2",
                   "--precision", "32.32", "--random-weights", "--executor", "onnxruntime"], tmp_path=tmp_path)
@@ -203,6 +211,7 @@ def test_results_record_executor_compile_time_memory_and_threads(tmp_path):
     assert "CPU threads:" in result.stdout
 
 
+@pytest.mark.slow
 def test_executor_that_cannot_run_here_is_a_usage_error(tmp_path):
     broken = tmp_path / "shadow" / "openvino"
     broken.mkdir(parents=True)
@@ -214,6 +223,7 @@ def test_executor_that_cannot_run_here_is_a_usage_error(tmp_path):
     assert "error: --executor openvino cannot run here: openvino is not installed" in result.stderr
 
 
+@pytest.mark.slow
 def test_sweep_runs_every_batch_size_and_writes_csv_and_png(tmp_path):
     import csv
     from PIL import Image

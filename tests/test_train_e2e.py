@@ -159,6 +159,7 @@ def test_restore_continues_exactly_like_an_uninterrupted_run(tmp_path):
         assert torch.equal(value, b["model_state_dict"][key]), key
 
 
+@pytest.mark.slow
 def test_pipelined_replicated_mixed_precision_run(tmp_path):
     proc = run("train.py", ["--data", "synthetic", "--model", "resnet18", "--input-size", "16", "--batch-size", "3",
                             "--replicas", "2", "--gradient-accumulation", "3", "--pipeline-splits", "layer3",
@@ -174,6 +175,7 @@ def test_pipelined_replicated_mixed_precision_run(tmp_path):
     assert json.load(open(results_file))["host_allocator"]["mode"] == "resident"
 
 
+@pytest.mark.slow
 def test_preset_compiles(tmp_path):
     proc = run("train.py", ["--config", "resnet50-pipelined", "--data", "generated", "--batch-size", "2",
                             "--replicas", "1", "--gradient-accumulation", "7", "--input-size", "32",
@@ -182,6 +184,7 @@ def test_preset_compiles(tmp_path):
     assert "Graph compilation complete" in proc.stdout
 
 
+@pytest.mark.slow
 def test_wandb_logs_every_point_offline(tmp_path, monkeypatch, capsys):
     logged, finished = [], []
 
@@ -205,6 +208,7 @@ def test_wandb_logs_every_point_offline(tmp_path, monkeypatch, capsys):
     assert len(points) == 2 and {"learning_rate", "loss_scaling", "train_img_per_sec"} <= set(points[0]) and finished
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_sentence_and_exit_code_2():
     proc = run("train.py", ["--data", "generated", "--optimizer", "lamb"], cwd=TRAIN_DIR)
     assert proc.returncode == 2
@@ -220,6 +224,7 @@ def _exit_code(main, argv, capsys):
     return info.value.code, err[0]
 
 
+@pytest.mark.slow
 def test_usage_errors_of_every_script(tmp_path, capsys):
     from cnns.train import restore, train, validate, weight_avg
     code, msg = _exit_code(train.main, ["--data", "generated", "--pipeline-splits", "layer2", "layer3",
@@ -250,6 +255,7 @@ def test_usage_errors_of_every_script(tmp_path, capsys):
     assert code == 2 and "hold different models" in msg
 
 
+@pytest.mark.slow
 def test_profile_traces_one_step_and_records_it(tmp_path):
     out = run("train.py", ["--data", "generated", "--batch-size", "2", "--iterations", "2", "--epoch", "1",
                            "--executor", "eager", "--profile", "--log-path", tmp_path, *FAST])

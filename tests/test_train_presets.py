@@ -230,6 +230,7 @@ def test_original_preset_shrunk_run_completes(name, tmp_path):
     assert os.path.exists(tmp_path / "ckpt" / "training.csv")
 
 
+@pytest.mark.slow
 def test_half_resolution_training_on_digits_logs_accuracy(tmp_path):
     """The original's test_half_resolution_training, on the digits instead of CIFAR-10."""
     data = write_digits(str(tmp_path / "digits"), keep_every=6)
@@ -251,6 +252,7 @@ def test_half_resolution_training_on_digits_logs_accuracy(tmp_path):
     assert app["half_res_training"] is True and app["seed"] == 0
 
 
+@pytest.mark.slow
 def test_unset_seed_is_drawn_and_recorded(tmp_path):
     results = run_train(["--data", "generated", "--model", "resnet18", "--input-size", "32", "--batch-size", "2",
                          "--precision", "32.32",
@@ -561,6 +563,7 @@ def test_bbox_info_has_no_effect_in_inference():
     assert options == {"--use-bbox-info", "--dataloader-rebatch-size"}
 
 
+@pytest.mark.slow
 def test_wandb_weight_histogram_logs_every_trainable_weight(tmp_path, monkeypatch):
     import types
     logged = []

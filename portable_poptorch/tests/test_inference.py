@@ -18,6 +18,7 @@ def host_batch(n: int) -> torch.Tensor:
     return torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("di,replicas,mb", [(1, 1, 2), (3, 1, 2), (2, 2, 3), (4, 3, 1)])
 def test_all_mode_equals_forward_on_every_micro_batch(di, replicas, mb):
     model = tiny_model()
@@ -29,6 +30,7 @@ def test_all_mode_equals_forward_on_every_micro_batch(di, replicas, mb):
     torch.testing.assert_close(out, expected)
 
 
+@pytest.mark.slow
 def test_output_modes_shapes_and_values():
     model, di, mb = tiny_model(), 4, 2
     x = host_batch(mb * di)
@@ -44,6 +46,7 @@ def test_output_modes_shapes_and_values():
     assert run(poptorch.OutputMode.Default).shape == (mb * di, 5)
 
 
+@pytest.mark.slow
 def test_tuple_outputs_follow_output_mode():
     class Two(nn.Module):
         def forward(self, x):
@@ -73,6 +76,7 @@ def test_pipelined_model_equals_unsplit_and_needs_enough_device_iterations():
         poptorch.inferenceModel(split, poptorch.Options().deviceIterations(2))(host_batch(4))
 
 
+@pytest.mark.slow
 def test_block_context_counts_as_stages():
     class WithBlocks(nn.Module):
         def __init__(self):
@@ -110,6 +114,7 @@ def test_latency_is_per_micro_batch_and_ordered():
     assert samples == sorted(samples)  # outputs arrive in micro-batch order
 
 
+@pytest.mark.slow
 def test_weights_copy_and_detach():
     model = tiny_model()
     wrapped = poptorch.inferenceModel(model, poptorch.Options())
@@ -126,6 +131,7 @@ def test_weights_copy_and_detach():
     assert wrapped.isAttachedToDevice()
 
 
+@pytest.mark.slow
 def test_autocast_compute_dtype_is_close_to_fp32():
     model = tiny_model()
     x = host_batch(4)

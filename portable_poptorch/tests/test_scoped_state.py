@@ -2,6 +2,7 @@
 the model that asked for them, as PopTorch scopes them to its device."""
 import os
 
+import pytest
 import torch
 from torch import nn
 
@@ -34,6 +35,7 @@ def test_random_seed_gives_the_model_its_own_stream_and_leaves_the_global_rng_al
     assert not torch.equal(other, first_a)
 
 
+@pytest.mark.slow
 def test_compiling_leaves_environment_and_backend_flags_unchanged(tmp_path):
     env_before = dict(os.environ)
     cudnn_before = torch.backends.cudnn.benchmark

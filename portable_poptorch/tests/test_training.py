@@ -70,6 +70,7 @@ def train(model, o, x, y, calls=1, **sgd):
     return tm, out
 
 
+@pytest.mark.slow
 def test_replicas_equal_accumulation_equal_reference():
     x, y = data(8)
     ref = reference_step(make(), x, y, steps=2)
@@ -82,6 +83,7 @@ def test_replicas_equal_accumulation_equal_reference():
     assert not torch.allclose(make().fc1.weight, ref.fc1.weight)
 
 
+@pytest.mark.slow
 def test_device_iterations_are_successive_optimizer_steps():
     x, y = data(8)
     model = make()
@@ -95,6 +97,7 @@ def test_device_iterations_are_successive_optimizer_steps():
     assert_same_weights(model, ref)
 
 
+@pytest.mark.slow
 def test_replicas_keep_their_own_batchnorm_statistics():
     x, y = data(8)
     model = make(bn=True)
@@ -115,6 +118,7 @@ def test_replicas_keep_their_own_batchnorm_statistics():
     assert torch.allclose(model.norm.running_var, stats0.norm.running_var)
 
 
+@pytest.mark.slow
 def test_sum_reduction_adds_gradients():
     x, y = data(8)
     mean_model, sum_model = make(), make()
@@ -138,6 +142,7 @@ class Staged(nn.Module):
         return out, F.cross_entropy(out, y)
 
 
+@pytest.mark.slow
 def test_pipelined_step_equals_unsplit_step():
     x, y = data(12)
     torch.manual_seed(3)
@@ -152,6 +157,7 @@ def test_pipelined_step_equals_unsplit_step():
     assert_same_weights(piped, ref)
 
 
+@pytest.mark.slow
 def test_pipeline_needs_enough_gradient_accumulation():
     x, y = data(6)
     with pytest.raises(poptorch.ConfigError, match=r"3 pipeline stages.*gradient accumulation is 3.*>= 2 x stages - 1 \(5\)"):
@@ -175,6 +181,7 @@ def test_runtime_blocks_count_as_stages():
         train(WithBlocks(), opts(ga=2), *data(4))
 
 
+@pytest.mark.slow
 def test_autocast_half_compute_stays_close_to_fp32():
     x, y = data(16)
     fp32, mixed = make(), make()
@@ -236,6 +243,7 @@ def test_constant_attribute_cannot_change():
     (poptorch.OutputMode.EveryN, 2, 2 * 2 * 2 * 3, (2 * 2 * 2,)),
     (poptorch.OutputMode.Sum, None, 2 * 3, (2,)),
 ])
+@pytest.mark.slow
 def test_output_modes_give_poptorch_shapes(mode, period, out_rows, loss_shape):
     x, y = data(4 * 2 * 2 * 3)
     _, (out, loss) = train(make(), opts(di=4, ga=2, r=2, mode=mode, period=period), x, y)
@@ -300,6 +308,7 @@ def test_rmsprop_tf_centered_matches_hand_computation():
     assert p.item() == pytest.approx(0.3 - 0.05 * 2.0 / math.sqrt(ms - mg * mg + 1e-2), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_half_model_keeps_fp32_master_weights():
     x, y = data(4)
     model = make().to(torch.bfloat16)
@@ -320,6 +329,7 @@ def test_half_model_keeps_fp32_master_weights():
     assert torch.equal(restored, master)
 
 
+@pytest.mark.slow
 def test_recomputation_marks_recompute_region_with_same_gradients():
     calls = {"n": 0}
 
@@ -441,6 +451,7 @@ def _instance(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_instances_synchronise_like_replicas(tmp_path):
     import socket
     import torch.multiprocessing as mp
