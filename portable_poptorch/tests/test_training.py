@@ -376,6 +376,7 @@ def test_auto_recomputation_without_marks_recomputes_whole_model():
     tm, _ = train(recomputed, o, x, y)
     assert_same_weights(recomputed, plain)
     assert tm._regions == [recomputed]
+    assert "_Popart.autoRecomputation" not in {e["option"] for e in o.no_effect()}
 
 
 def test_automatic_loss_scaling_skips_overflow_and_halves_scale():

@@ -167,13 +167,18 @@ class _JitOptions(_Section):
 
 
 class _PopartOptions(_Section):
+    """PopART session options: recorded as having no effect, except those this implementation reads."""
+
+    APPLIED = frozenset({"autoRecomputation"})
+
     def __init__(self, log: _NoEffectLog) -> None:
         super().__init__(log)
         self.values: Dict[str, Any] = {}
 
     def set(self, key: str, value: Any) -> "_PopartOptions":
         self.values[key] = value
-        self._log.add(f"_Popart.{key}", value, "PopART compiler option")
+        if key not in self.APPLIED:
+            self._log.add(f"_Popart.{key}", value, "PopART compiler option")
         return self
 
 
