@@ -21,7 +21,7 @@ from cnns.datasets.corrupt import CORRUPT_IMAGE_POLICIES, DECODE_ERRORS, Corrupt
 from cnns.datasets.webdataset_format import (FORMAT_VERSION, FORMATS, METADATA_FILE, SPLITS, combined_checksum,
                                         encode_sample, shard_entry)
 from cnns.utils.argparser import new_parser
-from cnns.utils.atomic import TEMP_SUFFIX, remove_stale_temporaries, write_json
+from cnns.utils.atomic import TEMP_SUFFIX, FolderLock, remove_stale_temporaries, write_json
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.validation import at_most_workers, check_free_space, writable_folder
 
@@ -154,26 +154,30 @@ def create(args: argparse.Namespace) -> Dict[str, Any]:
     source_bytes = sum(os.path.getsize(path) for samples in listed.values() for path, _ in samples)
     check_free_space(args.target, source_bytes, "The WebDataset (at least the size of its source images)")
     os.makedirs(args.target, exist_ok=True)
-    remove_stale_temporaries(args.target)
-    staging = tempfile.mkdtemp(prefix=".staging-", suffix=TEMP_SUFFIX, dir=args.target)
-    staged = argparse.Namespace(**{**vars(args), "target": staging})
-    pool = multiprocessing.Pool(args.num_workers) if args.num_workers > 0 else None
+    lock = FolderLock(args.target, "--target")
+    staging, pool = "", None
     try:
+        remove_stale_temporaries(args.target)
+        staging = tempfile.mkdtemp(prefix=".staging-", suffix=TEMP_SUFFIX, dir=args.target)
+        staged = argparse.Namespace(**{**vars(args), "target": staging})
+        pool = multiprocessing.Pool(args.num_workers) if args.num_workers > 0 else None
         splits = {split: write_split(split, samples, staged,
                                      args.train_steps if split == "train" else args.validation_steps,
                                      boxes, policy, pool)
                   for split, samples in listed.items()}
         for name in os.listdir(staging):
             os.replace(os.path.join(staging, name), os.path.join(args.target, name))
+        meta = {"format_version": FORMAT_VERSION, "format": args.format, "image_quality": args.image_quality,
+                "samples_per_shard": args.samples_per_shard, "seed": args.seed, "classes": classes,
+                "skipped_corrupt_images": policy.skipped, "splits": splits, "checksum": combined_checksum(splits)}
+        write_json(os.path.join(args.target, METADATA_FILE), meta)
+        return meta
     finally:
         if pool is not None:
             pool.terminate()
-        shutil.rmtree(staging, ignore_errors=True)
-    meta = {"format_version": FORMAT_VERSION, "format": args.format, "image_quality": args.image_quality,
-            "samples_per_shard": args.samples_per_shard, "seed": args.seed, "classes": classes,
-            "skipped_corrupt_images": policy.skipped, "splits": splits, "checksum": combined_checksum(splits)}
-    write_json(os.path.join(args.target, METADATA_FILE), meta)
-    return meta
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+        lock.release()
 
 
 @exit_on_usage_error

@@ -18,7 +18,7 @@ import webdataset as wds
 from cnns.datasets.shard_plan import deal, leftover_parts
 from cnns.datasets.webdataset_format import LEFTOVER_FILE, leftover_folder, load_metadata, shard_entry, split_shards
 from cnns.utils.argparser import new_parser
-from cnns.utils.atomic import TEMP_SUFFIX, remove_stale_temporaries, temp_name_of, write_json
+from cnns.utils.atomic import TEMP_SUFFIX, FolderLock, remove_stale_temporaries, temp_name_of, write_json
 from cnns.utils.errors import UsageError, exit_on_usage_error
 
 
@@ -53,9 +53,11 @@ def write_leftovers(folder: str, num_instances: int) -> Dict[str, Any]:
     where = leftover_folder(folder, num_instances)
     parent, name = os.path.split(where)
     os.makedirs(parent, exist_ok=True)
-    remove_stale_temporaries(parent, only_for=name)
-    staging = tempfile.mkdtemp(prefix=temp_name_of(name), suffix=TEMP_SUFFIX, dir=parent)
+    lock = FolderLock(parent, "--imagenet-data-path")
+    staging = ""
     try:
+        remove_stale_temporaries(parent, only_for=name)
+        staging = tempfile.mkdtemp(prefix=temp_name_of(name), suffix=TEMP_SUFFIX, dir=parent)
         splits = {}
         for split in meta["splits"]:
             shards = split_shards(folder, meta, split)
@@ -70,7 +72,9 @@ def write_leftovers(folder: str, num_instances: int) -> Dict[str, Any]:
         shutil.rmtree(old, ignore_errors=True)
         return index
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+        lock.release()
 
 
 @exit_on_usage_error

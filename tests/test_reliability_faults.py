@@ -733,3 +733,37 @@ def test_sigterm_to_the_onnx_bulk_launcher_stops_every_worker_and_leaves_no_resu
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert [name for name in os.listdir(logs) if not os.path.isdir(os.path.join(logs, name))] == []
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused_and_leaves_the_first_runs_temporaries(tmp_path, capsys):
+    """partition_dataset, create_webdataset and distributed_webdataset hold their output folder's lock, so a
+    second run neither writes beside the first nor deletes the first's staging folder as a stale temporary."""
+    import cnns.datasets.distributed_webdataset as leftovers
+    from cnns.datasets.create_webdataset import main as create
+    from cnns.datasets.make_sample_folder import build_image_folder
+    build_image_folder(str(tmp_path / "images"), digit_classes=2, train_per_class=3, validation_per_class=2,
+                       photos=False, size=8)
+    create(["--source", str(tmp_path / "images"), "--target", str(tmp_path / "wds"), "--samples-per-shard", "3",
+            "--num-workers", "0"])
+    runs = {
+        "--output": (tmp_path / "parts", lambda: _partition_main().main(
+            ["--data-dir", str(tmp_path / "images" / "train" / "digit0"), "--partitions", "1",
+             "--output", str(tmp_path / "parts")])),
+        "--target": (tmp_path / "wds2", lambda: create(
+            ["--source", str(tmp_path / "images"), "--target", str(tmp_path / "wds2"), "--num-workers", "0"])),
+        "--imagenet-data-path": (tmp_path / "wds" / "distributed", lambda: leftovers.main(
+            ["--target", str(tmp_path / "wds"), "--num-instances", "2"])),
+    }
+    for option, (folder, run) in runs.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        running = folder / ".staging-of-the-first-run.tmp"
+        running.mkdir()
+        first = atomic.FolderLock(str(folder), option)
+        try:
+            with pytest.raises(SystemExit) as exited:
+                run()
+        finally:
+            first.release()
+        line = _one_error_line(capsys.readouterr().err)
+        assert exited.value.code == 2 and option in line and "in use by another run" in line, line
+        assert running.is_dir() and sorted(os.listdir(folder)) == [running.name]

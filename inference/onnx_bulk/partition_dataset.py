@@ -17,7 +17,7 @@ from pathlib import Path
 from cnns.datasets.errors import DataError
 from cnns.inference.onnx_bulk.data import list_images
 from cnns.utils.argparser import new_parser
-from cnns.utils.atomic import TEMP_SUFFIX, atomic_file, remove_stale_temporaries, temp_name_of
+from cnns.utils.atomic import TEMP_SUFFIX, FolderLock, atomic_file, remove_stale_temporaries, temp_name_of
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.validation import writable_folder
 
@@ -57,11 +57,14 @@ def partition(files: list[Path], output: Path, partitions: int, mode: str = "sym
     """Deal ``files`` round-robin into ``partitions`` folders under ``output``; returns counts per mode.
 
     The partitions are filled in a temporary folder and each replaces its old folder (--force) only when
-    all are whole, so a kill or a full disk never leaves a partition that looks complete and is not."""
+    all are whole, so a kill or a full disk never leaves a partition that looks complete and is not.
+    A second run into the same folder is refused while this one holds the folder's lock."""
     output.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(str(output), only_for=STAGING)
-    staging = Path(tempfile.mkdtemp(prefix=temp_name_of(STAGING), suffix=TEMP_SUFFIX, dir=output))
+    lock = FolderLock(str(output), "--output")
+    staging = None
     try:
+        remove_stale_temporaries(str(output), only_for=STAGING)
+        staging = Path(tempfile.mkdtemp(prefix=temp_name_of(STAGING), suffix=TEMP_SUFFIX, dir=output))
         names = partition_names(partitions)
         for name in names:
             (staging / name).mkdir()
@@ -75,7 +78,9 @@ def partition(files: list[Path], output: Path, partitions: int, mode: str = "sym
             os.replace(staging / name, output / name)
         return used
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        lock.release()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
