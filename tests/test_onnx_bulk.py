@@ -8,6 +8,7 @@ between pytest-xdist workers through a file lock.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -215,7 +216,12 @@ def test_launcher_real_data_two_processes(tmp_path, exported_model):
     steps = len(re.findall(r"step \d+:", logs[0].read_text()))
     assert len(re.findall(r"^Total \S+ +sec\.   \d+\.0+ images/sec\.$", result.stdout, re.M)) == steps
 
+    [summary] = (tmp_path / "logs").glob("*/results.json")
+    recorded = json.loads(summary.read_text())
+    assert recorded["status"] == "completed" and recorded["aggregate_throughput"] == pytest.approx(aggregate, abs=0.02)
+    assert [p["index"] for p in recorded["processes"]] == [0, 1]
     [results_file] = list((tmp_path / "logs").glob("*_top5.csv"))
+    assert recorded["top5_csv"] == str(results_file)
     with open(results_file, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(Path(row["image"]).name for row in rows) == photos

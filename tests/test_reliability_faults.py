@@ -583,6 +583,10 @@ def test_a_killed_onnx_bulk_worker_ends_the_launch_naming_it_and_leaves_no_resul
         os.kill(other, 0)
     left = [name for name in os.listdir(logs) if not os.path.isdir(os.path.join(logs, name))]
     assert left == [], left
+    [run_folder] = os.listdir(logs)
+    with open(os.path.join(logs, run_folder, "results.json")) as f:
+        recorded = json.load(f)
+    assert recorded["status"] == "failed" and "Inference process 1" in recorded["error"], recorded
 
 
 def test_a_killed_launch_leaves_result_parts_that_the_next_launch_removes(tmp_path):

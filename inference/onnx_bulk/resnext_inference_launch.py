@@ -35,7 +35,7 @@ from cnns.inference.onnx_bulk.resnext101 import (
     onnx_model_problem,
     threads_per_process,
 )
-from cnns.utils.atomic import atomic_file, is_temporary, remove_stale_temporaries
+from cnns.utils.atomic import atomic_file, is_temporary, remove_stale_temporaries, write_json
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.memory_need import available_host_bytes
 from cnns.utils.validation import at_most_workers, writable_folder
@@ -407,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     process_logs = log_dir / datetime.now().strftime("%d-%b-%Y (%H:%M:%S.%f)")
     process_logs.mkdir(parents=True)
+    results_json = str(process_logs / "results.json")
+    write_json(results_json, {"status": "running", "pid": os.getpid(), "model": str(model),
+                              "batch_size": flags.batch_size, "processes": flags.num_ipus})
     stem = f"{run_id}_{flags.model_name}_bs{flags.batch_size}"
     threads = threads_per_process(flags.num_ipus, flags.num_threads)
     parts = (
@@ -434,17 +437,22 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as error:
         if parts:
             remove_parts(parts)
+        stopped = "stopped by a signal or Ctrl-C" if not isinstance(error, RuntimeError) else str(error)
+        write_json(results_json, {"status": "failed", "error": stopped})
         if not isinstance(error, RuntimeError):
             raise
         print(f"error: {error} See the logs in {process_logs}.", file=sys.stderr)
         return 1
     for line in step_lines([process_logs / f"log_{i}" for i in range(flags.num_ipus)]):
         print(line)
-    report(results, flags)
+    total = report(results, flags)
+    target = None
     if parts:
         target = log_dir / f"{stem}_top5.csv"
         merge_results(parts, target)
         print(f"Top-5 results written to {target}")
+    write_json(results_json, {"status": "completed", "aggregate_throughput": total, "batch_size": flags.batch_size,
+                              "processes": results, "top5_csv": None if target is None else str(target)})
     return 0
 
 
