@@ -192,8 +192,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
     else:
         report(results, images, args)
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"cpu": cpu_model(), "size": args.size, "results": results}, f, indent=1)
+            from cnns.utils.atomic import write_json
+            write_json(args.json, {"cpu": cpu_model(), "size": args.size, "results": results})
     return results
 
 

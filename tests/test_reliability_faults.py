@@ -404,6 +404,38 @@ def test_sample_images_remove_the_temporary_a_killed_write_left(tmp_path):
     assert not [name for name in os.listdir(tmp_path) if atomic.is_temporary(name)]
 
 
+def test_cleaning_without_the_lock_keeps_a_temporary_whose_writer_still_runs(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = atomic.writer_tag().rpartition("-")[0]
+    try:
+        live_write = tmp_path / f".model.onnx.{host}-{sleeper.pid}.ab12.tmp"
+        killed_write = tmp_path / f".model.onnx.{host}-{dead.pid}.cd34.tmp"
+        other_host_fresh = tmp_path / f".model.onnx.elsewhere-{dead.pid}.ef56.tmp"
+        other_host_old = tmp_path / f".model.onnx.elsewhere-{dead.pid}.gh78.tmp"
+        untagged = tmp_path / ".model.onnx.ij90.tmp"
+        for path in (live_write, killed_write, other_host_fresh, other_host_old, untagged):
+            path.write_bytes(b"half")
+        two_days_ago = time.time() - 2 * 24 * 3600
+        os.utime(other_host_old, (two_days_ago, two_days_ago))
+        assert atomic.remove_stale_temporaries(str(tmp_path), only_for="model.onnx") == 3
+        assert sorted(os.listdir(tmp_path)) == sorted([live_write.name, other_host_fresh.name])
+        assert atomic.remove_stale_temporaries(str(tmp_path)) == 2 and os.listdir(tmp_path) == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_temporary_name_carries_its_writer(tmp_path):
+    target = tmp_path / "results.json"
+    with atomic.atomic_path(str(target)) as tmp:
+        assert os.path.basename(tmp).startswith(f".results.json.{atomic.writer_tag()}.")
+        assert atomic.remove_stale_temporaries(str(tmp_path), only_for="results.json") == 0
+        open(tmp, "w").write("{}")
+    assert os.listdir(tmp_path) == ["results.json"]
+
+
 def test_an_instance_whose_program_cannot_start_says_so_in_one_line(monkeypatch, capsys):
     from cnns.utils import poprun_instance
     for name, value in {"POPRUN_NUM_HOSTS": "1", "POPRUN_NODE": "0", "LOCAL_RANK": "0",

@@ -1,8 +1,9 @@
 """Files written whole or not at all, leftovers of killed writes removed, one writer per folder.
 
-Every file the project produces is written under a temporary name ``.<name>.<random>.tmp`` in its final
-folder, flushed to disk and renamed, so a kill or a full disk never leaves a truncated file under the
-final name; a later start in the same folder removes the temporaries a killed run left.
+Every file the project produces is written under a temporary name ``.<name>.<host>-<pid>.<random>.tmp``
+in its final folder, flushed to disk and renamed, so a kill or a full disk never leaves a truncated file
+under the final name; a later start in the same folder removes the temporaries a killed run left (all of
+them under the folder's lock, else only those whose writer is gone).
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from typing import IO, Any, Iterator, Optional
 
 from .errors import UsageError
@@ -20,10 +23,26 @@ from .errors import UsageError
 TEMP_SUFFIX = ".tmp"
 LOCK_NAME = ".lock"
 FULL_BELOW_BYTES = 2 ** 20
+FOREIGN_STALE_AFTER_SECONDS = 24 * 3600
 
 
 def temp_name_of(name: str) -> str:
     return f".{name}."
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+
+
+def writer_tag() -> str:
+    """``<host>-<pid>`` of this process, part of its temporaries' names so that a cleaner without the
+    folder's lock can tell a killed writer's leftover from a file another run is still writing."""
+    return f"{_host()}-{os.getpid()}"
+
+
+def temp_prefix_of(name: str) -> str:
+    """The start of this process's temporary names for the final file ``name``."""
+    return f"{temp_name_of(name)}{writer_tag()}."
 
 
 def _disk_full(folder: str) -> bool:
@@ -55,7 +74,7 @@ def atomic_path(path: str) -> Iterator[str]:
     """Yields a temporary name in ``path``'s folder that is flushed to disk and renamed to ``path`` only if
     the block completes (libraries that write by file name, such as torch.profiler's trace, use it as is)."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=temp_name_of(os.path.basename(path)), suffix=TEMP_SUFFIX, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix_of(os.path.basename(path)), suffix=TEMP_SUFFIX, dir=folder)
     try:
         try:
             os.fchmod(fd, 0o666 & ~current_umask())
@@ -93,17 +112,48 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
+def pid_alive(pid: int) -> bool:
+    """True when a process with this id runs on this host (or cannot be signalled: someone else's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid > 0
+    return pid > 0
+
+
+def _writer_gone(path: str, rest: str, now: float) -> bool:
+    """True when the temporary's writer (``<host>-<pid>`` at the start of ``rest``) no longer runs: its
+    pid is dead on this host, or, written on another host sharing the folder, it is over a day old.
+    A name without a writer tag is a leftover of unknown origin and counts as gone."""
+    tag = rest.split(".", 1)[0]
+    host, _, pid = tag.rpartition("-")
+    if not host or not pid.isdigit():
+        return True
+    if host == _host():
+        return int(pid) != os.getpid() and not pid_alive(int(pid))
+    return now - os.lstat(path).st_mtime > FOREIGN_STALE_AFTER_SECONDS
+
+
 def remove_stale_temporaries(folder: str, only_for: Optional[str] = None) -> int:
-    """Deletes the temporaries of killed writes in ``folder`` (all of them only while no one else writes
-    there, e.g. under ``FolderLock``; else ``only_for`` one final file name); returns how many."""
+    """Deletes the temporaries of killed writes in ``folder``; returns how many.
+
+    Without ``only_for`` every temporary goes: call it only while no one else writes there (under
+    ``FolderLock``). With ``only_for`` (one final file name, no lock held) only the temporaries whose
+    writer is gone go, so two runs writing the same file never delete each other's half.
+    """
     removed = 0
     if not os.path.isdir(folder):
         return 0
     prefix = temp_name_of(only_for) if only_for else "."
+    now = time.time()
     for name in os.listdir(folder):
         if is_temporary(name) and name.startswith(prefix):
             path = os.path.join(folder, name)
             with contextlib.suppress(FileNotFoundError):
+                if only_for and not _writer_gone(path, name[len(prefix):], now):
+                    continue
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path)
                 else:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from cnns.inference.onnx_bulk.resnext101 import MODEL_NAMES, input_preprocessing, model_file
-from cnns.utils.atomic import remove_stale_temporaries
+from cnns.utils.atomic import TEMP_SUFFIX, remove_stale_temporaries, temp_prefix_of
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.validation import check_free_space, torch_file, writable_folder
 
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Weights: {source}")
     print(f"Converting model to batch size {args.batch_size} and saving to {path}", flush=True)
     start = time.perf_counter()
-    partial = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    partial = path.parent / f"{temp_prefix_of(path.name)}onnx{TEMP_SUFFIX}"
     try:
         used = export(model, args.batch_size, side, partial, args.exporter, args.opset, args.half)
         stamp_and_check(partial, {"weights": source, "batch_size": str(args.batch_size), "model_name": args.model_name,

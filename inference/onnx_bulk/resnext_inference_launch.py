@@ -35,7 +35,7 @@ from cnns.inference.onnx_bulk.resnext101 import (
     onnx_model_problem,
     threads_per_process,
 )
-from cnns.utils.atomic import atomic_file, is_temporary, remove_stale_temporaries, write_json
+from cnns.utils.atomic import atomic_file, is_temporary, pid_alive, remove_stale_temporaries, write_json
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.memory_need import available_host_bytes
 from cnns.utils.validation import at_most_workers, writable_folder
@@ -314,15 +314,6 @@ def run_children(commands: list[list[str]], stderr_files: list[Path] | None = No
                     os.unlink(err.name)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def remove_killed_launch_files(log_dir: Path) -> int:
     """Deletes the per-process result files (and their temporaries) that launches killed before merging
@@ -334,7 +325,7 @@ def remove_killed_launch_files(log_dir: Path) -> int:
         return 0
     for name in names:
         match = LAUNCH_FILE.match(name)
-        if match and (name.endswith(".part") or is_temporary(name)) and not _pid_alive(int(match.group(1))):
+        if match and (name.endswith(".part") or is_temporary(name)) and not pid_alive(int(match.group(1))):
             try:
                 os.unlink(log_dir / name)
                 removed += 1

@@ -468,3 +468,28 @@ def test_instances_synchronise_like_replicas(tmp_path):
         for name, value in replicated.state_dict().items():
             if name.endswith("weight") or name.endswith("bias"):
                 assert torch.allclose(state[name], value, atol=1e-6), (rank, name)
+
+
+def test_compiling_in_place_and_undoing_it_restores_the_eager_forward():
+    from portable_poptorch.compilers.training import compile_in_place, uncompile
+
+    class Doubler(nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    model = Doubler()
+    compile_in_place(model)
+    assert "forward" in vars(model) and vars(model)["forward"] is not None
+    uncompile(model)
+    assert "forward" not in vars(model) and model(torch.ones(2)).tolist() == [2.0, 2.0]
+
+    def triple(x):
+        return 3 * x
+
+    model.forward = triple
+    compile_in_place(model)
+    assert vars(model)["forward"] is not triple
+    uncompile(model)
+    assert model.forward is triple and model(torch.ones(1)).tolist() == [3.0]
+    uncompile(model)
+    assert model.forward is triple

@@ -1,8 +1,8 @@
 """The training step's compiler: the model's forward and backward through torch.compile, or eager.
 
 Exported-graph runtimes (ONNX Runtime, OpenVINO) run inference graphs only. The model is compiled in
-place (``nn.Module.compile``), so replicas' ``functional_call`` and recomputation wrappers run the
-compiled forward too; AOTAutograd compiles the matching backward. The optimiser step stays eager.
+place (the instance's ``forward`` replaced by its ``torch.compile`` form), so replicas'
+``functional_call`` and recomputation wrappers run the compiled forward too; AOTAutograd compiles the matching backward. The optimiser step stays eager.
 ``auto`` times one forward+backward of each on the first micro-batch (weights, statistics and RNG
 are restored afterwards) and keeps the faster, caching the choice like inference does.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -19,15 +20,28 @@ from .inductor import InductorCompiler, cache_environment
 from .selection import EXECUTORS, Selection, _load_choices, _store_choice
 
 TRAINING_EXECUTORS = ("eager", "inductor")
+_EAGER_FORWARD = "_portable_eager_forward"
 
 
 def compile_in_place(model: nn.Module) -> None:
-    model.compile()
+    """Replace the model's ``forward`` on the instance with its compiled form, so every caller of
+    ``model(...)`` (replicas' ``functional_call``, recomputation wrappers) runs the compiled graph."""
+    if _EAGER_FORWARD not in vars(model):
+        setattr(model, _EAGER_FORWARD, vars(model).get("forward"))
+    model.forward = torch.compile(model.forward)
 
 
 def uncompile(model: nn.Module) -> None:
-    """Back to the eager forward (``nn.Module.compile`` keeps the compiled call in this attribute)."""
-    model._compiled_call_impl = None
+    """Back to the eager forward the model had before ``compile_in_place`` (the class's, or one the user
+    set on the instance)."""
+    if _EAGER_FORWARD not in vars(model):
+        return
+    eager = vars(model)[_EAGER_FORWARD]
+    delattr(model, _EAGER_FORWARD)
+    if eager is None:
+        delattr(model, "forward")
+    else:
+        model.forward = eager
 
 
 def _best_of(trial: Callable[[], None], calls: int = 2) -> float:
