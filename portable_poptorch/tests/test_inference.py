@@ -171,8 +171,10 @@ def test_every_setter_without_an_effect_is_recorded():
 def test_floating_point_exceptions_as_poptorch_precision():
     """PopTorch's Precision has enableFloatingPointExceptions(bool) and no other floating-point setter."""
     opts = poptorch.Options()
-    with pytest.raises(ValueError, match="needs to be set to a bool"):
+    with pytest.raises(AssertionError, match="needs to be set to a bool"):
         opts.Precision.enableFloatingPointExceptions(1)
+    with pytest.raises(ValueError, match="runningStatisticsAlwaysFloat needs to be set to a bool"):
+        opts.Precision.runningStatisticsAlwaysFloat(1)
     assert not hasattr(opts.Precision, "setFloatingPointBehaviour")
     assert opts.Precision.enableFloatingPointExceptions(False) is opts.Precision and opts.no_effect() == []
     opts.Precision.enableFloatingPointExceptions(True)

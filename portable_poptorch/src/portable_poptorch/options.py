@@ -53,7 +53,9 @@ class _PrecisionOptions(_Section):
         return self
 
     def runningStatisticsAlwaysFloat(self, enabled: bool) -> "_PrecisionOptions":
-        self.running_statistics_always_float = bool(enabled)
+        if not isinstance(enabled, bool):
+            raise ValueError("runningStatisticsAlwaysFloat needs to be set to a bool")
+        self.running_statistics_always_float = enabled
         if enabled:
             self._log.add("Precision.runningStatisticsAlwaysFloat", enabled,
                           "running statistics keep their norm layer's dtype; keep the norm layers in float32 for this")
@@ -61,9 +63,9 @@ class _PrecisionOptions(_Section):
 
     def enableFloatingPointExceptions(self, enabled: bool) -> "_PrecisionOptions":
         """PopTorch's only floating-point exception setter (a bool; PopART's enableFloatingPointChecks on
-        IPUs); no effect here."""
+        IPUs); no effect here. A non-bool fails as in PopTorch, whose check is an assertion."""
         if not isinstance(enabled, bool):
-            raise ValueError("enableFloatingPointExceptions needs to be set to a bool")
+            raise AssertionError("enableFloatingPointExceptions needs to be set to a bool")
         if enabled:
             self._log.add("Precision.enableFloatingPointExceptions", enabled, "IPU floating-point exceptions")
         return self
