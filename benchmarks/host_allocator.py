@@ -11,16 +11,18 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
 from portable_poptorch.device import device_name
 from cnns import models
-from cnns.utils.host_memory import configure_host_allocator
+from cnns.utils.argparser import add_debug_option, new_parser
+from cnns.utils.errors import exit_on_usage_error, run_child
+from cnns.utils.host_memory import MODES, configure_host_allocator
+from cnns.utils.validation import at_least, known_models
 
 
 def child(model_name: str, batch: int, steps: int, mode: str) -> Dict[str, float]:
@@ -41,21 +43,32 @@ def child(model_name: str, batch: int, steps: int, mode: str) -> Dict[str, float
 
 
 def measure(model_name: str, batch: int, steps: int, mode: str) -> Dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--child", model_name, mode, "--batch-size", str(batch),
-                          "--steps", str(steps)], check=True, capture_output=True, text=True).stdout
+    """One child process's measurement."""
+    out = run_child([sys.executable, __file__, "--child", mode, "--models", model_name, "--batch-size", str(batch),
+                     "--steps", str(steps)], f"The {mode} measurement ({model_name}, batch {batch})").stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The options, every value checked before the first child starts (a child checks its own again)."""
+    p = new_parser(__doc__, raw_description=True)
     p.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=12, help="Timed forwards per child process")
     p.add_argument("--repeats", type=int, default=4, help="Child processes per setting (order alternates)")
-    p.add_argument("--child", nargs=2, metavar=("MODEL", "MODE"), help=argparse.SUPPRESS)
-    args = p.parse_args()
+    p.add_argument("--child", choices=MODES, default=None, help=argparse.SUPPRESS)
+    add_debug_option(p)
+    args = p.parse_args(argv)
+    at_least(args, 1, ("batch_size", "steps", "repeats"))
+    known_models(args, "models")
+    return args
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_arguments(argv)
     if args.child:
-        print(json.dumps(child(args.child[0], args.batch_size, args.steps, args.child[1])))
+        print(json.dumps(child(args.models[0], args.batch_size, args.steps, args.child)))
         return
     print(f"device: {device_name(torch.device('cpu'))}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
           f"batch {args.batch_size}, {args.steps} forwards per process, {args.repeats} processes per setting")

@@ -13,14 +13,18 @@ import io
 import statistics
 import tempfile
 import time
-from typing import List
+from typing import List, Optional, Sequence
 
 import torch
 
 from portable_poptorch.device import device_name, synchronize
 from cnns import models
 from cnns.inference import run_benchmark
-from cnns.utils.host_memory import configure_host_allocator
+from cnns.utils.argparser import add_debug_option, new_parser
+from cnns.utils.backend import check_device
+from cnns.utils.errors import exit_on_usage_error
+from cnns.utils.host_memory import MODES, configure_host_allocator
+from cnns.utils.validation import at_least, known_models
 
 
 def hand_loop(model_name: str, batch: int, steps: int, calls: int, device: torch.device, dtype: torch.dtype,
@@ -54,19 +58,30 @@ def harness(model_name: str, batch: int, steps: int, calls: int, device: str, pr
     return results["metrics"]["throughput_mean"]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The options, every value checked before the host allocator is set or a model is built."""
+    p = new_parser(__doc__, raw_description=True)
     p.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device-iterations", type=int, default=4)
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--repeats", type=int, default=6, help="Interleaved repeats (order alternates); medians are compared")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", default="32.32", choices=["32.32", "16.16"])
-    p.add_argument("--host-allocator", choices=["resident", "default"], default="resident",
+    p.add_argument("--host-allocator", choices=MODES, default="resident",
                    help="Host allocator for both sides (set once for the process, so the hand loop runs under "
                         "the same one as the harness)")
-    args = p.parse_args()
+    add_debug_option(p)
+    args = p.parse_args(argv)
+    at_least(args, 1, ("batch_size", "device_iterations", "iterations", "repeats"))
+    check_device(args.device)
+    known_models(args, "models")
+    return args
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_arguments(argv)
     device = torch.device(args.device)
     allocator = configure_host_allocator(args.host_allocator, device.type)
     if device.type == "cuda":

@@ -12,8 +12,8 @@ import argparse
 import glob
 import io
 import json
+import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +23,9 @@ import numpy as np
 import torch
 
 from portable_poptorch.device import device_name
+from cnns.utils.argparser import add_debug_option, new_parser
+from cnns.utils.errors import UsageError, exit_on_usage_error, run_child
+from cnns.utils.validation import MAX_IMAGE_SIDE, check_finite, existing_folder, in_range, writable_file
 
 DEFAULT_IMAGES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "images")
 Result = Dict[str, object]
@@ -32,10 +35,15 @@ def cpu_model() -> str:
     return device_name(torch.device("cpu"))
 
 
+def jpeg_files(folder: str) -> List[str]:
+    """The folder's JPEG files, under the extensions cameras and ImageNet use."""
+    return sorted(glob.glob(os.path.join(folder, "*.jp*g")) + glob.glob(os.path.join(folder, "*.JPEG")))
+
+
 def load_images(folder: Optional[str]) -> List[bytes]:
-    """The JPEG files of ``folder`` (default data/images), else scikit-image's photographs as JPEGs."""
-    folder = folder or DEFAULT_IMAGES
-    files = sorted(glob.glob(os.path.join(folder, "*.jp*g")) + glob.glob(os.path.join(folder, "*.JPEG")))
+    """The JPEG files of ``folder`` (default data/images), else (only when the default folder has none)
+    scikit-image's photographs as JPEGs."""
+    files = jpeg_files(folder or DEFAULT_IMAGES)
     if not files:
         from cnns.datasets.make_sample_images import write_samples
         files = write_samples(tempfile.mkdtemp(prefix="jpeg_decode_"))
@@ -138,7 +146,7 @@ def other_pil(target: str, args: argparse.Namespace) -> List[Result]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([target, env_path()]).rstrip(os.pathsep))
     command = [sys.executable, os.path.abspath(__file__), "--only-pil", "--size", str(args.size),
                "--seconds", str(args.seconds), "--json", "-"] + (["--images", args.images] if args.images else [])
-    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+    out = run_child(command, f"The measurement with the PIL of {target}", env=env).stdout
     return json.loads(out.strip().splitlines()[-1])["results"]
 
 
@@ -152,8 +160,8 @@ def install_other_pil(current_is_simd: bool) -> str:
     package = "pillow" if current_is_simd else "pillow-simd"
     env = dict(os.environ, CC=os.environ.get("CC", "cc -mavx2"))
     print(f"Installing {package} into {target} (pip install --target; may take minutes to build) ...")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-cache-dir", "--target", target,
-                    package], env=env, check=True)
+    run_child([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-cache-dir", "--target", target, package],
+              f"pip install of {package}", env=env)
     return target
 
 
@@ -167,8 +175,9 @@ def report(results: List[Result], images: List[bytes], args: argparse.Namespace)
         print(f"{r['decoder']:48s} {r['library']:28s} {r['img_per_sec']:9.1f} {ratio:>9s}")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The options, every value and path checked before the first image is decoded."""
+    parser = new_parser(__doc__, raw_description=True)
     parser.add_argument("--images", default=None, help="Folder of JPEGs (default data/images, else scikit-image's)")
     parser.add_argument("--size", type=int, default=256, help="Shorter side after the resize")
     parser.add_argument("--seconds", type=float, default=3.0, help="Minimum timed seconds per decoder")
@@ -177,7 +186,22 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
                         help="pip-install the other flavour (pillow-simd or pillow) into a temporary folder first")
     parser.add_argument("--only-pil", action="store_true", help="Only the PIL measurements (used for the subprocess)")
     parser.add_argument("--json", default=None, help="Also write the results as JSON to this file ('-': stdout)")
+    add_debug_option(parser)
     args = parser.parse_args(argv)
+    check_finite(args)
+    in_range(args, "size", 1, MAX_IMAGE_SIDE)
+    in_range(args, "seconds", 0.0, math.inf, low_open=True, high_open=True)
+    if args.images is not None and not jpeg_files(existing_folder(args.images, "--images")):
+        raise UsageError(f"--images {args.images} holds no JPEG files (*.jpg, *.jpeg, *.JPEG); give a folder of JPEGs.")
+    existing_folder(args.other_pil, "--other-pil")
+    if args.json != "-":
+        writable_file(args.json, "--json")
+    return args
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
+    args = parse_arguments(argv)
     images = load_images(args.images)
     results = measure(images, args.size, args.seconds, args.only_pil)
     if not args.only_pil:

@@ -11,16 +11,20 @@ run_benchmark / fastest peer, and the median peak RSS of each engine's process.
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from cnns.utils.argparser import add_debug_option, new_parser
+from cnns.utils.errors import exit_on_usage_error, run_child
+from cnns.utils.validation import at_least, check_finite, in_range, known_models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PEERS = ("onnxruntime", "openvino", "torch.compile", "eager")
@@ -107,31 +111,39 @@ def run_engine(engine: str, name: str, batch: int, seconds: float, cache: str, i
             cmd = [sys.executable, str(REPO / "inference" / "run_benchmark.py"), "--data", "synthetic", "--model", name,
                    "--batch-size", str(batch), "--precision", "32.32", "--random-weights", "--iterations", str(calls),
                    "--log-path", logs]
-            out = subprocess.run(cmd, capture_output=True, text=True, env=dict(env, POPTORCH_CACHE_DIR=cache))
-            if out.returncode != 0:
-                raise RuntimeError(out.stderr[-2000:])
+            run_child(cmd, f"run_benchmark.py ({name}, batch {batch})", env=dict(env, POPTORCH_CACHE_DIR=cache))
             folder = next(pathlib.Path(logs).iterdir())
             results = json.loads((folder / "results.json").read_text())
             return {"throughput": results["metrics"]["throughput_mean"], "peak_rss_mb": results["process_max_rss_mb"],
                     "executor": results["executor"]}
     cmd = [sys.executable, __file__, "--child", engine, "--models", name, "--batch-sizes", str(batch),
            "--seconds", str(seconds)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-2000:])
+    out = run_child(cmd, f"The {engine} measurement ({name}, batch {batch})", env=env)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     iterations[(name, batch)] = max(3, int(seconds * result["throughput"] / batch))
     return result
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The options, every value checked before an engine starts (a child process checks its own again)."""
+    p = new_parser(__doc__, raw_description=True)
     p.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "efficientnet-b0", "mobilenet-v3-large"])
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 16])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=3.0, help="Measured seconds per engine and round")
     p.add_argument("--child", choices=PEERS, default=None, help=argparse.SUPPRESS)
-    args = p.parse_args()
+    add_debug_option(p)
+    args = p.parse_args(argv)
+    check_finite(args)
+    at_least(args, 1, ("batch_sizes", "rounds"))
+    in_range(args, "seconds", 0.0, math.inf, low_open=True, high_open=True)
+    known_models(args, "models")
+    return args
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_arguments(argv)
     if args.child:
         print(json.dumps(child(args.child, args.models[0], args.batch_sizes[0], args.seconds)))
         return

@@ -14,12 +14,15 @@ import glob
 import json
 import os
 import pathlib
-import subprocess
 import sys
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
+from cnns.train.arguments import MIN_INPUT_SIZE
 from cnns.utils import numa_binding
+from cnns.utils.argparser import add_debug_option, new_parser
+from cnns.utils.errors import exit_on_usage_error, run_child
+from cnns.utils.validation import MAX_IMAGE_SIDE, at_least, at_most_workers, in_range, known_models
 
 REPO = str(pathlib.Path(__file__).resolve().parents[1])
 POPRUN = os.path.join(REPO, "utils", "poprun.py")
@@ -49,9 +52,8 @@ def launch(mode: str, instances: int, hosts: Optional[str], args: argparse.Names
            "--numa-aware", "yes", *(["--host", hosts] if hosts else []), *program]
     env = dict(os.environ, POPRUN_SSH=loopback_shell(work))
     env.pop("OMP_NUM_THREADS", None)  # poprun gives each instance its share of the host's cores
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"error: {' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    where = f" over {hosts.count(',') + 1} hosts" if hosts else ""
+    run_child(cmd, f"The {mode} launch of {instances} instance(s){where}", cwd=REPO, env=env)
     (path,) = glob.glob(os.path.join(logs, "*", "results.json"))
     with open(path) as f:
         return json.load(f)
@@ -76,8 +78,9 @@ def cores_per_instance(instances: int, hosts: int) -> str:
     return "/".join(map(str, counts)) + overlap + shared
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The options, every value checked before the first launch."""
+    p = new_parser(__doc__, raw_description=True)
     p.add_argument("--instances", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--modes", nargs="+", choices=["inference", "training"], default=["inference", "training"])
     p.add_argument("--model", default="resnet18")
@@ -85,7 +88,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--iterations", type=int, default=8, help="Measured calls (inference) or steps (training)")
     p.add_argument("--train-input-size", type=int, default=64)
     p.add_argument("--no-two-hosts", action="store_true", help="Skip the launches over two loopback hosts")
+    add_debug_option(p)
     args = p.parse_args(argv)
+    at_least(args, 1, ("instances", "batch_size", "iterations"))
+    at_most_workers(args, ("instances",))
+    in_range(args, "train_input_size", MIN_INPUT_SIZE, MAX_IMAGE_SIDE)  # what train.py accepts
+    known_models(args, "model")
+    return args
+
+
+@exit_on_usage_error
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_arguments(argv)
     print(f"| mode | hosts | instances | cores per instance | combined img/s | sum of instances img/s | "
           f"each instance img/s | sum vs 1 instance |")
     print("|---|---|---:|---|---:|---:|---|---:|")

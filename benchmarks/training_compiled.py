@@ -13,11 +13,14 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Any, Dict, List, Optional, Sequence
+
+from cnns.utils.argparser import add_debug_option, new_parser
+from cnns.utils.errors import exit_on_usage_error, run_child
+from cnns.utils.validation import at_least, known_models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LOOPS = ("hand-eager", "hand-compiled")
@@ -52,21 +55,39 @@ def train_py(model_name: str, batch: int, steps: int, cache: str) -> Dict[str, f
         cmd = [sys.executable, str(REPO / "train" / "train.py"), "--data", "synthetic", "--model", model_name,
                "--batch-size", str(batch), "--precision", "32.32", "--iterations", str(steps), "--epoch", "1",
                "--validation-mode", "none", "--optimizer", "sgd", "--log-path", logs, "--checkpoint-path", ""]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, POPTORCH_CACHE_DIR=cache))
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr[-3000:])
+        run_child(cmd, f"train.py ({model_name}, batch {batch})", env=dict(os.environ, POPTORCH_CACHE_DIR=cache))
         results = json.loads(next(pathlib.Path(logs).rglob("results.json")).read_text())
     return {"throughput": results["epochs"][0]["throughput"], "executor": results.get("executor")}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_engine(engine: str, args: argparse.Namespace, cache: str) -> Dict[str, Any]:
+    """One measurement: train.py, or a hand loop in a child process of this script."""
+    if engine == "train.py":
+        return train_py(args.model, args.batch_size, args.steps, cache)
+    cmd = [sys.executable, __file__, "--child", engine, "--model", args.model,
+           "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
+    out = run_child(cmd, f"The {engine} loop ({args.model}, batch {args.batch_size})")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The options, every value checked before the first round (a child process checks its own again)."""
+    p = new_parser(__doc__, raw_description=True)
     p.add_argument("--model", default="resnet18")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--child", choices=LOOPS, default=None, help=argparse.SUPPRESS)
-    args = p.parse_args()
+    add_debug_option(p)
+    args = p.parse_args(argv)
+    at_least(args, 1, ("batch_size", "steps", "rounds"))
+    known_models(args, "model")
+    return args
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_arguments(argv)
     if args.child:
         print(json.dumps({"throughput": hand_loop(args.child, args.model, args.batch_size, args.steps)}))
         return
@@ -79,14 +100,9 @@ def main() -> None:
     for r in range(args.rounds):
         order = ["train.py", *LOOPS] if r % 2 == 0 else [*reversed(LOOPS), "train.py"]
         for engine in order:
+            result = run_engine(engine, args, cache)
             if engine == "train.py":
-                result = train_py(args.model, args.batch_size, args.steps, cache)
                 executors.add(result["executor"])
-            else:
-                cmd = [sys.executable, __file__, "--child", engine, "--model", args.model,
-                       "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                result = json.loads(out.stdout.strip().splitlines()[-1])
             figures[engine].append(result["throughput"])
             print(f"round {r + 1}: {engine} {result['throughput']:.2f} img/s", flush=True)
     med = {k: statistics.median(v) for k, v in figures.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
@@ -79,9 +80,19 @@ def checkpoint(path: str, **overrides: Any) -> str:
 _DROP = object()
 
 
+# benchmarks/<script>.py: the first function that measures (or, in inference_overhead.py, sets the
+# process-wide host allocator)
+BENCHMARK_FIRST_STEP = {"peers": "run_engine", "scaling": "launch", "training_compiled": "run_engine",
+                        "inference_overhead": "configure_host_allocator", "host_allocator": "measure",
+                        "jpeg_decode": "load_images"}
+
+
 def _entry(script: str, monkeypatch) -> Callable[[List[str]], Any]:
     """The script's main with the first step after validation replaced by the sentinel."""
-    if script == "run_benchmark":
+    if script in BENCHMARK_FIRST_STEP:
+        module = _load_script(f"benchmark_{script}", os.path.join(REPO, "benchmarks", f"{script}.py"))
+        monkeypatch.setattr(module, BENCHMARK_FIRST_STEP[script], _sentinel)
+    elif script == "run_benchmark":
         module = _load_script("run_benchmark", os.path.join(REPO, "inference", "run_benchmark.py"))
         monkeypatch.setattr(module, "select_backend", _sentinel)
     elif script == "train":
@@ -344,6 +355,50 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("make_sample_images", ["{text}"], "is a file, not a folder"),
     ("make_sample_images", ["{under_file}"], "cannot be written to"),
     ("make_sample_images", [], "the following arguments are required: folder"),
+    # benchmarks/peers.py
+    ("peers", ["--rounds", "0"], "--rounds must be at least 1, got 0"),
+    ("peers", ["--models", "resnet18", "nosuch"], "--models: unknown model 'nosuch'; accepted models are"),
+    ("peers", ["--seconds", "-1"], "--seconds must be in (0, inf), got -1.0"),
+    ("peers", ["--seconds", "inf"], "--seconds inf is not a finite number"),
+    ("peers", ["--batch-sizes", "1", "0"], "--batch-sizes must be at least 1, got 0"),
+    ("peers", ["--batch-sizes", "x"], "invalid int value: 'x'"),
+    # benchmarks/scaling.py
+    ("scaling", ["--instances", "0"], "--instances must be at least 1, got 0"),
+    ("scaling", ["--instances", "1", "100000"], "--instances must be at most"),
+    ("scaling", ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    ("scaling", ["--iterations", "-1"], "--iterations must be at least 1, got -1"),
+    ("scaling", ["--train-input-size", "4"], "--train-input-size must be in [8, 4096], got 4"),
+    ("scaling", ["--model", "nosuch"], "--model: unknown model 'nosuch'"),
+    ("scaling", ["--modes", "eval"], "invalid choice: 'eval'"),
+    # benchmarks/training_compiled.py
+    ("training_compiled", ["--steps", "0"], "--steps must be at least 1, got 0"),
+    ("training_compiled", ["--model", "nosuch"], "--model: unknown model 'nosuch'"),
+    ("training_compiled", ["--batch-size", "-1"], "--batch-size must be at least 1, got -1"),
+    ("training_compiled", ["--rounds", "0"], "--rounds must be at least 1, got 0"),
+    # benchmarks/inference_overhead.py
+    ("inference_overhead", ["--models", "nosuch"], "--models: unknown model 'nosuch'"),
+    ("inference_overhead", ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    ("inference_overhead", ["--device-iterations", "0"], "--device-iterations must be at least 1, got 0"),
+    ("inference_overhead", ["--repeats", "0"], "--repeats must be at least 1, got 0"),
+    ("inference_overhead", ["--device", "tpu"], "invalid choice: 'tpu'"),
+    ("inference_overhead", ["--host-allocator", "jemalloc"], "invalid choice: 'jemalloc'"),
+    # benchmarks/host_allocator.py
+    ("host_allocator", ["--steps", "0"], "--steps must be at least 1, got 0"),
+    ("host_allocator", ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    ("host_allocator", ["--repeats", "-2"], "--repeats must be at least 1, got -2"),
+    ("host_allocator", ["--models", "nosuch"], "--models: unknown model 'nosuch'"),
+    # benchmarks/jpeg_decode.py
+    ("jpeg_decode", ["--size", "0"], "--size must be in [1, 4096], got 0"),
+    ("jpeg_decode", ["--size", "100000"], "--size must be in [1, 4096], got 100000"),
+    ("jpeg_decode", ["--seconds", "0"], "--seconds must be in (0, inf), got 0.0"),
+    ("jpeg_decode", ["--seconds", "nan"], "--seconds nan is not a finite number"),
+    ("jpeg_decode", ["--images", "{missing}"], "does not exist; give an existing folder"),
+    ("jpeg_decode", ["--images", "{text}"], "is a file; give an existing folder"),
+    ("jpeg_decode", ["--images", "{dir}"], "holds no JPEG files"),
+    ("jpeg_decode", ["--other-pil", "{missing}"], "missing.pt does not exist; give an existing folder"),
+    ("jpeg_decode", ["--json", "/nonexistent/x.json"], "is in a folder that does not exist ('/nonexistent')"),
+    ("jpeg_decode", ["--json", "{under_file}"], "is in a folder that does not exist"),
+    ("jpeg_decode", ["--json", "{dir}"], "is a folder; give a file name"),
 ]
 
 
@@ -557,7 +612,27 @@ def test_poprun_bad_input_is_one_error_line_and_nothing_starts(argv, fragment, f
 def test_the_table_is_large_and_covers_every_entry_point():
     scripts = {c[0] for c in CASES} | {c[0] for c in ONNX_CASES} | {"poprun"}
     assert len(CASES) + len(PRESETS) + len(ONNX_CASES) + len(POPRUN_CASES) > 200
-    assert len(scripts) == 16, sorted(scripts)
+    assert len(scripts) == 22, sorted(scripts)
+
+
+CHILDREN = [
+    ("raise SystemExit('error: --size must be at least 1.')", "The child exited with code 1: --size must be at least 1."),
+    ("import sys; print('error: bad value.', file=sys.stderr); sys.exit(2)", "The child exited with code 2: bad value."),
+    ("raise ValueError('boom')", "The child exited with code 1: ValueError: boom."),
+    ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "The child was killed by SIGKILL."),
+]
+
+
+@pytest.mark.parametrize("code,sentence", CHILDREN)
+def test_a_failed_child_process_ends_the_benchmark_in_one_error_line(code, sentence, capsys):
+    """What the benchmarks' child processes (run_child) end in: the child's own line, not its traceback."""
+    from cnns.utils.errors import exit_on_usage_error, run_child
+
+    @exit_on_usage_error
+    def main(argv: List[str]) -> None:
+        run_child([sys.executable, "-c", code], "The child")
+    exit_code, err = call(main, [], capsys)
+    assert_one_error_line(exit_code, err, 1, sentence)
 
 
 def test_a_second_training_run_into_a_locked_checkpoint_folder_is_refused(files, monkeypatch, capsys):

@@ -25,6 +25,7 @@ LR_SCHEDULES = ("step", "cosine", "exponential")
 RECOMPUTE_MODES = ("none", "auto", "manual")
 VALIDATION_MODES = ("none", "during", "after")
 WEIGHT_AVG_STRATEGIES = ("mean", "exponential", "none")
+MIN_INPUT_SIZE = 8
 
 
 def add_weight_avg_options(parser: argparse.ArgumentParser) -> None:
@@ -149,8 +150,8 @@ def check_training_args(args: argparse.Namespace) -> argparse.Namespace:
     low, high = args.train_crop_scale
     if not 0.0 < low <= high <= 1.0:
         _fail(f"--train-crop-scale needs 0 < MIN <= MAX <= 1, got {low} and {high}.")
-    if args.input_size is not None and args.input_size < 8:
-        _fail(f"--input-size must be at least 8 pixels, got {args.input_size}.")
+    if args.input_size is not None and args.input_size < MIN_INPUT_SIZE:
+        _fail(f"--input-size must be at least {MIN_INPUT_SIZE} pixels, got {args.input_size}.")
     for name in ("lr", "momentum", "weight_decay", "warmup_epoch", "lr_scheduler_freq", "mixup_alpha"):
         if getattr(args, name) < 0:
             _fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}.")

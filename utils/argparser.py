@@ -32,11 +32,24 @@ class _Parser(argparse.ArgumentParser):
                          + f"Run {self.prog} -h for the options.")
 
 
-def new_parser(description: str, show_defaults: bool = True) -> argparse.ArgumentParser:
+class _RawDescriptionDefaults(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults and keeps the description's line breaks (a benchmark's docstring holds commands)."""
+
+
+def new_parser(description: str, show_defaults: bool = True, raw_description: bool = False) -> argparse.ArgumentParser:
     """A parser whose errors are one UsageError sentence; ``show_defaults`` False where the help strings
-    already state them."""
-    formatter = argparse.ArgumentDefaultsHelpFormatter if show_defaults else argparse.HelpFormatter
+    already state them; ``raw_description`` keeps the description as written (defaults shown)."""
+    if raw_description:
+        formatter = _RawDescriptionDefaults
+    else:
+        formatter = argparse.ArgumentDefaultsHelpFormatter if show_defaults else argparse.HelpFormatter
     return _Parser(description=description, formatter_class=formatter, allow_abbrev=False)
+
+
+def add_debug_option(parser: argparse.ArgumentParser) -> None:
+    """``--debug``, which exit_on_usage_error reads to show the traceback instead of one error line."""
+    parser.add_argument("--debug", action="store_true", help="Show the Python traceback of a failure instead of "
+                                                             "one error line (also HARNESS_DEBUG=1)")
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -100,8 +113,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
       help="CPU runs: resident = glibc keeps freed buffers up to 32 MiB for reuse, so activations are not "
            "page-faulted in again every step; default = glibc's own settings")
     p("--log-path", type=str, default="logs", help="Parent folder of the run's log folder")
-    p("--debug", action="store_true", help="Show the Python traceback of a failure instead of one error line "
-                                           "(also HARNESS_DEBUG=1)")
+    add_debug_option(parser)
     p("--collective-timeout", type=float, default=DEFAULT_COLLECTIVE_TIMEOUT_S,
       help="Multi-instance runs: seconds any collective between instances (metric sums, gradient all-reduce, "
            "barriers) may wait before failing the run instead of hanging; raise it when instance 0's validation "

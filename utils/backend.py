@@ -39,17 +39,22 @@ def _import_real_poptorch() -> Optional[ModuleType]:
     return module
 
 
+def check_device(device: str) -> None:
+    """``device`` is a --device value and, for cuda, torch sees a GPU: checked before any work."""
+    if device not in DEVICES:
+        raise UsageError(f"--device {device!r} is not one of {', '.join(DEVICES)}.")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu.")
+
+
 def select_backend(device: str = "auto", half: str = "auto") -> Backend:
     """``device``: auto|ipu|cuda|cpu. ``half``: auto (float16 on IPU/CUDA, bfloat16 on CPUs with native
     bfloat16, float32 on other CPUs, with a note said once)|float16|bfloat16."""
-    if device not in DEVICES:
-        raise UsageError(f"--device {device!r} is not one of {', '.join(DEVICES)}.")
+    check_device(device)
     real = _import_real_poptorch() if device in ("auto", "ipu") else None
     if device == "ipu" and real is None:
         raise UsageError("--device ipu needs the Poplar SDK's poptorch, which is not importable here; "
                          "use --device auto, cuda or cpu.")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto.")
     if real is not None:
         return Backend(real, "poptorch", "ipu", _half(half, torch.float16))
     import portable_poptorch

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import subprocess
 import sys
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Type
 
@@ -20,6 +21,11 @@ FAILURE_EXIT = 1
 
 class UsageError(ValueError):
     """Bad command-line input; the message names the bad value and what is accepted."""
+
+
+class ChildFailed(RuntimeError):
+    """A child process failed; the message is already the one sentence to show (what the child was, how
+    it ended and its own error line), so the parent does not re-raise the child's traceback."""
 
 
 class Stopped(Exception):
@@ -66,6 +72,8 @@ def debug_requested(argv: Optional[Sequence[str]]) -> bool:
 
 def failure_sentence(error: BaseException) -> str:
     """One sentence for an unexpected failure, naming the file when the OS names one."""
+    if isinstance(error, ChildFailed):
+        return str(error)
     if isinstance(error, OSError):
         what = error.strerror or str(error) or type(error).__name__
         if error.filename is not None:
@@ -88,6 +96,36 @@ def _out_of_memory(error: BaseException) -> Optional[str]:
     if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error)):
         return "host"
     return None
+
+
+def describe_exit(code: int) -> str:
+    """'was killed by SIGKILL' or 'exited with code 2', from a ``returncode``."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def last_error_line(stderr: str) -> str:
+    """A child's own sentence: its last ``error: ...`` line (also when a launcher prefixed it), else its last
+    line (a traceback's ends with the exception), without the prefix and the full stop."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "error: " in line:
+            return line[line.index("error: ") + len("error: "):].rstrip(".")
+    return lines[-1].rstrip(".") if lines else ""
+
+
+def run_child(command: Sequence[str], what: str, **kwargs: Any) -> "subprocess.CompletedProcess[str]":
+    """``subprocess.run`` with stdout and stderr captured as text; a failure raises ChildFailed naming
+    ``what``, how it ended and its error line, so a benchmark ends in one sentence, not a traceback."""
+    proc = subprocess.run(list(command), capture_output=True, text=True, **kwargs)
+    if proc.returncode != 0:
+        detail = last_error_line(proc.stderr)
+        raise ChildFailed(f"{what} {describe_exit(proc.returncode)}{': ' + detail if detail else ''}.")
+    return proc
 
 
 _handler_pid = 0

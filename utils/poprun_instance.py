@@ -12,6 +12,7 @@ import threading
 from typing import IO, Deque, List, Optional
 
 from cnns.utils import numa_binding
+from cnns.utils.errors import describe_exit
 from cnns.utils.poprun_topology import instance_index
 
 LAST_LINES = 15
@@ -64,15 +65,6 @@ class Output:
 
     def tail(self) -> List[str]:
         return list(self.last or self.last_stdout)
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -25,21 +25,38 @@ def flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
+def _values(value: object) -> list:
+    """An option's values: a list option's items, else the one value."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def check_finite(args: argparse.Namespace) -> None:
     """No option takes NaN or infinity: they would silently poison every step."""
     for dest, value in vars(args).items():
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for item in values:
+        for item in _values(value):
             if isinstance(item, float) and not math.isfinite(item):
                 raise UsageError(f"{flag(dest)} {item} is not a finite number; give a real value.")
 
 
 def at_least(args: argparse.Namespace, minimum: int, names: Iterable[str]) -> None:
-    """Each of ``names`` (when the script has it and it is set) is an integer >= ``minimum``."""
+    """Each of ``names`` (when the script has it and it is set; every value of a list) is an integer
+    >= ``minimum``."""
     for name in names:
         value = getattr(args, name, None)
-        if value is not None and value < minimum:
-            raise UsageError(f"{flag(name)} must be at least {minimum}, got {value}.")
+        for item in _values(value):
+            if item is not None and item < minimum:
+                raise UsageError(f"{flag(name)} must be at least {minimum}, got {item}.")
+
+
+def known_models(args: argparse.Namespace, name: str) -> None:
+    """Each model name in ``args.name`` (one or a list) is in the model table, aliases included, so a typo
+    stops a script before it builds a model or starts a child process."""
+    from cnns.models import ModelConfigError, canonical_model_name
+    for item in _values(getattr(args, name, None)):
+        try:
+            canonical_model_name(item)
+        except ModelConfigError as error:
+            raise UsageError(f"{flag(name)}: {error}") from None
 
 
 def worker_limit() -> int:
@@ -49,12 +66,13 @@ def worker_limit() -> int:
 
 
 def at_most_workers(args: argparse.Namespace, names: Iterable[str], spelling: Callable[[str], str] = flag) -> None:
-    """Each of ``names`` (written on the command line as ``spelling(name)``) within ``worker_limit()``."""
+    """Each of ``names`` (written on the command line as ``spelling(name)``; every value of a list) within
+    ``worker_limit()``."""
     for name in names:
-        value = getattr(args, name, None)
-        if value is not None and value > worker_limit():
-            raise UsageError(f"{spelling(name)} must be at most {worker_limit()} ({WORKERS_PER_CPU} per CPU, at least "
-                             f"{MIN_WORKER_LIMIT}), got {value}.")
+        for value in _values(getattr(args, name, None)):
+            if value is not None and value > worker_limit():
+                raise UsageError(f"{spelling(name)} must be at most {worker_limit()} ({WORKERS_PER_CPU} per CPU, at "
+                                 f"least {MIN_WORKER_LIMIT}), got {value}.")
 
 
 def in_range(args: argparse.Namespace, name: str, low: float, high: float,
@@ -63,7 +81,7 @@ def in_range(args: argparse.Namespace, name: str, low: float, high: float,
     value = getattr(args, name, None)
     if value is None:
         return
-    for item in value if isinstance(value, (list, tuple)) else [value]:
+    for item in _values(value):
         too_low = item <= low if low_open else item < low
         too_high = item >= high if high_open else item > high
         if too_low or too_high:
@@ -131,6 +149,23 @@ def writable_folder(path: str, option: str) -> str:
     except OSError as error:
         raise UsageError(f"{option} {path!r} cannot be written to ({error.strerror or error}); "
                          f"give a writable folder.") from None
+    return path
+
+
+def writable_file(path: Optional[str], option: str) -> Optional[str]:
+    """A file written at the end of a long run: not a folder, in an existing folder that takes a new file,
+    and writable when it exists, so a typo does not lose the results after the work is done."""
+    if path is None:
+        return None
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path!r} is a folder; give a file name.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option} {path!r} is in a folder that does not exist ({folder!r}); give a file in an "
+                         f"existing folder.")
+    writable_folder(folder, option)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path!r} cannot be written to (permission denied); give a writable file.")
     return path
 
 
