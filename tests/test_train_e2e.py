@@ -172,7 +172,9 @@ def test_pipelined_replicated_mixed_precision_run(tmp_path):
     assert "Recomputation checkpoints on" in proc.stdout
     assert proc.stdout.count("Host allocator: buffers up to 32 MiB") == 1
     results_file, = glob.glob(os.path.join(str(tmp_path), "*", "results.json"))
-    assert json.load(open(results_file))["host_allocator"]["mode"] == "resident"
+    results = json.load(open(results_file))
+    assert results["host_allocator"]["mode"] == "resident"
+    assert results["log_folder"] == os.path.dirname(results_file)
 
 
 @pytest.mark.slow

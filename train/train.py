@@ -459,7 +459,7 @@ class Run:
     def finish(self, extra: Dict[str, Any], record: BackendRecord) -> Dict[str, Any]:
         results = {**record.results_fields(self.args, self.backend, self.info.size),
                    "gradient_accumulation": self.args.gradient_accumulation, "epochs": self.epoch_results,
-                   "log_path": self.logger.path, **extra}
+                   "log_folder": self.logger.path, **extra}
         self.logger.write_results(results)
         if self.history is not None:
             self.history.close()
