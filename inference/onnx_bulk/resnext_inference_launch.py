@@ -16,7 +16,6 @@ import json
 import os
 import queue
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from cnns.inference.onnx_bulk.resnext101 import (
     threads_per_process,
 )
 from cnns.utils.atomic import atomic_file, is_temporary, pid_alive, remove_stale_temporaries, write_json
-from cnns.utils.errors import UsageError, exit_on_usage_error
+from cnns.utils.errors import UsageError, describe_exit, exit_on_usage_error, last_error_line
 from cnns.utils.memory_need import available_host_bytes
 from cnns.utils.validation import at_most_workers, writable_folder
 
@@ -216,24 +215,12 @@ def child_command(
     return command
 
 
-def _exit_description(code: int) -> str:
-    """'was killed by SIGKILL' or 'exited with code 2'."""
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
 def _last_error_line(path: Path | None) -> str:
-    """The last line a process wrote to its stderr file, or ''."""
+    """The child's own sentence from its stderr file, or ''."""
     try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()] if path else []
+        return last_error_line(path.read_text(errors="replace")) if path else ""
     except OSError:
         return ""
-    last = lines[-1] if lines else ""
-    return (last[len("error: "):] if last.startswith("error: ") else last).rstrip(".")
 
 
 def _read_lines(index: int, stream, events: "queue.Queue[tuple[int, str | None]]") -> None:
@@ -282,7 +269,7 @@ def run_children(commands: list[list[str]], stderr_files: list[Path] | None = No
                 codes[index] = child.wait()
                 if codes[index] != 0 or index not in results:
                     when = "" if index in ready else " before it was ready"
-                    what = _exit_description(codes[index]) if codes[index] != 0 else "ended without a result"
+                    what = describe_exit(codes[index]) if codes[index] != 0 else "ended without a result"
                     detail = _last_error_line(stderr_files[index] if stderr_files else None)
                     raise RuntimeError(f"Inference process {index} (pid {child.pid}) {what}{when}"
                                        f"{': ' + detail if detail else ''}; the other processes were stopped.")
