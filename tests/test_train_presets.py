@@ -202,7 +202,8 @@ def run_train(args, tmp_path):
 
 
 # Appended to every preset: sizes a 2-core CPU trains in seconds (values per preset below).
-# --executor eager: these runs check the commands, not compilation (tests/test_executors.py does), and
+# --executor eager (here and in the other training runs of this file that are not about compiling): these
+# runs check the commands, not compilation (tests/test_executors.py does), and
 # compiling each preset's training step with Inductor would cost minutes per run on a 2-core machine
 SHRINK = ["--data", "generated", "--epoch", "1", "--iterations", "2", "--input-size", "64", "--replicas", "1",
           "--executor", "eager"]
@@ -240,7 +241,7 @@ def test_half_resolution_training_on_digits_logs_accuracy(tmp_path):
                          "--dataloader-worker", "0", "--half-res-training", "--fine-tune-epoch", "1",
                          "--fine-tune-first-trainable-layer", "layer3", "--weight-avg-strategy", "exponential",
                          "--weight-avg-exp-decay", "0.97", "--checkpoint-path", str(tmp_path / "ck"), "--seed", "0",
-                         "--fine-tune-batch-size", "8"], tmp_path)
+                         "--fine-tune-batch-size", "8", "--executor", "eager"], tmp_path)
     assert [e["epoch"] for e in results["epochs"]] == [1] and [e["epoch"] for e in results["fine_tune"]] == [2]
     with open(tmp_path / "ck" / "validation.csv") as f:
         rows = list(csv.DictReader(f))
@@ -255,7 +256,7 @@ def test_half_resolution_training_on_digits_logs_accuracy(tmp_path):
 @pytest.mark.slow
 def test_unset_seed_is_drawn_and_recorded(tmp_path):
     results = run_train(["--data", "generated", "--model", "resnet18", "--input-size", "32", "--batch-size", "2",
-                         "--precision", "32.32",
+                         "--precision", "32.32", "--executor", "eager",
                          "--iterations", "1", "--epoch", "1", "--validation-mode", "none"], tmp_path)
     (folder,) = glob.glob(str(tmp_path / "logs" / "*"))
     seed = json.load(open(os.path.join(folder, "app.json")))["seed"]
@@ -563,7 +564,6 @@ def test_bbox_info_has_no_effect_in_inference():
     assert options == {"--use-bbox-info", "--dataloader-rebatch-size"}
 
 
-@pytest.mark.slow
 def test_wandb_weight_histogram_logs_every_trainable_weight(tmp_path, monkeypatch):
     import types
     logged = []
@@ -574,7 +574,7 @@ def test_wandb_weight_histogram_logs_every_trainable_weight(tmp_path, monkeypatc
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_train(["--data", "generated", "--model", "resnet18", "--input-size", "32", "--batch-size", "2",
                "--precision", "32.32", "--iterations", "1", "--epoch", "1", "--validation-mode", "none", "--wandb",
-               "--wandb-weight-histogram", "--seed", "1"], tmp_path)
+               "--wandb-weight-histogram", "--seed", "1", "--executor", "eager"], tmp_path)
     histograms = [row for row in logged if any(k.startswith("weights/") for k in row)]
     assert len(histograms) == 1 and "weights/conv1.weight" in histograms[0]
     assert histograms[0]["weights/conv1.weight"] == ("histogram", (64, 3, 7, 7))
