@@ -24,6 +24,7 @@ import torch
 
 from portable_poptorch.device import device_name
 from cnns.utils.argparser import add_debug_option, new_parser
+from cnns.utils.atomic import write_json
 from cnns.utils.errors import UsageError, exit_on_usage_error, run_child
 from cnns.utils.validation import MAX_IMAGE_SIDE, check_finite, existing_folder, in_range, writable_file
 
@@ -216,7 +217,6 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
     else:
         report(results, images, args)
         if args.json:
-            from cnns.utils.atomic import write_json
             write_json(args.json, {"cpu": cpu_model(), "size": args.size, "results": results})
     return results
 

@@ -132,7 +132,7 @@ def _writer_gone(path: str, rest: str, now: float) -> bool:
     if not host or not pid.isdigit():
         return True
     if host == _host():
-        return int(pid) != os.getpid() and not pid_alive(int(pid))
+        return not pid_alive(int(pid))
     return now - os.lstat(path).st_mtime > FOREIGN_STALE_AFTER_SECONDS
 
 

@@ -301,7 +301,6 @@ def run_children(commands: list[list[str]], stderr_files: list[Path] | None = No
                     os.unlink(err.name)
 
 
-
 def remove_killed_launch_files(log_dir: Path) -> int:
     """Deletes the per-process result files (and their temporaries) that launches killed before merging
     them left in ``log_dir``; files of launches still running are kept. Returns how many."""

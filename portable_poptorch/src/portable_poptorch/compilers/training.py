@@ -2,7 +2,8 @@
 
 Exported-graph runtimes (ONNX Runtime, OpenVINO) run inference graphs only. The model is compiled in
 place (the instance's ``forward`` replaced by its ``torch.compile`` form), so replicas'
-``functional_call`` and recomputation wrappers run the compiled forward too; AOTAutograd compiles the matching backward. The optimiser step stays eager.
+``functional_call`` and recomputation wrappers run the compiled forward too; AOTAutograd compiles the
+matching backward. The optimiser step stays eager.
 ``auto`` times one forward+backward of each on the first micro-batch (weights, statistics and RNG
 are restored afterwards) and keeps the faster, caching the choice like inference does.
 """
@@ -25,9 +26,11 @@ _EAGER_FORWARD = "_portable_eager_forward"
 
 def compile_in_place(model: nn.Module) -> None:
     """Replace the model's ``forward`` on the instance with its compiled form, so every caller of
-    ``model(...)`` (replicas' ``functional_call``, recomputation wrappers) runs the compiled graph."""
-    if _EAGER_FORWARD not in vars(model):
-        setattr(model, _EAGER_FORWARD, vars(model).get("forward"))
+    ``model(...)`` (replicas' ``functional_call``, recomputation wrappers) runs the compiled graph; a model
+    compiled already is left as it is."""
+    if _EAGER_FORWARD in vars(model):
+        return
+    setattr(model, _EAGER_FORWARD, vars(model).get("forward"))
     model.forward = torch.compile(model.forward)
 
 
