@@ -10,6 +10,7 @@ import dataclasses
 import gc
 import json
 import os
+import statistics
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -27,6 +28,8 @@ COMPILERS: Dict[str, StepCompiler] = {c.name: c for c in (
     EagerCompiler(), InductorCompiler(), OnnxRuntimeCompiler(), OpenVinoCompiler())}
 EXECUTORS = ("auto",) + tuple(COMPILERS)
 CHOICES_FILE = "choices.json"
+CONTENDER_RATIO = 1.6   # executors this much slower than the fastest first figure are not re-timed
+RETIME_ROUNDS = 4
 
 
 @dataclasses.dataclass
@@ -40,9 +43,15 @@ class Selection:
     trials: List[Dict[str, Any]]
 
 
-def _time_step(step: Step, example: Tuple[Any, ...], device: torch.device,
-               min_calls: int = 3, min_seconds: float = 0.25, max_calls: int = 20) -> float:
-    """Best seconds per call after one warm-up call (the best is the least disturbed by other load)."""
+def _time_step(step: Step, example: Tuple[Any, ...], device: torch.device, warmup_calls: int = 10,
+               warmup_seconds: float = 0.1, min_calls: int = 3, min_seconds: float = 0.25,
+               max_calls: int = 400) -> float:
+    """Median seconds per call after a warm-up (up to ``warmup_calls`` or ``warmup_seconds``).
+
+    The median over at least ``min_seconds`` rather than the best call: on a shared machine one lucky
+    call says little about the rate a benchmark will see, and a runtime's first calls (allocations,
+    thread-pool start) are slower than its steady state.
+    """
     def call() -> float:
         start = time.perf_counter()
         step(*example)
@@ -50,11 +59,29 @@ def _time_step(step: Step, example: Tuple[Any, ...], device: torch.device,
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
     with torch.inference_mode():
-        call()
+        warm = 0.0
+        for _ in range(warmup_calls):
+            warm += call()
+            if warm >= warmup_seconds:
+                break
         times: List[float] = []
         while len(times) < max_calls and (len(times) < min_calls or sum(times) < min_seconds):
             times.append(call())
-    return min(times)
+    return statistics.median(times)
+
+
+def _retime(steps: Dict[str, Step], example: Tuple[Any, ...], device: torch.device,
+            first: Dict[str, float], rounds: int) -> Dict[str, float]:
+    """Median of each step's figures over ``rounds`` more alternating rounds, its first figure included.
+
+    Executors within a few percent of each other are told apart by timing them in turn: a burst of
+    load from another process then lands on each of them rather than on whichever ran at that moment.
+    """
+    figures = {name: [first[name]] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            figures[name].append(_time_step(step, example, device, warmup_calls=1, warmup_seconds=0.0))
+    return {name: statistics.median(values) for name, values in figures.items()}
 
 
 def _load_choices(cache_dir: Optional[str]) -> Dict[str, Any]:
@@ -127,7 +154,8 @@ def _explicit(name: str, model: nn.Module, example: Tuple[Any, ...], ctx: Compil
 
 def _auto(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext, choice_key: str) -> Selection:
     trials: List[Dict[str, Any]] = []
-    best: Optional[Tuple[float, str, Step]] = None
+    steps: Dict[str, Step] = {}
+    first: Dict[str, float] = {}
     for name, compiler in COMPILERS.items():
         why = compiler.unavailable_reason(model, example, ctx)
         if why:
@@ -140,23 +168,36 @@ def _auto(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext, choic
             trials.append({"executor": name, "status": "unavailable", "reason": str(exc)})
             continue
         except Exception as exc:  # a compiler that fails on this model is skipped, and said why
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            trials.append({"executor": name, "status": "failed", "reason": f"{type(exc).__name__}: {first}"})
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            trials.append({"executor": name, "status": "failed", "reason": f"{type(exc).__name__}: {first_line}"})
             continue
         trials.append({"executor": name, "status": "timed", "compile_s": round(seconds, 3),
-                       "ms_per_call": round(per_call * 1e3, 3)})
-        if best is None or per_call < best[0]:
-            best = (per_call, name, step)
+                       "ms_per_call_first": round(per_call * 1e3, 3)})
+        first[name] = per_call
+        steps[name] = step
+        fastest = min(first.values())
+        for slow in [n for n, t in first.items() if t > CONTENDER_RATIO * fastest and n in steps]:
+            del steps[slow]   # far behind: frees its memory before the next compiler builds
         del step
         gc.collect()
-    if best is None:
+    if not first:
         raise ConfigError("No executor could compile this model here: "
                           + "; ".join(f"{t['executor']}: {t.get('reason')}" for t in trials))
-    _, name, step = best
-    timed = sorted((t for t in trials if t["status"] == "timed"), key=lambda t: t["ms_per_call"])
-    listing = ", ".join(f"{t['executor']} {t['ms_per_call']:.2f} ms" for t in timed)
+    timed = dict(first)
+    if len(steps) > 1:
+        timed.update(_retime(steps, example, ctx.device, first, RETIME_ROUNDS))
+    for trial in trials:
+        if trial["executor"] in timed:
+            trial["ms_per_call"] = round(timed[trial["executor"]] * 1e3, 3)
+    name = min((n for n in steps), key=lambda n: timed[n])
+    step = steps[name]
+    ranked = sorted((t for t in trials if t["status"] == "timed"), key=lambda t: t["ms_per_call"])
+    listing = ", ".join(f"{t['executor']} {t['ms_per_call']:.2f} ms" for t in ranked)
     skipped = [f"{t['executor']} ({t['reason']})" for t in trials if t["status"] != "timed"]
     reason = f"auto chose {name}, the fastest on the first micro-batch: {listing}"
+    if len(steps) > 1:
+        reason += (f" (those within {CONTENDER_RATIO}x of the fastest: medians over {RETIME_ROUNDS} more "
+                   "alternating rounds)")
     if skipped:
         reason += "; not tried: " + "; ".join(skipped)
     _store_choice(ctx.cache_dir, choice_key, {"executor": name, "trials": trials})

@@ -1,0 +1,56 @@
+"""auto's choice between executors of nearly the same speed survives a burst of load from elsewhere:
+the contenders are re-timed in alternating rounds and far slower ones are dropped at once."""
+import time
+
+import torch
+from torch import nn
+
+from portable_poptorch.compilers import selection
+from portable_poptorch.compilers.base import CompileContext, StepCompiler
+
+
+class Sleeper(StepCompiler):
+    """A fake executor whose calls take ``seconds``, the first ``disturbed_calls`` of them ``burst``."""
+
+    def __init__(self, name: str, seconds: float, disturbed_calls: int = 0, burst: float = 0.0):
+        self.name, self.seconds, self.disturbed_calls, self.burst = name, seconds, disturbed_calls, burst
+        self.calls = 0
+        self.compiled = 0
+
+    def compile(self, model, example, ctx):
+        self.compiled += 1
+
+        def step(*args):
+            self.calls += 1
+            time.sleep(self.burst if self.calls <= self.disturbed_calls else self.seconds)
+            return model(*args)
+        return step
+
+
+def choose(monkeypatch, *fakes: Sleeper) -> selection.Selection:
+    monkeypatch.setattr(selection, "COMPILERS", {f.name: f for f in fakes})
+    ctx = CompileContext(device=torch.device("cpu"), threads=1)
+    return selection.select("auto", nn.Identity(), (torch.zeros(1),), ctx, "key")
+
+
+def test_a_burst_during_the_first_timing_does_not_decide_a_near_tie(monkeypatch):
+    steady = Sleeper("steady", 0.003)
+    # truly faster, but the warm-up and first timing (about 60 calls) run during a burst of load
+    disturbed = Sleeper("disturbed", 0.002, disturbed_calls=70, burst=0.0045)
+    chosen = choose(monkeypatch, disturbed, steady)
+    trials = {t["executor"]: t for t in chosen.trials}
+    assert trials["disturbed"]["ms_per_call_first"] > trials["steady"]["ms_per_call_first"]
+    assert chosen.name == "disturbed"
+    assert trials["disturbed"]["ms_per_call"] < trials["steady"]["ms_per_call"]
+    assert "alternating rounds" in chosen.reason
+
+
+def test_a_far_slower_executor_is_dropped_without_re_timing(monkeypatch):
+    fast, close, slow = Sleeper("fast", 0.002), Sleeper("close", 0.0024), Sleeper("slow", 0.008)
+    chosen = choose(monkeypatch, slow, fast, close)
+    trials = {t["executor"]: t for t in chosen.trials}
+    assert chosen.name == "fast"
+    assert trials["slow"]["ms_per_call"] == trials["slow"]["ms_per_call_first"]
+    # its warm-up and one timing of >= 0.25 s at 8 ms make about 42 calls; four more rounds would add ~130
+    assert slow.calls < 80
+    assert trials["close"]["ms_per_call"] > trials["fast"]["ms_per_call"]
