@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from cnns import datasets
 from cnns.utils import distributed, metrics, sweep
-from cnns.utils.argparser import add_common_options, new_parser, parse_with_config
+from cnns.utils.argparser import add_common_options, executor_streams, new_parser, parse_with_config
 from cnns.utils.backend import Backend, resolve_device, select_backend
 from cnns.utils.backend_report import report_backend
 from cnns.utils import peak_memory
@@ -40,6 +40,10 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=100, help="Measured host calls (program iterations)")
     parser.add_argument("--warmup-iterations", type=int, default=2,
                         help="Calls after compilation run before measuring, excluded from the figures")
+    parser.add_argument("--executor-streams", type=executor_streams, default=None, metavar="auto|N",
+                        help="Off IPU, concurrent sub-batches per micro-batch for the onnxruntime and openvino "
+                             "executors, each on its share of the threads: auto (default) times one stream and one "
+                             "per thread and keeps the faster; N asks for N (at most the micro-batch)")
     parser.add_argument("--random-weights", action="store_true", help="Use random weights, skip the pretrained download")
     args = parse_with_config(parser, CONFIG_FILE, argv)
     check_benchmark_input(args)
@@ -173,7 +177,8 @@ def run_one(argv: Sequence[str]) -> dict:
     report(args, summary, info, backend, logger, first_images.dtype)
     results = {
         **env.results_fields(args, backend, info.size), "input_dtype": str(first_images.dtype),
-        "executor": executor["executor"], "executor_reason": executor["reason"],
+        "executor": executor["executor"], "executor_streams": executor.get("streams", 1),
+        "executor_reason": executor["reason"],
         "executor_trials": executor["trials"], "compile_s": round(compile_s, 3), **memory,
         "warmup_iterations_excluded": args.warmup_iterations, "metrics": summary,
         "latency_p50_ms": metrics.percentile(samples, 50) * 1e3 if samples else None,

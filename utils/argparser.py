@@ -24,6 +24,19 @@ NORM_TYPES = ("batch", "group", "none")
 NORMALIZATION_LOCATIONS = ("host", "ipu", "none")
 
 
+def executor_streams(text: str) -> Optional[int]:
+    """``--executor-streams``: auto (None) or a whole number of streams >= 1."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be auto or a whole number >= 1, got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of printing usage, so errors are one sentence."""
 

@@ -100,6 +100,7 @@ def popdist_active() -> bool:
 def _portable_settings(opts: Any, args: Any, backend: Backend, info: InstanceInfo) -> None:
     opts.Portable.device(backend.device)
     opts.Portable.executor(getattr(args, "executor", "auto"))
+    opts.Portable.executorStreams(getattr(args, "executor_streams", None))
     if args.precision == "16.32":
         opts.Portable.autocast(backend.half_dtype)
     fmt = args.memory_format
@@ -119,10 +120,15 @@ def inference_options(args: Any, backend: Backend, info: InstanceInfo, report_di
 def no_effect_report(opts: Any, args: Any, backend: Backend) -> List[Dict[str, str]]:
     """Options accepted but without effect on this backend, for results.json and one log line each."""
     if not backend.is_portable:
+        entries = []
         executor = getattr(args, "executor", "auto")
         if executor != "auto":
-            return [{"option": "executor", "value": executor, "reason": "PopTorch compiles with PopART on IPU"}]
-        return []
+            entries.append({"option": "executor", "value": executor, "reason": "PopTorch compiles with PopART on IPU"})
+        streams = getattr(args, "executor_streams", None)
+        if streams is not None:
+            entries.append({"option": "executor-streams", "value": str(streams),
+                            "reason": "PopTorch runs the whole micro-batch on the IPU"})
+        return entries
     entries = list(opts.no_effect())
     for var in ENGINE_ENV_VARS:
         if os.environ.get(var):

@@ -94,7 +94,8 @@ class ExecutorBase(ExecutorReporting):
         """The compile context; with a cache folder, the temporaries of killed writes there are removed."""
         ctx = compilers.CompileContext(
             device=self.device, threads=torch.get_num_threads(), cache_dir=self.options.cache_dir(),
-            compute_dtype=self.options.Portable.compute_dtype, cuda_graphs=cuda_graphs)
+            compute_dtype=self.options.Portable.compute_dtype, cuda_graphs=cuda_graphs,
+            streams=self.options.Portable.executor_streams)
         if ctx.cache_dir:
             removed = compilers.remove_stale_temporaries(ctx.cache_dir)
             if removed:
@@ -110,7 +111,7 @@ class ExecutorBase(ExecutorReporting):
         dtype = ctx.compute_dtype
         if ctx.cache_dir:
             ctx.artefact_key = compilers.artefact_key(model, example, name, ctx.threads, dtype)
-        key = compilers.choice_key(model, example, name, ctx.threads, dtype)
+        key = compilers.choice_key(model, example, name, ctx.threads, dtype, ctx.streams)
         selection = compilers.select(self.options.Portable.executor_name, model, example, ctx, key)
         self._log.extend(ctx.notes)
         self._selection = selection
@@ -130,6 +131,7 @@ class ExecutorBase(ExecutorReporting):
     def executorReport(self) -> Dict[str, Any]:
         """Which step compiler runs the model and why (portable extension, for the log and results)."""
         sel = self._selection
-        return {"executor": sel.name if sel else None, "reason": sel.reason if sel else "",
+        return {"executor": sel.name if sel else None, "streams": sel.streams if sel else 1,
+                "reason": sel.reason if sel else "",
                 "trials": sel.trials if sel else [], "compile_s": round(self._compile_seconds, 3),
                 "intra_op_threads": torch.get_num_threads()}

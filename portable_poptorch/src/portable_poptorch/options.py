@@ -195,6 +195,7 @@ class _PortableOptions(_Section):
         self.channels_last = False
         self.device_list: Optional[List[str]] = None
         self.executor_name = "auto"
+        self.executor_streams: Optional[int] = None
 
     def executor(self, name: str) -> "_PortableOptions":
         """Step compiler: auto (fastest timed here), eager, inductor, onnxruntime or openvino."""
@@ -202,6 +203,14 @@ class _PortableOptions(_Section):
         if name not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {name!r}.")
         self.executor_name = name
+        return self
+
+    def executorStreams(self, count: Optional[int]) -> "_PortableOptions":
+        """Concurrent sub-batches per micro-step for executors that can split it (onnxruntime,
+        openvino); None = auto (one stream and one per thread are timed and the faster kept)."""
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ValueError(f"executor streams must be a whole number >= 1 or None (auto), got {count!r}.")
+        self.executor_streams = count
         return self
 
     def device(self, name: str) -> "_PortableOptions":

@@ -39,6 +39,7 @@ class CompileContext:
     artefact_key: str = ""                 # model structure + weights + input shapes + versions
     compute_dtype: Optional[torch.dtype] = None   # autocast dtype (precision 16.32), None = off
     cuda_graphs: bool = False               # eager steps may be replayed from CUDA graphs
+    streams: Optional[int] = None           # concurrent sub-batches per step; None = auto (timed)
     notes: List[str] = dataclasses.field(default_factory=list)
 
     def artefact_path(self, compiler: str, suffix: str) -> Optional[str]:
@@ -54,6 +55,7 @@ class StepCompiler:
     """One way of running the micro-step: eager, Inductor, ONNX Runtime or OpenVINO."""
 
     name = ""
+    supports_streams = False   # can split the micro-batch into concurrent sub-batches (streams.py)
 
     def static_outputs(self, ctx: CompileContext) -> bool:
         """True when the step returns buffers that the next call overwrites (callers clone them)."""
@@ -74,6 +76,12 @@ class StepCompiler:
     def compile(self, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext) -> Step:
         """A callable running one micro-step; may raise CompilerUnavailable."""
         raise NotImplementedError
+
+    def compile_streams(self, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext,
+                        counts: List[int]) -> Dict[int, Step]:
+        """One step per stream count in ``counts``, sharing one export/conversion; a compiler without
+        streams builds the single-stream step only."""
+        return {1: self.compile(model, example, ctx)}
 
 
 def import_problem(module: str) -> Optional[str]:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 LIBRARIES = ("torch", "onnx", "onnxruntime", "openvino")
+ARTEFACT_FORMAT = 2   # raised when what an artefact holds changes (2: free batch dimension, static IR reshape)
 
 
 def _digest(parts: Iterable[bytes]) -> str:
@@ -53,12 +54,15 @@ def _inputs(example: Tuple[Any, ...]) -> Iterable[bytes]:
 
 
 def _context(device_name: str, threads: int, compute_dtype: Optional[torch.dtype]) -> Iterable[bytes]:
-    yield f"{device_name}|threads={threads}|autocast={compute_dtype}|{library_versions()}".encode()
+    yield (f"{device_name}|threads={threads}|autocast={compute_dtype}|format={ARTEFACT_FORMAT}|"
+           f"{library_versions()}").encode()
 
 
 def choice_key(model: nn.Module, example: Tuple[Any, ...], device_name: str, threads: int,
-               compute_dtype: Optional[torch.dtype]) -> str:
-    return _digest([*_structure(model), *_inputs(example), *_context(device_name, threads, compute_dtype)])
+               compute_dtype: Optional[torch.dtype], streams: Optional[int] = None) -> str:
+    """Key of auto's choice: the stream count asked for (None = auto) changes what was chosen among."""
+    return _digest([*_structure(model), *_inputs(example), *_context(device_name, threads, compute_dtype),
+                    f"streams={streams}".encode()])
 
 
 def artefact_key(model: nn.Module, example: Tuple[Any, ...], device_name: str, threads: int,

@@ -10,11 +10,11 @@ from torch import nn
 from .. import tree as pytree
 
 
-def output_spec(model: nn.Module, example: Tuple[Any, ...]) -> Any:
-    """The nesting of the model's outputs, so flat runtime outputs can be given back in its shape."""
+def sample_outputs(model: nn.Module, example: Tuple[Any, ...]) -> Tuple[List[Any], Any]:
+    """The model's flat outputs for ``example`` and their nesting (to give runtime outputs back in its shape)."""
     with torch.inference_mode():
         out = model(*example)
-    return pytree.tree_flatten(out)[1]
+    return pytree.tree_flatten(out)
 
 
 def input_arrays(args: Sequence[Any]) -> List[np.ndarray]:

@@ -1,37 +1,45 @@
 """ONNX Runtime: the model exported to ONNX (PopART's own input format), optimised and run by ORT.
 
-With a cache folder the exported graph and ORT's optimised model are kept under ``<cache>/onnxruntime``
-and a later run with the same key loads the optimised model without exporting again.
+The graph is exported with a free batch dimension, so one optimised model serves the whole micro-batch
+and the sub-batches of executor streams (one session per stream, each on its share of the threads).
+With a cache folder ORT's optimised model is kept under ``<cache>/onnxruntime`` and a later run with
+the same key loads it without exporting again.
 """
 from __future__ import annotations
 
 import os
 import tempfile
 import warnings
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .base import CompileContext, CompilerUnavailable, Step, StepCompiler, float32_only, import_problem, write_atomically
-from .graph_io import input_arrays, output_spec, outputs_from_arrays, tensor_inputs
+from .graph_io import input_arrays, outputs_from_arrays, sample_outputs, tensor_inputs
+from .streams import ThreadedStreams, micro_batch, outputs_are_batched
 
 OPSET = 17
 
 
-def export_onnx(model: nn.Module, example: Tuple[Any, ...], path: str) -> None:
-    """TorchScript-based export (fast, what ORT and OpenVINO read best); torch.export-based where it is gone."""
+def export_onnx(model: nn.Module, example: Tuple[Any, ...], path: str, outputs: int = 1) -> None:
+    """TorchScript-based export (fast, what ORT and OpenVINO read best; torch.export-based where it is
+    gone), with the batch dimension of every input and output left free."""
     names = [f"input_{i}" for i in range(len(tensor_inputs(example)))]
+    output_names = [f"output_{i}" for i in range(outputs)]
+    free = {name: {0: "batch"} for name in names + output_names}
+    kwargs = dict(opset_version=OPSET, input_names=names, output_names=output_names, dynamic_axes=free)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, example, path, dynamo=False, opset_version=OPSET, input_names=names)
+            torch.onnx.export(model, example, path, dynamo=False, **kwargs)
         except TypeError:
-            torch.onnx.export(model, example, path, opset_version=OPSET, input_names=names)
+            torch.onnx.export(model, example, path, **kwargs)
 
 
 class OnnxRuntimeCompiler(StepCompiler):
     name = "onnxruntime"
+    supports_streams = True
 
     def environment_problem(self, ctx: CompileContext) -> Optional[str]:
         if ctx.device.type != "cpu":
@@ -42,35 +50,49 @@ class OnnxRuntimeCompiler(StepCompiler):
         return float32_only(model, ctx, "onnxruntime")
 
     def compile(self, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext) -> Step:
+        return self.compile_streams(model, example, ctx, [1])[1]
+
+    def compile_streams(self, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext,
+                        counts: List[int]) -> Dict[int, Step]:
         import onnxruntime as ort
         reason = self.unavailable_reason(model, example, ctx)
         if reason:
             raise CompilerUnavailable(reason)
-        spec = output_spec(model, example)
+        leaves, spec = sample_outputs(model, example)
+        if not outputs_are_batched(example, leaves):
+            counts = [1]
         optimised = ctx.artefact_path(self.name, ".optimised.onnx")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = ctx.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = ["CPUExecutionProvider"]
-        if optimised and os.path.exists(optimised):
-            session = ort.InferenceSession(optimised, options, providers=providers)
-        else:
-            with tempfile.TemporaryDirectory(prefix="portable_onnx_") as tmp:
-                exported = os.path.join(tmp, "model.onnx")
-                export_onnx(model, example, exported)
-                if optimised:
-                    def save(path: str) -> None:
-                        options.optimized_model_filepath = path
-                        holder["session"] = ort.InferenceSession(exported, options, providers=providers)
-                    holder: dict = {}
-                    write_atomically(optimised, save)
-                    session = holder["session"]
-                else:
-                    session = ort.InferenceSession(exported, options, providers=providers)
-        names = [i.name for i in session.get_inputs()]
 
-        def step(*args: Any) -> Any:
-            arrays = input_arrays(args)
-            return outputs_from_arrays(session.run(None, dict(zip(names, arrays))), spec)
-        return step
+        def session(source: str, threads: int, save_to: Optional[str] = None) -> Any:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if save_to:
+                options.optimized_model_filepath = save_to
+            return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+        with tempfile.TemporaryDirectory(prefix="portable_onnx_") as tmp:
+            if optimised and os.path.exists(optimised):
+                source = optimised
+            else:
+                source = os.path.join(tmp, "model.onnx")
+                export_onnx(model, example, source, len(leaves))
+                if optimised:
+                    write_atomically(optimised, lambda path: session(source, ctx.threads, save_to=path))
+                    source = optimised
+            return {n: self._step(session, source, ctx.threads, n, spec, micro_batch(example)) for n in counts}
+
+    @staticmethod
+    def _step(session: Any, source: str, threads: int, streams: int, spec: Any, batch: int) -> Step:
+        """One session for one stream; otherwise one session per stream, each on its share of threads."""
+        def runner(sess: Any) -> Step:
+            names = [i.name for i in sess.get_inputs()]
+
+            def run(*args: Any) -> Any:
+                return outputs_from_arrays(sess.run(None, dict(zip(names, input_arrays(args)))), spec)
+            return run
+        if streams == 1:
+            return runner(session(source, threads))
+        share = max(1, threads // streams)
+        return ThreadedStreams([runner(session(source, share)) for _ in range(streams)], batch)

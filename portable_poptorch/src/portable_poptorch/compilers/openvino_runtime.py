@@ -2,19 +2,25 @@
 
 Inference precision is pinned to float32 (OpenVINO would otherwise run float32 models in bfloat16 on
 CPUs that have it, changing what precision 32.32 means). With a cache folder the converted IR is
-kept under ``<cache>/openvino`` and OpenVINO's own compiled-blob cache is pointed there too.
+kept under ``<cache>/openvino`` and OpenVINO's own compiled-blob cache is pointed there too. The
+converted graph is reshaped to the step's static input shapes before compiling (the CPU plugin picks
+its kernels for the known shape); with executor streams it is compiled with ``NUM_STREAMS`` for the
+sub-batch shape and the sub-batches run as concurrent infer requests.
 """
 from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
 
 import torch
 from torch import nn
 
 from .base import CompileContext, CompilerUnavailable, Step, StepCompiler, float32_only, import_problem
-from .graph_io import input_arrays, output_spec, outputs_from_arrays
+from .graph_io import input_arrays, outputs_from_arrays, sample_outputs, tensor_inputs
+from .streams import concat_outputs, even_count, micro_batch, outputs_are_batched, split_args, split_sizes
 
 
 def _save_ir(ov: Any, ov_model: Any, xml_path: str) -> None:
@@ -38,6 +44,7 @@ def _save_ir(ov: Any, ov_model: Any, xml_path: str) -> None:
 
 class OpenVinoCompiler(StepCompiler):
     name = "openvino"
+    supports_streams = True
 
     def environment_problem(self, ctx: CompileContext) -> Optional[str]:
         if ctx.device.type != "cpu":
@@ -48,33 +55,73 @@ class OpenVinoCompiler(StepCompiler):
         return float32_only(model, ctx, "openvino")
 
     def compile(self, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext) -> Step:
+        return self.compile_streams(model, example, ctx, [1])[1]
+
+    def compile_streams(self, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext,
+                        counts: List[int]) -> Dict[int, Step]:
         import openvino as ov
         reason = self.unavailable_reason(model, example, ctx)
         if reason:
             raise CompilerUnavailable(reason)
-        spec = output_spec(model, example)
+        leaves, spec = sample_outputs(model, example)
+        batch = micro_batch(example)
+        if not outputs_are_batched(example, leaves):
+            counts = [1]
         core = ov.Core()
-        config = {"INFERENCE_NUM_THREADS": ctx.threads, "INFERENCE_PRECISION_HINT": "f32",
-                  "PERFORMANCE_HINT": "LATENCY"}
         xml = ctx.artefact_path(self.name, ".xml")
+        blobs = None
         if xml:
             blobs = os.path.join(os.path.dirname(xml), "blobs")
             os.makedirs(blobs, exist_ok=True)
-            config["CACHE_DIR"] = blobs
         if xml and os.path.exists(xml) and os.path.exists(xml[:-4] + ".bin"):
-            compiled = core.compile_model(xml, "CPU", config)
+            ov_model = core.read_model(xml)
         else:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ov_model = ov.convert_model(model, example_input=example if len(example) > 1 else example[0])
             if xml:
                 _save_ir(ov, ov_model, xml)
-                compiled = core.compile_model(xml, "CPU", config)
-            else:
-                compiled = core.compile_model(ov_model, "CPU", config)
-        request = compiled.create_infer_request()
+        shapes = [tuple(t.shape) for t in tensor_inputs(example)]
+        steps: Dict[int, Step] = {}
+        for wanted in counts:
+            streams = even_count(batch, wanted)
+            if streams in steps:
+                continue
+            static = ov_model.clone()
+            rows = batch // streams
+            static.reshape({i: ov.PartialShape([rows, *s[1:]] if s and s[0] == batch else list(s))
+                            for i, s in enumerate(shapes)})
+            config: Dict[str, Any] = {"INFERENCE_NUM_THREADS": ctx.threads, "INFERENCE_PRECISION_HINT": "f32",
+                                      "NUM_STREAMS": streams}
+            if streams == 1:
+                config["PERFORMANCE_HINT"] = "LATENCY"
+            if blobs:
+                config["CACHE_DIR"] = blobs
+            steps[streams] = _requests_step(core.compile_model(static, "CPU", config), streams, batch, spec)
+        return steps
+
+
+def _requests_step(compiled: Any, streams: int, batch: int, spec: Any) -> Step:
+    """One infer request per stream; with several, the sub-batches are started together and awaited."""
+    requests = [compiled.create_infer_request() for _ in range(streams)]
+    if streams == 1:
+        request = requests[0]
 
         def step(*args: Any) -> Any:
             result = request.infer(input_arrays(args), share_inputs=True, share_outputs=False)
             return outputs_from_arrays(result.to_tuple(), spec)
         return step
+    sizes = split_sizes(batch, streams)
+    outputs = len(compiled.outputs)
+
+    def streamed(*args: Any) -> Any:
+        parts = split_args(args, sizes)
+        for request, part in zip(requests, parts):
+            request.start_async(input_arrays(part), share_inputs=True)
+        gathered = []
+        for request in requests:
+            request.wait()
+            arrays = [np.array(request.get_output_tensor(i).data) for i in range(outputs)]
+            gathered.append(outputs_from_arrays(arrays, spec))
+        return concat_outputs(gathered)
+    return streamed

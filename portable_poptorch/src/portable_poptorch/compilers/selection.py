@@ -1,8 +1,10 @@
 """Pick and build the step compiler for a run: the one asked for, or for ``auto`` the fastest here.
 
 ``auto`` compiles every compiler that can run the model on this device and times each on the first
-micro-batch, as cuDNN's benchmark mode times convolution algorithms, then keeps the fastest. With a
-cache folder the choice is stored (``choices.json``) next to the artefacts and reused by later runs.
+micro-batch, as cuDNN's benchmark mode times convolution algorithms, then keeps the fastest. Executors
+that can split the micro-batch into streams are timed with one stream and with one per thread unless
+a stream count is asked for. With a cache folder the choice is stored (``choices.json``) next to the
+artefacts and reused by later runs.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from .eager import EagerCompiler
 from .inductor import InductorCompiler
 from .onnx_runtime import OnnxRuntimeCompiler
 from .openvino_runtime import OpenVinoCompiler
+from .streams import candidate_counts, micro_batch
 
 COMPILERS: Dict[str, StepCompiler] = {c.name: c for c in (
     EagerCompiler(), InductorCompiler(), OnnxRuntimeCompiler(), OpenVinoCompiler())}
@@ -41,6 +44,7 @@ class Selection:
     static_outputs: bool
     reason: str
     trials: List[Dict[str, Any]]
+    streams: int = 1
 
 
 def _time_step(step: Step, example: Tuple[Any, ...], device: torch.device, warmup_calls: int = 10,
@@ -70,8 +74,8 @@ def _time_step(step: Step, example: Tuple[Any, ...], device: torch.device, warmu
     return statistics.median(times)
 
 
-def _retime(steps: Dict[str, Step], example: Tuple[Any, ...], device: torch.device,
-            first: Dict[str, float], rounds: int) -> Dict[str, float]:
+def _retime(steps: Dict[Any, Step], example: Tuple[Any, ...], device: torch.device,
+            first: Dict[Any, float], rounds: int) -> Dict[Any, float]:
     """Median of each step's figures over ``rounds`` more alternating rounds, its first figure included.
 
     Executors within a few percent of each other are told apart by timing them in turn: a burst of
@@ -80,7 +84,7 @@ def _retime(steps: Dict[str, Step], example: Tuple[Any, ...], device: torch.devi
     figures = {name: [first[name]] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
-            figures[name].append(_time_step(step, example, device, warmup_calls=1, warmup_seconds=0.0))
+            figures[name].append(_time_step(step, example, device, warmup_calls=1, warmup_seconds=0.0, min_calls=1))
     return {name: statistics.median(values) for name, values in figures.items()}
 
 
@@ -109,10 +113,26 @@ def _store_choice(cache_dir: Optional[str], key: str, entry: Dict[str, Any]) -> 
     write_atomically(path, write)
 
 
-def _compile(compiler: StepCompiler, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext) -> Tuple[Step, float]:
+def label(name: str, streams: int) -> str:
+    """How a contender is named in the log: the executor, and its stream count when above one."""
+    return name if streams == 1 else f"{name} x{streams} streams"
+
+
+def _compile(compiler: StepCompiler, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext,
+             counts: Optional[List[int]] = None) -> Tuple[Dict[int, Step], float]:
+    """The compiler's step for each stream count (one when it has no streams) and the seconds it took."""
+    if counts is None:
+        counts = candidate_counts(micro_batch(example), ctx.threads, ctx.streams)
     start = time.perf_counter()
-    step = compiler.compile(model, example, ctx)
-    return step, time.perf_counter() - start
+    if compiler.supports_streams:
+        built = compiler.compile_streams(model, example, ctx, counts)
+    else:
+        built = {1: compiler.compile(model, example, ctx)}
+    unique: Dict[int, Step] = {}
+    for n, step in sorted(built.items()):
+        if all(step is not other for other in unique.values()):
+            unique[n] = step
+    return unique, time.perf_counter() - start
 
 
 def select(requested: str, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext,
@@ -120,17 +140,30 @@ def select(requested: str, model: nn.Module, example: Tuple[Any, ...], ctx: Comp
     """Build the step for ``requested`` (an executor name or 'auto')."""
     if requested not in EXECUTORS:
         raise ConfigError(f"Executor {requested!r} is not one of {', '.join(EXECUTORS)}.")
-    if requested != "auto":
-        return _explicit(requested, model, example, ctx)
+    selection = _explicit(requested, model, example, ctx) if requested != "auto" else _chosen(model, example, ctx, choice_key)
+    if ctx.streams is not None and selection.streams != ctx.streams:
+        if not COMPILERS[selection.name].supports_streams:
+            why = "it runs the micro-step as one stream (streams apply to onnxruntime and openvino)"
+        else:
+            why = (f"it runs {selection.streams}: the micro-batch of {micro_batch(example)} splits into at most "
+                   "that many (equal parts for openvino)")
+        ctx.notes.append(f"Executor streams {ctx.streams} asked for; {selection.name} {why}.")
+    return selection
+
+
+def _chosen(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext, choice_key: str) -> Selection:
+    """auto's choice: the one cached for this key when it can still be built, else timed now."""
     cached = _load_choices(ctx.cache_dir).get(choice_key)
     if cached and cached.get("executor") in COMPILERS:
         compiler = COMPILERS[cached["executor"]]
+        streams = int(cached.get("streams", 1))
         if compiler.unavailable_reason(model, example, ctx) is None:
-            step, seconds = _compile(compiler, model, example, ctx)
-            reason = (f"auto chose {compiler.name}, the fastest when timed in an earlier run "
-                      f"(choice cached in {ctx.cache_dir})")
-            trials = [dict(t, cached=True) for t in cached.get("trials", [])]
-            return Selection(compiler.name, step, compiler.static_outputs(ctx), reason, trials)
+            steps, _ = _compile(compiler, model, example, ctx, [streams])
+            if streams in steps:
+                reason = (f"auto chose {label(compiler.name, streams)}, the fastest when timed in an earlier run "
+                          f"(choice cached in {ctx.cache_dir})")
+                trials = [dict(t, cached=True) for t in cached.get("trials", [])]
+                return Selection(compiler.name, steps[streams], compiler.static_outputs(ctx), reason, trials, streams)
     return _auto(model, example, ctx, choice_key)
 
 
@@ -143,27 +176,56 @@ def _explicit(name: str, model: nn.Module, example: Tuple[Any, ...], ctx: Compil
     if why:
         ctx.notes.append(f"--executor {name}: {why}; running eager instead.")
         fallback = COMPILERS["eager"]
-        step, seconds = _compile(fallback, model, example, ctx)
-        return Selection("eager", step, fallback.static_outputs(ctx), f"{name} asked for but {why}; fell back to eager",
+        steps, seconds = _compile(fallback, model, example, ctx, [1])
+        return Selection("eager", steps[1], fallback.static_outputs(ctx), f"{name} asked for but {why}; fell back to eager",
                          [{"executor": name, "status": "unavailable", "reason": why},
-                          {"executor": "eager", "status": "compiled", "compile_s": round(seconds, 3)}])
-    step, seconds = _compile(compiler, model, example, ctx)
-    return Selection(name, step, compiler.static_outputs(ctx), f"asked for with --executor {name}",
-                     [{"executor": name, "status": "compiled", "compile_s": round(seconds, 3)}])
+                          {"executor": "eager", "streams": 1, "status": "compiled", "compile_s": round(seconds, 3)}])
+    steps, seconds = _compile(compiler, model, example, ctx)
+    if len(steps) == 1:
+        streams, step = next(iter(steps.items()))
+        return Selection(name, step, compiler.static_outputs(ctx), f"asked for with --executor {name}",
+                         [{"executor": name, "streams": streams, "status": "compiled", "compile_s": round(seconds, 3)}],
+                         streams)
+    trials = [{"executor": name, "streams": n, "status": "timed", "compile_s": round(seconds, 3)} for n in steps]
+    first = {(name, n): _time_step(step, example, ctx.device) for n, step in steps.items()}
+    (_, streams), why_streams = _decide({(name, n): s for n, s in steps.items()}, first, trials, example, ctx)
+    return Selection(name, steps[streams], compiler.static_outputs(ctx),
+                     f"asked for with --executor {name}; streams: {why_streams}", trials, streams)
+
+
+def _decide(steps: Dict[Tuple[str, int], Step], first: Dict[Tuple[str, int], float], trials: List[Dict[str, Any]],
+            example: Tuple[Any, ...], ctx: CompileContext) -> Tuple[Tuple[str, int], str]:
+    """The fastest of ``steps`` (keyed by executor and stream count) and why: near ties by their first
+    figures are re-timed in alternating rounds; every timed trial gets its figures."""
+    timed = dict(first)
+    if len(steps) > 1:
+        timed.update(_retime(steps, example, ctx.device, first, RETIME_ROUNDS))
+    for trial in trials:
+        key = (trial["executor"], trial.get("streams", 1))
+        if trial["status"] == "timed" and key in timed:
+            trial["ms_per_call_first"] = round(first[key] * 1e3, 3)
+            trial["ms_per_call"] = round(timed[key] * 1e3, 3)
+    best = min(steps, key=lambda k: timed[k])
+    listing = ", ".join(f"{label(*k)} {timed[k] * 1e3:.2f} ms" for k in sorted(timed, key=timed.get))
+    reason = f"{label(*best)}, the fastest on the first micro-batch: {listing}"
+    if len(steps) > 1:
+        reason += (f" (those within {CONTENDER_RATIO}x of the fastest: medians over {RETIME_ROUNDS} more "
+                   "alternating rounds)")
+    return best, reason
 
 
 def _auto(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext, choice_key: str) -> Selection:
     trials: List[Dict[str, Any]] = []
-    steps: Dict[str, Step] = {}
-    first: Dict[str, float] = {}
+    steps: Dict[Tuple[str, int], Step] = {}
+    first: Dict[Tuple[str, int], float] = {}
     for name, compiler in COMPILERS.items():
         why = compiler.unavailable_reason(model, example, ctx)
         if why:
             trials.append({"executor": name, "status": "unavailable", "reason": why})
             continue
         try:
-            step, seconds = _compile(compiler, model, example, ctx)
-            per_call = _time_step(step, example, ctx.device)
+            built, seconds = _compile(compiler, model, example, ctx)
+            figures = {n: _time_step(step, example, ctx.device) for n, step in built.items()}
         except CompilerUnavailable as exc:
             trials.append({"executor": name, "status": "unavailable", "reason": str(exc)})
             continue
@@ -171,34 +233,22 @@ def _auto(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext, choic
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             trials.append({"executor": name, "status": "failed", "reason": f"{type(exc).__name__}: {first_line}"})
             continue
-        trials.append({"executor": name, "status": "timed", "compile_s": round(seconds, 3),
-                       "ms_per_call_first": round(per_call * 1e3, 3)})
-        first[name] = per_call
-        steps[name] = step
+        for n, step in built.items():
+            trials.append({"executor": name, "streams": n, "status": "timed", "compile_s": round(seconds, 3)})
+            first[(name, n)] = figures[n]
+            steps[(name, n)] = step
         fastest = min(first.values())
-        for slow in [n for n, t in first.items() if t > CONTENDER_RATIO * fastest and n in steps]:
+        for slow in [k for k, t in first.items() if t > CONTENDER_RATIO * fastest and k in steps]:
             del steps[slow]   # far behind: frees its memory before the next compiler builds
-        del step
+        del built
         gc.collect()
     if not first:
         raise ConfigError("No executor could compile this model here: "
                           + "; ".join(f"{t['executor']}: {t.get('reason')}" for t in trials))
-    timed = dict(first)
-    if len(steps) > 1:
-        timed.update(_retime(steps, example, ctx.device, first, RETIME_ROUNDS))
-    for trial in trials:
-        if trial["executor"] in timed:
-            trial["ms_per_call"] = round(timed[trial["executor"]] * 1e3, 3)
-    name = min((n for n in steps), key=lambda n: timed[n])
-    step = steps[name]
-    ranked = sorted((t for t in trials if t["status"] == "timed"), key=lambda t: t["ms_per_call"])
-    listing = ", ".join(f"{t['executor']} {t['ms_per_call']:.2f} ms" for t in ranked)
+    (name, streams), why = _decide(steps, first, trials, example, ctx)
     skipped = [f"{t['executor']} ({t['reason']})" for t in trials if t["status"] != "timed"]
-    reason = f"auto chose {name}, the fastest on the first micro-batch: {listing}"
-    if len(steps) > 1:
-        reason += (f" (those within {CONTENDER_RATIO}x of the fastest: medians over {RETIME_ROUNDS} more "
-                   "alternating rounds)")
+    reason = f"auto chose {why}"
     if skipped:
         reason += "; not tried: " + "; ".join(skipped)
-    _store_choice(ctx.cache_dir, choice_key, {"executor": name, "trials": trials})
-    return Selection(name, step, COMPILERS[name].static_outputs(ctx), reason, trials)
+    _store_choice(ctx.cache_dir, choice_key, {"executor": name, "streams": streams, "trials": trials})
+    return Selection(name, steps[(name, streams)], COMPILERS[name].static_outputs(ctx), reason, trials, streams)
