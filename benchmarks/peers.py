@@ -76,6 +76,7 @@ def _peer_call(engine: str, name: str, batch: int) -> Callable[[], Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             converted = ov.convert_model(model, example_input=x)
+        converted.reshape(list(x.shape))  # static input shape: the CPU plugin picks kernels for it
         compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": threads,
                                                               "INFERENCE_PRECISION_HINT": "f32"})
         request = compiled.create_infer_request()

@@ -9,7 +9,7 @@ from portable_poptorch.compilers.streams import candidate_counts, even_count, sp
 from portable_poptorch.enums import OutputMode
 from cnns.inference.run_benchmark import parse_arguments
 from cnns.utils.errors import UsageError
-from tests.test_executors import MODES, eight_bit_model, images, skip_if_missing
+from tests.test_executors import MODES, eight_bit_model, expected, images, skip_if_missing
 
 RUNTIMES = ["onnxruntime", "openvino"]
 
@@ -20,18 +20,6 @@ def options(executor: str, streams, mode=OutputMode.All, period=None, replicas: 
     opts.Portable.executor(executor)
     opts.Portable.executorStreams(streams)
     return opts
-
-
-def expected(model, x: torch.Tensor, step_batch: int, mode, period) -> torch.Tensor:
-    with torch.no_grad():
-        steps = [model(c) for c in x.split(step_batch)]  # DI=2 steps of replicas x micro-batch
-    if mode == OutputMode.All:
-        return torch.cat(steps)
-    if mode == OutputMode.Final:
-        return steps[-1]
-    if mode == OutputMode.Sum:
-        return sum(steps)
-    return torch.cat(steps[period - 1::period])
 
 
 def test_split_helpers():
@@ -58,7 +46,7 @@ def test_two_streams_equal_eager_under_every_output_mode(executor):
     assert (report["executor"], report["streams"]) == (executor, 2)
     for mode, period in MODES:
         wrapped.options.outputMode(mode, period)
-        torch.testing.assert_close(wrapped(x), expected(model, x, 8, mode, period), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(wrapped(x), expected(model, x, mode, period, step_batch=8), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("executor,runs", [("onnxruntime", 2), ("openvino", 1)])
@@ -66,7 +54,7 @@ def test_an_odd_micro_batch_splits_unevenly_or_runs_fewer_streams_and_says_so(ex
     skip_if_missing(executor)
     model, x = eight_bit_model("resnet18"), images(6, size=32)  # one replica, micro-batch 3
     wrapped = poptorch.inferenceModel(model, options(executor, 2, replicas=1))
-    torch.testing.assert_close(wrapped(x), expected(model, x, 3, OutputMode.All, None), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(wrapped(x), expected(model, x, OutputMode.All, None, step_batch=3), rtol=1e-4, atol=1e-4)
     assert wrapped.executorReport()["streams"] == runs
     if runs == 1:
         assert any("Executor streams 2 asked for; openvino it runs 1" in line for line in wrapped._log)

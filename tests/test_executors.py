@@ -55,9 +55,10 @@ def options(executor: str, mode=OutputMode.All, period=None) -> poptorch.Options
     return opts
 
 
-def expected(model: nn.Module, x: torch.Tensor, mode, period) -> torch.Tensor:
+def expected(model: nn.Module, x: torch.Tensor, mode, period, step_batch: int = 2) -> torch.Tensor:
+    """What DI=2 device steps of ``step_batch`` samples (replicas x micro-batch) return in ``mode``."""
     with torch.no_grad():
-        steps = [model(c) for c in x.split(2)]  # DI=2 steps of 2 replicas x micro-batch 1
+        steps = [model(c) for c in x.split(step_batch)]
     if mode == OutputMode.All:
         return torch.cat(steps)
     if mode == OutputMode.Final:

@@ -85,7 +85,9 @@ class OnnxRuntimeCompiler(StepCompiler):
 
     @staticmethod
     def _step(session: Any, source: str, threads: int, streams: int, spec: Any, batch: int) -> Step:
-        """One session for one stream; otherwise one session per stream, each on its share of threads."""
+        """One session for one stream. Streams of one thread each share one session (ORT runs a one-thread
+        session's operators on the calling thread, and concurrent runs are safe), so the weights are held
+        once; streams of several threads get a session each, so their thread pools do not contend."""
         def runner(sess: Any) -> Step:
             names = [i.name for i in sess.get_inputs()]
 
@@ -95,4 +97,7 @@ class OnnxRuntimeCompiler(StepCompiler):
         if streams == 1:
             return runner(session(source, threads))
         share = max(1, threads // streams)
+        if share == 1:
+            shared = runner(session(source, 1))
+            return ThreadedStreams([shared] * streams, batch)
         return ThreadedStreams([runner(session(source, share)) for _ in range(streams)], batch)
