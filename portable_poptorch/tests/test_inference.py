@@ -219,3 +219,21 @@ def test_layers_before_the_first_block_are_stage_zero():
     model[3] = poptorch.BeginBlock(model[3], ipu_id=1)  # conv/bn before it form the implicit stage 0
     with pytest.raises(poptorch.ConfigError, match="2 pipeline stages"):
         poptorch.inferenceModel(model, poptorch.Options())(host_batch(1))
+
+
+def test_slice_step_passes_a_whole_chunk_as_it_is_and_cuts_the_others():
+    from portable_poptorch import batching
+    x, scalar = torch.arange(8.0).reshape(4, 2), torch.tensor(3.0)
+    whole = batching.slice_step((x, scalar), 0, 4)
+    assert whole[0] is x and whole[1] is scalar
+    second = batching.slice_step((x, scalar), 1, 2)
+    assert second[0].tolist() == [[4.0, 5.0], [6.0, 7.0]] and second[1] is scalar
+    first = batching.slice_step((x,), 0, 2)
+    assert first[0].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+
+
+def test_to_host_keeps_host_tensors_and_other_leaves():
+    from portable_poptorch import batching
+    x = torch.ones(2)
+    out = batching.to_host({"a": x, "b": [x, 7]})
+    assert out["a"] is x and out["b"][0] is x and out["b"][1] == 7

@@ -10,6 +10,14 @@ from portable_poptorch import tree
 Pair = collections.namedtuple("Pair", "logits loss")
 
 
+class Row(tuple):
+    """A tuple subclass that is not a namedtuple."""
+
+
+class Items(list):
+    pass
+
+
 def test_leaves_come_depth_first_and_none_is_empty():
     a, b, c = torch.zeros(1), torch.ones(2), torch.full((3,), 2.0)
     leaves, _ = tree.tree_flatten(((a, [b, None]), {"x": c, "y": 5}))
@@ -25,6 +33,8 @@ def test_leaves_come_depth_first_and_none_is_empty():
     {"b": torch.zeros(1), "a": [torch.ones(1), 3]},
     Pair(torch.zeros(2), torch.tensor(1.0)),
     collections.OrderedDict([("z", torch.zeros(1)), ("a", torch.ones(1))]),
+    Row((torch.zeros(1), [torch.ones(1)])),
+    Items([torch.zeros(1), Row((None, 4))]),
 ])
 def test_unflatten_gives_back_the_same_structure(value):
     leaves, spec = tree.tree_flatten(value)
@@ -50,3 +60,11 @@ def test_too_many_leaves_is_an_error():
     _, spec = tree.tree_flatten((torch.zeros(1),))
     with pytest.raises(ValueError):
         tree.tree_unflatten([torch.zeros(1), torch.zeros(1)], spec)
+
+
+def test_subclassed_containers_keep_their_type_and_leaves():
+    a, b = torch.zeros(1), torch.ones(1)
+    leaves, spec = tree.tree_flatten(Items([Row((a, b)), "s"]))
+    assert leaves[0] is a and leaves[1] is b and leaves[2] == "s"
+    rebuilt = tree.tree_unflatten([1, 2, 3], spec)
+    assert type(rebuilt) is Items and type(rebuilt[0]) is Row and list(rebuilt[0]) == [1, 2] and rebuilt[1] == 3

@@ -31,9 +31,15 @@ def steps_per_call(args: Sequence[Any], kwargs: dict, steps: int, what: str) -> 
 
 
 def slice_step(tree: Any, step: int, per_step: int) -> Any:
-    """The ``step``-th chunk of ``per_step`` samples of every tensor in ``tree``."""
+    """The ``step``-th chunk of ``per_step`` samples of every tensor in ``tree``; a tensor that is
+    the whole chunk already is passed as it is (no view made on every call)."""
     lo, hi = step * per_step, (step + 1) * per_step
-    return pytree.tree_map(lambda t: t[lo:hi] if isinstance(t, torch.Tensor) and t.dim() > 0 else t, tree)
+
+    def cut(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor) or t.dim() == 0 or (lo == 0 and t.shape[0] == hi):
+            return t
+        return t[lo:hi]
+    return pytree.tree_map(cut, tree)
 
 
 class OutputCollector:
@@ -82,7 +88,8 @@ def to_device(tree: Any, device: torch.device, non_blocking: bool) -> Any:
 
 
 def to_host(tree: Any) -> Any:
-    return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
+    """Every tensor of ``tree`` on the host; host tensors are returned as they are, without a call."""
+    return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) and not t.is_cpu else t, tree)
 
 
 def iter_leaves(tree: Any) -> Iterable[torch.Tensor]:

@@ -65,11 +65,16 @@ def place_stages(model: nn.Module, devices: List[torch.device]) -> None:
             mod.register_forward_pre_hook(pre_hook)
 
 
+def partials_apply(partials: Optional[torch.dtype], device: torch.device) -> bool:
+    """Whether ``partials_scope`` changes anything: half partials on CUDA."""
+    return device.type == "cuda" and partials in (torch.half, torch.float16)
+
+
 @contextlib.contextmanager
 def partials_scope(partials: Optional[torch.dtype], device: torch.device) -> Iterator[None]:
     """Half partials map to CUDA's reduced-precision matmul reductions while the model runs; the
     process-wide flags are restored afterwards. The CPU has no such switch."""
-    if device.type != "cuda" or partials not in (torch.half, torch.float16):
+    if not partials_apply(partials, device):
         yield
         return
     matmul = torch.backends.cuda.matmul

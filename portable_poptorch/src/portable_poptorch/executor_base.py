@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, ContextManager, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from . import batching, compilers
-from .device import device_name, partials_scope
+from .device import device_name, partials_apply, partials_scope
 from .errors import ConfigError
 from .options import Options
 from .reporting import ExecutorReporting
@@ -33,11 +33,18 @@ class ExecutorBase(ExecutorReporting):
         self._selection: Optional[compilers.Selection] = None
         self._rng_state: Optional[Tuple[torch.Tensor, List[torch.Tensor]]] = None
 
-    @contextlib.contextmanager
-    def _device_scope(self) -> Iterator[None]:
+    def _device_scope(self) -> ContextManager[None]:
         """Process-wide settings the options ask for (RNG seed, partials type), set only while this
-        model compiles or runs, as PopTorch scopes them to its model."""
-        with partials_scope(self.options.Precision.partials_type, self.device), self._rng_scope():
+        model compiles or runs, as PopTorch scopes them to its model; nothing to enter when neither
+        applies (the common case, on every call)."""
+        partials = self.options.Precision.partials_type
+        if self.options.random_seed is None and not partials_apply(partials, self.device):
+            return contextlib.nullcontext()
+        return self._scoped(partials)
+
+    @contextlib.contextmanager
+    def _scoped(self, partials: Optional[torch.dtype]) -> Iterator[None]:
+        with partials_scope(partials, self.device), self._rng_scope():
             yield
 
     @contextlib.contextmanager

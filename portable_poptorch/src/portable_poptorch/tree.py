@@ -17,25 +17,32 @@ def _is_namedtuple(x: Any) -> bool:
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
+_LEAF: Spec = ("leaf",)
+_NONE: Spec = ("none",)
+
+
 def tree_flatten(tree: Any) -> Tuple[List[Any], Spec]:
     """The leaves of ``tree`` in depth-first order and the structure ``tree_unflatten`` needs."""
     leaves: List[Any] = []
 
     def walk(node: Any) -> Spec:
+        kind = type(node)
+        if kind is tuple:  # the plain containers first: an executor flattens them on every call
+            return ("tuple", tuple, [walk(x) for x in node])
+        if kind is list:
+            return ("list", list, [walk(x) for x in node])
         if node is None:
-            return ("none",)
+            return _NONE
+        if not isinstance(node, (tuple, list, dict)):
+            leaves.append(node)
+            return _LEAF
         if _is_namedtuple(node):
-            return ("namedtuple", type(node), [walk(x) for x in node])
-        if isinstance(node, tuple):
-            return ("tuple", type(node), [walk(x) for x in node])
-        if isinstance(node, list):
-            return ("list", type(node), [walk(x) for x in node])
-        if isinstance(node, dict):
-            keys = list(node.keys())
-            factory = getattr(node, "default_factory", None)  # defaultdict keeps its factory
-            return ("dict", type(node), keys, [walk(node[k]) for k in keys], factory)
-        leaves.append(node)
-        return ("leaf",)
+            return ("namedtuple", kind, [walk(x) for x in node])
+        if isinstance(node, (tuple, list)):
+            return ("tuple" if isinstance(node, tuple) else "list", kind, [walk(x) for x in node])
+        keys = list(node.keys())
+        factory = getattr(node, "default_factory", None)  # defaultdict keeps its factory
+        return ("dict", kind, keys, [walk(node[k]) for k in keys], factory)
 
     return leaves, walk(tree)
 
@@ -53,7 +60,7 @@ def tree_unflatten(leaves: List[Any], spec: Spec) -> Any:
         if kind == "namedtuple":
             return node[1](*[build(x) for x in node[2]])
         if kind == "tuple":
-            return tuple(build(x) for x in node[2]) if node[1] is tuple else node[1](build(x) for x in node[2])
+            return tuple([build(x) for x in node[2]]) if node[1] is tuple else node[1](build(x) for x in node[2])
         if kind == "list":
             return node[1](build(x) for x in node[2])
         items = [(k, build(x)) for k, x in zip(node[2], node[3])]
