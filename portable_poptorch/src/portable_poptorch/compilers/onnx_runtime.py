@@ -1,8 +1,7 @@
 """ONNX Runtime: the model exported to ONNX (PopART's own input format), optimised and run by ORT.
 
 The graph is exported with a free batch dimension, so one optimised model serves the whole micro-batch
-and the sub-batches of executor streams (one session per stream, each on its share of the threads);
-each session fixes that dimension to the rows it runs, as a static export would.
+and the sub-batches of executor streams (one session per stream, each on its share of the threads).
 With a cache folder ORT's optimised model is kept under ``<cache>/onnxruntime`` and a later run with
 the same key loads it without exporting again.
 """
@@ -21,7 +20,6 @@ from .graph_io import input_arrays, outputs_from_arrays, sample_outputs, tensor_
 from .streams import ThreadedStreams, micro_batch, outputs_are_batched
 
 OPSET = 17
-BATCH_DIM = "batch"
 
 
 def export_onnx(model: nn.Module, example: Tuple[Any, ...], path: str, outputs: int = 1) -> None:
@@ -29,7 +27,7 @@ def export_onnx(model: nn.Module, example: Tuple[Any, ...], path: str, outputs: 
     gone), with the batch dimension of every input and output left free."""
     names = [f"input_{i}" for i in range(len(tensor_inputs(example)))]
     output_names = [f"output_{i}" for i in range(outputs)]
-    free = {name: {0: BATCH_DIM} for name in names + output_names}
+    free = {name: {0: "batch"} for name in names + output_names}
     kwargs = dict(opset_version=OPSET, input_names=names, output_names=output_names, dynamic_axes=free)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -65,15 +63,13 @@ class OnnxRuntimeCompiler(StepCompiler):
             counts = [1]
         optimised = ctx.artefact_path(self.name, ".optimised.onnx")
 
-        def session(source: str, threads: int, save_to: Optional[str] = None, rows: Optional[int] = None) -> Any:
+        def session(source: str, threads: int, save_to: Optional[str] = None) -> Any:
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             if save_to:
                 options.optimized_model_filepath = save_to
-            if rows:  # a session that only ever runs one batch size plans its kernels and memory for it
-                options.add_free_dimension_override_by_name(BATCH_DIM, rows)
             return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
         with tempfile.TemporaryDirectory(prefix="portable_onnx_") as tmp:
@@ -98,11 +94,10 @@ class OnnxRuntimeCompiler(StepCompiler):
             def run(*args: Any) -> Any:
                 return outputs_from_arrays(sess.run(None, dict(zip(names, input_arrays(args)))), spec)
             return run
-        rows = batch // streams if batch % streams == 0 else None
         if streams == 1:
-            return runner(session(source, threads, rows=rows))
+            return runner(session(source, threads))
         share = max(1, threads // streams)
         if share == 1:
-            shared = runner(session(source, 1, rows=rows))
+            shared = runner(session(source, 1))
             return ThreadedStreams([shared] * streams, batch)
-        return ThreadedStreams([runner(session(source, share, rows=rows)) for _ in range(streams)], batch)
+        return ThreadedStreams([runner(session(source, share)) for _ in range(streams)], batch)
