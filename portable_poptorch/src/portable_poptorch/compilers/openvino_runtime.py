@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .base import CompileContext, CompilerUnavailable, Step, StepCompiler, float32_only, import_problem
+from . import signal_stack
 from .graph_io import input_arrays, outputs_from_arrays, sample_outputs, tensor_inputs
 from .streams import concat_outputs, even_count, micro_batch, outputs_are_batched, split_args, split_sizes
 
@@ -97,7 +98,9 @@ class OpenVinoCompiler(StepCompiler):
                 config["PERFORMANCE_HINT"] = "LATENCY"
             if blobs:
                 config["CACHE_DIR"] = blobs
-            steps[streams] = _requests_step(core.compile_model(static, "CPU", config), streams, batch, spec)
+            with signal_stack.kept():  # see signal_stack: OpenVINO's own stack would dangle once freed
+                compiled = core.compile_model(static, "CPU", config)
+            steps[streams] = _requests_step(compiled, streams, batch, spec)
         return steps
 
 
