@@ -197,6 +197,24 @@ def test_keyword_arguments_bind_by_name_not_by_order():
     torch.testing.assert_close(out, x * 2.0 - y)
 
 
+@pytest.mark.parametrize("executor", ["onnxruntime", "openvino"])
+def test_a_changed_batch_is_compiled_again_not_fed_to_the_old_shape(executor):
+    skip_if_missing(executor)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    small = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    large = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    wrapped = poptorch.inferenceModel(model, options(executor))
+    first = wrapped(small)
+    torch.testing.assert_close(first, expected(model, small, OutputMode.All, None), rtol=1e-4, atol=1e-4)
+    assert (first[0] - first[1]).abs().max() > 1e-3
+    second = wrapped(large)
+    torch.testing.assert_close(second, expected(model, large, OutputMode.All, None, step_batch=4),
+                               rtol=1e-4, atol=1e-4)
+    assert any("Input shapes changed from [(4, 3, 16, 16)] to [(8, 3, 16, 16)]" in line for line in wrapped._log)
+    assert wrapped.executorReport()["executor"] == executor
+
+
 class _Classifier(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -15,6 +15,13 @@ def tensors_in(args: Sequence[Any], kwargs: dict) -> List[torch.Tensor]:
     return [x for x in leaves if isinstance(x, torch.Tensor)]
 
 
+def input_shapes(args: Sequence[Any]) -> tuple:
+    """Shape and dtype of every tensor in ``args``: what a compiled step is specialised for."""
+    if all(isinstance(a, torch.Tensor) for a in args):
+        return tuple((a.shape, a.dtype) for a in args)
+    return tuple((t.shape, t.dtype) for t in tensors_in(args, {}))
+
+
 def steps_per_call(args: Sequence[Any], kwargs: dict, steps: int, what: str) -> int:
     """Samples per device step; raises BatchSizeError when dim 0 of an input does not split evenly."""
     sizes = {t.shape[0] for t in tensors_in(args, kwargs) if t.dim() > 0}

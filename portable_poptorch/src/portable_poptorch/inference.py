@@ -33,6 +33,7 @@ class InferenceExecutor(ExecutorBase):
         self._device_model: Optional[nn.Module] = None
         self._step: Optional[Callable[..., Any]] = None
         self._static_outputs = False
+        self._input_shapes: tuple = ()
 
     @property
     def output_mode(self) -> OutputMode:
@@ -77,6 +78,7 @@ class InferenceExecutor(ExecutorBase):
         per_step = self._per_step(args)
         if self._device_model is None:
             self._attach()
+        self._input_shapes = batching.input_shapes(args)
         example = self._prepare(batching.to_device(batching.slice_step(args, 0, per_step), self.device, False))
         self._check_stages(example)
         if self.options.synthetic_data:
@@ -90,6 +92,15 @@ class InferenceExecutor(ExecutorBase):
             self._device_model = None  # the runtime holds its own copy of the weights; keep one, not two
         synchronize(self.device)
         self._compiled = True
+
+    def _recompile_for(self, args: Tuple[Any, ...]) -> None:
+        """A step compiled for fixed shapes (as PopTorch's executable is) is compiled again, saying so,
+        when a call brings other input shapes, rather than feeding them to the old executable."""
+        old = [tuple(shape) for shape, _ in self._input_shapes]
+        new = [tuple(shape) for shape, _ in batching.input_shapes(args)]
+        self._log.append(f"Input shapes changed from {old} to {new}; the model is compiled again for them.")
+        self._step, self._compiled = None, False
+        self._compile(*args)
 
     def _per_step(self, args: Tuple[Any, ...]) -> int:
         """Samples per device step: one micro-batch for each replica."""
@@ -108,6 +119,8 @@ class InferenceExecutor(ExecutorBase):
         per_step = self._per_step(args)
         if not self._compiled:
             self._compile(*args)
+        elif batching.input_shapes(args) != self._input_shapes:
+            self._recompile_for(args)
         collector = batching.OutputCollector(self.output_mode, self.options.output_return_period, steps)
         cuda = self.device.type == "cuda"
         step_fn = self._step
