@@ -7,6 +7,11 @@ run_benchmark / fastest peer, and the median peak RSS of each engine's process.
 
     python3 benchmarks/peers.py --models resnet18 resnet50 efficientnet-b0 mobilenet-v3-large \\
         --batch-sizes 1 16 --rounds 5 --seconds 3
+
+Where the machine's speed drifts between runs by more than the margins of interest, ``--in-process``
+builds the harness's ``inferenceModel`` (the executor run_benchmark.py would use) and every peer in one
+process and alternates rounds of calls between them, so a slow spell lands on all of them alike. That
+measures the executor and its call path, not run_benchmark.py's process set-up, and gives no peak RSS.
 """
 
 import argparse
@@ -25,10 +30,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from cnns.utils.argparser import add_debug_option, new_parser
 from cnns.utils.errors import exit_on_usage_error, run_child
 from cnns.utils.validation import at_least, check_finite, in_range, known_models
+from portable_poptorch.compilers import EXECUTORS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PEERS = ("onnxruntime", "openvino", "torch.compile", "eager")
-ENGINES = ("run_benchmark",) + PEERS
 
 
 def _model_and_input(name: str, batch: int) -> Any:
@@ -104,14 +109,48 @@ def child(engine: str, name: str, batch: int, seconds: float) -> Dict[str, float
     return {"throughput": batch * calls / elapsed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_engine(engine: str, name: str, batch: int, seconds: float, cache: str, iterations: Dict[Any, int]) -> Dict[str, Any]:
+def in_process(name: str, batch: int, rounds: int, seconds: float, executor: str, peers: Sequence[str]) -> Dict[str, Any]:
+    """Median images/s of the harness's inferenceModel and of each peer, all in this process, rounds of
+    about ``seconds`` each alternating in order; also the executor the harness ran."""
+    import torch
+    import portable_poptorch as poptorch
+    from cnns.utils.cpu_threads import visible_cores
+    torch.set_num_threads(visible_cores())
+    model, x = _model_and_input(name, batch)
+    opts = poptorch.Options()
+    opts.Portable.executor(executor)
+    harness = poptorch.inferenceModel(model, opts)
+    harness(x)   # compiled first, so that auto times its executors before any peer exists
+    report = harness.executorReport()
+    calls: Dict[str, Callable[[], Any]] = {"run_benchmark": lambda: harness(x)}
+    calls.update({engine: _peer_call(engine, name, batch) for engine in peers})
+    figures: Dict[str, List[float]] = {engine: [] for engine in calls}
+
+    def rate(call: Callable[[], Any]) -> float:
+        done, start = 0, time.perf_counter()
+        while done < 3 or time.perf_counter() - start < seconds:
+            call()
+            done += 1
+        return batch * done / (time.perf_counter() - start)
+    for call in calls.values():
+        rate(call)   # warm-up round: each runtime's first calls run below its steady state
+    for r in range(rounds):
+        order = list(calls) if r % 2 == 0 else list(reversed(list(calls)))
+        for engine in order:
+            figures[engine].append(rate(calls[engine]))
+    medians = {engine: statistics.median(values) for engine, values in figures.items()}
+    return {"throughput": medians, "executor": report["executor"], "streams": report["streams"]}
+
+
+def run_engine(engine: str, name: str, batch: int, seconds: float, cache: str, iterations: Dict[Any, int],
+               executor: str = "auto") -> Dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # every engine picks its threads alike
     if engine == "run_benchmark":
         with tempfile.TemporaryDirectory() as logs:
             calls = iterations.get((name, batch), 5)
             cmd = [sys.executable, str(REPO / "inference" / "run_benchmark.py"), "--data", "synthetic", "--model", name,
                    "--batch-size", str(batch), "--precision", "32.32", "--random-weights", "--iterations", str(calls),
-                   "--log-path", logs]
+                   "--executor", executor, "--log-path", logs]
             run_child(cmd, f"run_benchmark.py ({name}, batch {batch})", env=dict(env, POPTORCH_CACHE_DIR=cache))
             folder = next(pathlib.Path(logs).iterdir())
             results = json.loads((folder / "results.json").read_text())
@@ -132,6 +171,11 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 16])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=3.0, help="Measured seconds per engine and round")
+    p.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS), help="Peers to run")
+    p.add_argument("--executor", choices=EXECUTORS, default="auto",
+                   help="The harness's --executor (auto is run_benchmark.py's default)")
+    p.add_argument("--in-process", action="store_true",
+                   help="Run the harness's inferenceModel and the peers in this one process, alternating rounds")
     p.add_argument("--child", choices=PEERS, default=None, help=argparse.SUPPRESS)
     add_debug_option(p)
     args = p.parse_args(argv)
@@ -151,39 +195,65 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from portable_poptorch.device import device_name
     import torch
     print(f"CPU: {device_name(torch.device('cpu'))}, {os.cpu_count()} cores, torch {torch.__version__}")
+    if args.in_process:
+        print_in_process(args)
+        return
+    engines = ["run_benchmark"] + list(args.peers)
     rows = []
     cache = tempfile.mkdtemp(prefix="peers_cache_")
     iterations: Dict[Any, int] = {}
     for name in args.models:
         for batch in args.batch_sizes:
-            figures: Dict[str, List[Dict[str, Any]]] = {e: [] for e in ENGINES}
+            figures: Dict[str, List[Dict[str, Any]]] = {e: [] for e in engines}
             for r in range(args.rounds):
-                peers_first = list(PEERS) + ["run_benchmark"]
+                peers_first = list(args.peers) + ["run_benchmark"]
                 order = peers_first if r % 2 == 0 else list(reversed(peers_first))
                 for engine in order:
-                    figures[engine].append(run_engine(engine, name, batch, args.seconds, cache, iterations))
-            med = {e: statistics.median(f["throughput"] for f in figures[e]) for e in ENGINES}
-            rss = {e: statistics.median(f["peak_rss_mb"] for f in figures[e]) for e in ENGINES}
-            best_peer = max(PEERS, key=lambda e: med[e])
-            executors = sorted({f["executor"] for f in figures["run_benchmark"]})
-            rows.append((name, batch, med, rss, best_peer, executors))
-            print(f"{name} bs={batch}: " + ", ".join(f"{e} {med[e]:.1f}" for e in ENGINES)
-                  + f" | run_benchmark/{best_peer} = {med['run_benchmark'] / med[best_peer]:.3f} "
-                  f"(executor {'/'.join(executors)})", flush=True)
-    print()
-    print("| model | batch | run_benchmark (executor) | onnxruntime | openvino | torch.compile | eager | fastest peer | ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
-    for name, batch, med, rss, best, executors in rows:
-        print(f"| {name} | {batch} | {med['run_benchmark']:.1f} ({'/'.join(executors)}) | "
-              + " | ".join(f"{med[e]:.1f}" for e in PEERS)
-              + f" | {best} | {med['run_benchmark'] / med[best]:.3f} |")
+                    figures[engine].append(run_engine(engine, name, batch, args.seconds, cache, iterations,
+                                                      args.executor))
+            med = {e: statistics.median(f["throughput"] for f in figures[e]) for e in engines}
+            rss = {e: statistics.median(f["peak_rss_mb"] for f in figures[e]) for e in engines}
+            executors = "/".join(sorted({f["executor"] for f in figures["run_benchmark"]}))
+            rows.append((name, batch, med, rss, executors))
+            print_row(name, batch, med, args.peers, executors)
+    print_table("run_benchmark", rows, args.peers)
     print()
     print("Median peak RSS (MB) per process:")
-    print("| model | batch | " + " | ".join(ENGINES) + " |")
-    print("|---|---:|" + "---:|" * len(ENGINES))
-    for name, batch, med, rss, best, executors in rows:
-        print(f"| {name} | {batch} | " + " | ".join(f"{rss[e]:.0f}" for e in ENGINES) + " |")
+    print("| model | batch | " + " | ".join(engines) + " |")
+    print("|---|---:|" + "---:|" * len(engines))
+    for name, batch, med, rss, executors in rows:
+        print(f"| {name} | {batch} | " + " | ".join(f"{rss[e]:.0f}" for e in engines) + " |")
 
+
+def print_in_process(args: argparse.Namespace) -> None:
+    """The --in-process table: every engine in this process, one model and batch size at a time."""
+    rows = []
+    for name in args.models:
+        for batch in args.batch_sizes:
+            result = in_process(name, batch, args.rounds, args.seconds, args.executor, args.peers)
+            streams = f" x{result['streams']} streams" if result["streams"] > 1 else ""
+            executors = result["executor"] + streams
+            rows.append((name, batch, result["throughput"], None, executors))
+            print_row(name, batch, result["throughput"], args.peers, executors)
+    print_table("inferenceModel, in process", rows, args.peers)
+
+
+def print_row(name: str, batch: int, med: Dict[str, float], peers: Sequence[str], executors: str) -> None:
+    best = max(peers, key=lambda e: med[e])
+    print(f"{name} bs={batch}: " + ", ".join(f"{e} {med[e]:.1f}" for e in ["run_benchmark", *peers])
+          + f" | run_benchmark/{best} = {med['run_benchmark'] / med[best]:.3f} (executor {executors})", flush=True)
+
+
+def print_table(harness: str, rows: List[Any], peers: Sequence[str]) -> None:
+    """The throughput table in Markdown: the harness, each peer, the fastest peer and the ratio."""
+    print()
+    print(f"| model | batch | {harness} (executor) | " + " | ".join(peers) + " | fastest peer | ratio |")
+    print("|---|---:|---:|" + "---:|" * len(peers) + "---|---:|")
+    for name, batch, med, _, executors in rows:
+        best = max(peers, key=lambda e: med[e])
+        print(f"| {name} | {batch} | {med['run_benchmark']:.1f} ({executors}) | "
+              + " | ".join(f"{med[e]:.1f}" for e in peers)
+              + f" | {best} | {med['run_benchmark'] / med[best]:.3f} |")
 
 if __name__ == "__main__":
     main()

@@ -362,6 +362,8 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("peers", ["--seconds", "inf"], "--seconds inf is not a finite number"),
     ("peers", ["--batch-sizes", "1", "0"], "--batch-sizes must be at least 1, got 0"),
     ("peers", ["--batch-sizes", "x"], "invalid int value: 'x'"),
+    ("peers", ["--peers", "tvm"], "invalid choice: 'tvm'"),
+    ("peers", ["--executor", "tensorrt"], "invalid choice: 'tensorrt'"),
     # benchmarks/scaling.py
     ("scaling", ["--instances", "0"], "--instances must be at least 1, got 0"),
     ("scaling", ["--instances", "1", "100000"], "--instances must be at most"),

@@ -1,0 +1,33 @@
+"""benchmarks/peers.py --in-process: the harness's inferenceModel and the chosen peers in one process."""
+import importlib.util
+import os
+import re
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _peers():
+    spec = importlib.util.spec_from_file_location("benchmark_peers", os.path.join(REPO, "benchmarks", "peers.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_in_process_runs_the_harness_and_only_the_chosen_peers():
+    result = _peers().in_process("mobilenet-v3-small", 2, rounds=2, seconds=0.01, executor="eager", peers=["eager"])
+    assert result["executor"] == "eager" and result["streams"] == 1
+    assert set(result["throughput"]) == {"run_benchmark", "eager"}
+    assert all(v > 0 for v in result["throughput"].values())
+
+
+def test_in_process_table_ratio_is_harness_over_fastest_peer(capsys):
+    _peers().main(["--in-process", "--models", "mobilenet-v3-small", "--batch-sizes", "1", "--rounds", "1",
+                   "--seconds", "0.01", "--peers", "eager", "--executor", "eager"])
+    out = capsys.readouterr().out
+    row = re.search(r"^\| mobilenet-v3-small \| 1 \| ([\d.]+) \(eager\) \| ([\d.]+) \| eager \| ([\d.]+) \|$", out, re.M)
+    assert row, out
+    harness, eager, ratio = map(float, row.groups())
+    assert ratio == pytest.approx(harness / eager, abs=2e-3)
+    assert "inferenceModel, in process (executor)" in out
