@@ -44,8 +44,8 @@ def test_resident_on_cpu_reuses_activations_without_page_faults():
         assert done.returncode == 0, done.stderr
         faults[mode] = float(done.stdout.split()[-1])
     pages_per_mib = (1 << 20) // resource.getpagesize()
-    assert faults["resident"] < pages_per_mib, faults
-    assert faults["map-afresh"] > 4 * pages_per_mib, faults
+    assert faults["resident"] < 4 * pages_per_mib, faults       # seen: 0-1 MiB a step
+    assert faults["map-afresh"] > 32 * pages_per_mib, faults    # seen: about 121 MiB a step
 
 
 def test_resident_record_names_the_thresholds():

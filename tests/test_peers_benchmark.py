@@ -3,8 +3,6 @@ import importlib.util
 import os
 import re
 
-import pytest
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -28,6 +26,6 @@ def test_in_process_table_ratio_is_harness_over_fastest_peer(capsys):
     out = capsys.readouterr().out
     row = re.search(r"^\| mobilenet-v3-small \| 1 \| ([\d.]+) \(eager\) \| ([\d.]+) \| eager \| ([\d.]+) \|$", out, re.M)
     assert row, out
-    harness, eager, ratio = map(float, row.groups())
-    assert ratio == pytest.approx(harness / eager, abs=2e-3)
+    harness, eager, ratio = map(float, row.groups())   # figures printed to 0.05, the ratio to 0.0005
+    assert (harness - 0.05) / (eager + 0.05) - 5e-4 <= ratio <= (harness + 0.05) / (eager - 0.05) + 5e-4
     assert "inferenceModel, in process (executor)" in out
