@@ -205,10 +205,15 @@ def test_static_loss_scaling_leaves_update_unchanged():
     assert torch.allclose(loss_scaled, loss_plain)
 
 
-def test_set_optimizer_changes_lr_on_next_call():
+@pytest.mark.parametrize("executor", ["eager", "inductor"])
+def test_set_optimizer_changes_lr_on_next_call(executor):
+    """Both training executors (auto picks by timing, so the test names each)."""
     x, y = data(4)
     model = make()
-    tm, _ = train(model, opts(), x, y, momentum=0.0)
+    o = opts()
+    o.Portable.executor(executor)
+    tm, _ = train(model, o, x, y, momentum=0.0)
+    assert tm.executorReport()["executor"] == executor
     before = copy.deepcopy(model.state_dict())
     tm.setOptimizer(optim.SGD(model.parameters(), lr=0.0))
     tm(x, y)
@@ -493,3 +498,24 @@ def test_compiling_in_place_and_undoing_it_restores_the_eager_forward():
     assert model.forward is triple and model(torch.ones(1)).tolist() == [3.0]
     uncompile(model)
     assert model.forward is triple
+
+
+def test_a_deep_copy_of_a_model_compiled_in_place_runs_its_own_weights_and_mode():
+    """inferenceModel deep-copies the user's model; a copy of a model compiled for training must not
+    run the original's forward (its weights, its train mode)."""
+    from portable_poptorch.compilers.training import compile_in_place
+    model = make(bn=True)
+    compile_in_place(model)
+    x, y = data(4)
+    copied = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        copied.fc2.weight.mul_(-1.0)
+        out_copy = copied(x, y)[0]
+        out_original = model(x, y)[0]
+    eager = copy.deepcopy(copied)
+    del eager.forward, eager._portable_eager_forward   # the class's eager forward, same weights and mode
+    with torch.no_grad():
+        reference = eager(x, y)[0]
+    assert not torch.allclose(out_copy, out_original, atol=1e-3)
+    assert torch.allclose(out_copy, reference, atol=1e-5)
+    assert model.training and not copied.training

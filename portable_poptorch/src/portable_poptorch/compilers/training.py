@@ -9,6 +9,7 @@ are restored afterwards) and keeps the faster, caching the choice like inference
 """
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -24,6 +25,30 @@ TRAINING_EXECUTORS = ("eager", "inductor")
 _EAGER_FORWARD = "_portable_eager_forward"
 
 
+class CompiledForward:
+    """The compiled ``forward`` set on a module instance.
+
+    A deep copy of the module (``inferenceModel`` copies the user's model; users copy models for
+    reference steps or weight averaging) gets a compiled forward of its own, bound to the copy: a plain
+    ``torch.compile`` function would be shared as it is and keep running the original module, its
+    weights and its train/eval mode.
+    """
+
+    def __init__(self, owner: nn.Module, eager: Callable[..., Any]) -> None:
+        self._owner = owner
+        self._eager = eager
+        self._compiled = torch.compile(eager)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._compiled(*args, **kwargs)
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "CompiledForward":
+        owner = memo.get(id(self._owner))
+        if owner is None:   # copied apart from its module: still the original's forward
+            return self
+        return CompiledForward(owner, copy.deepcopy(self._eager, memo))
+
+
 def compile_in_place(model: nn.Module) -> None:
     """Replace the model's ``forward`` on the instance with its compiled form, so every caller of
     ``model(...)`` (replicas' ``functional_call``, recomputation wrappers) runs the compiled graph; a model
@@ -31,7 +56,7 @@ def compile_in_place(model: nn.Module) -> None:
     if _EAGER_FORWARD in vars(model):
         return
     setattr(model, _EAGER_FORWARD, vars(model).get("forward"))
-    model.forward = torch.compile(model.forward)
+    model.forward = CompiledForward(model, model.forward)
 
 
 def uncompile(model: nn.Module) -> None:
