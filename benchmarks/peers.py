@@ -255,5 +255,6 @@ def print_table(harness: str, rows: List[Any], peers: Sequence[str]) -> None:
               + " | ".join(f"{med[e]:.1f}" for e in peers)
               + f" | {best} | {med['run_benchmark'] / med[best]:.3f} |")
 
+
 if __name__ == "__main__":
     main()

@@ -9,11 +9,11 @@ from cnns.utils.host_memory import MMAP_THRESHOLD_BYTES, configure_host_allocato
 
 
 _FAULTS_PER_STEP = """
-import ctypes, resource, sys
+import resource, sys
 import torch, torchvision
-from cnns.utils.host_memory import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, configure_host_allocator
+from cnns.utils.host_memory import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, _libc, configure_host_allocator
 if sys.argv[1] == "map-afresh":
-    libc = ctypes.CDLL("libc.so.6")
+    libc = _libc()
     assert libc.mallopt(M_MMAP_THRESHOLD, 128 << 10) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 128 << 10) == 1
 else:
     configure_host_allocator(sys.argv[1], "cpu")
