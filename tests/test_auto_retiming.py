@@ -54,3 +54,47 @@ def test_a_far_slower_executor_is_dropped_without_re_timing(monkeypatch):
     # its warm-up and one timing of >= 0.25 s at 8 ms make about 42 calls; four more rounds would add ~130
     assert slow.calls < 80
     assert trials["close"]["ms_per_call"] > trials["fast"]["ms_per_call"]
+
+
+def test_a_choice_is_remembered_for_the_process_and_timed_afresh_for_another_key(monkeypatch):
+    """Validating several checkpoints builds one inferenceModel each: the second has the same choice key
+    (weights are not in it) and must not time every executor again."""
+    fast, slow = Sleeper("fast", 0.002), Sleeper("slow", 0.006)
+    first = choose(monkeypatch, slow, fast)
+    calls = fast.calls + slow.calls
+    second = choose(monkeypatch, slow, fast)
+    assert first.name == second.name == "fast"
+    assert "earlier in this process" in second.reason and "earlier" not in first.reason
+    assert fast.calls + slow.calls == calls and fast.compiled == 2 and slow.compiled == 1
+    assert all(t.get("cached") for t in second.trials) and len(second.trials) == len(first.trials)
+    ctx = CompileContext(device=torch.device("cpu"), threads=1)
+    other = selection.select("auto", nn.Identity(), (torch.zeros(1),), ctx, "another key")
+    assert "earlier" not in other.reason and slow.compiled == 2
+    selection.forget_choices()
+    assert "earlier" not in choose(monkeypatch, slow, fast).reason
+
+
+def test_the_cache_folder_choice_comes_before_the_remembered_one(monkeypatch, tmp_path):
+    a, b = Sleeper("a", 0.002), Sleeper("b", 0.004)
+    assert choose(monkeypatch, a, b).name == "a"
+    (tmp_path / selection.CHOICES_FILE).write_text('{"key": {"executor": "b", "streams": 1, "trials": []}}')
+    ctx = CompileContext(device=torch.device("cpu"), threads=1, cache_dir=str(tmp_path))
+    chosen = selection.select("auto", nn.Identity(), (torch.zeros(1),), ctx, "key")
+    assert chosen.name == "b" and str(tmp_path) in chosen.reason
+
+
+def test_the_training_choice_is_remembered_for_the_process(monkeypatch):
+    from portable_poptorch.compilers import training
+    compiled = []
+    monkeypatch.setattr(training, "_compile_now", lambda model, trial, ctx: compiled.append(model))
+    monkeypatch.setattr(training, "uncompile", lambda model: None)
+    monkeypatch.setattr(training.InductorCompiler, "environment_problem", lambda self, ctx: None)
+    trials = []
+    model = nn.Linear(2, 2)
+    ctx = CompileContext(device=torch.device("cpu"), threads=1)
+    first = training.select_training("auto", model, lambda: trials.append(1), ctx, "train-key")
+    timed = len(trials)
+    second = training.select_training("auto", model, lambda: trials.append(1), ctx, "train-key")
+    assert timed >= 4 and len(trials) == timed
+    assert second.name == first.name and "earlier in this process" in second.reason
+    assert len(compiled) == (2 if first.name == "inductor" else 1)

@@ -3,5 +3,16 @@ xdist worker) through PopTorch's POPTORCH_CACHE_DIR, so a model is compiled once
 import os
 import tempfile
 
+import pytest
+
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
 os.environ.setdefault("POPTORCH_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"portable_poptorch_tests_{_RUN}"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_auto_choices():
+    """auto remembers its choices for the rest of a process; each test starts as a new process would,
+    with only what the shared cache folder holds."""
+    from portable_poptorch.compilers import forget_choices
+    forget_choices()
+    yield

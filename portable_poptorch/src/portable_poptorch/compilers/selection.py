@@ -4,7 +4,8 @@
 micro-batch, as cuDNN's benchmark mode times convolution algorithms, then keeps the fastest. Executors
 that can split the micro-batch into streams are timed with one stream and with one per thread unless
 a stream count is asked for. With a cache folder the choice is stored (``choices.json``) next to the
-artefacts and reused by later runs.
+artefacts and reused by later runs; without one it is remembered for the rest of the process, so
+validating several checkpoints, or validating after every epoch, times the executors once.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ EXECUTORS = ("auto",) + tuple(COMPILERS)
 CHOICES_FILE = "choices.json"
 CONTENDER_RATIO = 1.6   # executors this much slower than the fastest first figure are not re-timed
 RETIME_ROUNDS = 4
+_REMEMBERED: Dict[str, Dict[str, Any]] = {}   # choices made in this process, by choice key
 
 
 @dataclasses.dataclass
@@ -99,7 +101,24 @@ def _load_choices(cache_dir: Optional[str]) -> Dict[str, Any]:
         return {}
 
 
+def forget_choices() -> None:
+    """Drop the choices remembered in this process, so the next auto selection times afresh."""
+    _REMEMBERED.clear()
+
+
+def earlier_choice(cache_dir: Optional[str], key: str) -> Tuple[Optional[Dict[str, Any]], str]:
+    """auto's earlier choice for ``key`` and where it comes from, for the log: the cache folder's, else
+    one made earlier in this process; (None, "") when neither has one."""
+    cached = _load_choices(cache_dir).get(key)
+    if isinstance(cached, dict):
+        return cached, f"in an earlier run (choice cached in {cache_dir})"
+    if key in _REMEMBERED:
+        return _REMEMBERED[key], "earlier in this process"
+    return None, ""
+
+
 def _store_choice(cache_dir: Optional[str], key: str, entry: Dict[str, Any]) -> None:
+    _REMEMBERED[key] = entry
     if not cache_dir:
         return
     os.makedirs(cache_dir, exist_ok=True)
@@ -152,16 +171,15 @@ def select(requested: str, model: nn.Module, example: Tuple[Any, ...], ctx: Comp
 
 
 def _chosen(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext, choice_key: str) -> Selection:
-    """auto's choice: the one cached for this key when it can still be built, else timed now."""
-    cached = _load_choices(ctx.cache_dir).get(choice_key)
+    """auto's choice: the one made earlier for this key when it can still be built, else timed now."""
+    cached, where = earlier_choice(ctx.cache_dir, choice_key)
     if cached and cached.get("executor") in COMPILERS:
         compiler = COMPILERS[cached["executor"]]
         streams = int(cached.get("streams", 1))
         if compiler.unavailable_reason(model, example, ctx) is None:
             steps, _ = _compile(compiler, model, example, ctx, [streams])
             if streams in steps:
-                reason = (f"auto chose {label(compiler.name, streams)}, the fastest when timed in an earlier run "
-                          f"(choice cached in {ctx.cache_dir})")
+                reason = f"auto chose {label(compiler.name, streams)}, the fastest when timed {where}"
                 trials = [dict(t, cached=True) for t in cached.get("trials", [])]
                 return Selection(compiler.name, steps[streams], compiler.static_outputs(ctx), reason, trials, streams)
     return _auto(model, example, ctx, choice_key)

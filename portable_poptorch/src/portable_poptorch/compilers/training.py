@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import ConfigError
 from .base import CompileContext
 from .inductor import InductorCompiler, cache_environment
-from .selection import EXECUTORS, Selection, _load_choices, _store_choice
+from .selection import EXECUTORS, Selection, _store_choice, earlier_choice
 
 TRAINING_EXECUTORS = ("eager", "inductor")
 _EAGER_FORWARD = "_portable_eager_forward"
@@ -102,13 +102,13 @@ def select_training(requested: str, model: nn.Module, trial: Callable[[], None],
         _compile_now(model, trial, ctx)
         return Selection("inductor", model, False, "asked for with --executor inductor",
                          [{"executor": "inductor", "status": "compiled", "compile_s": round(time.perf_counter() - start, 3)}])
-    cached: Optional[Dict[str, Any]] = _load_choices(ctx.cache_dir).get(choice_key)
+    cached, where = earlier_choice(ctx.cache_dir, choice_key)
     if cached and cached.get("executor") in TRAINING_EXECUTORS:
         if cached["executor"] == "inductor":
             _compile_now(model, trial, ctx)
         return Selection(cached["executor"], model, False,
-                         f"auto chose {cached['executor']}, the faster training step when timed in an earlier run "
-                         f"(choice cached in {ctx.cache_dir})", [dict(t, cached=True) for t in cached.get("trials", [])])
+                         f"auto chose {cached['executor']}, the faster training step when timed {where}",
+                         [dict(t, cached=True) for t in cached.get("trials", [])])
     trial()
     eager_s = _best_of(trial)
     start = time.perf_counter()
