@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import re
 from typing import Dict, Optional
 from urllib.parse import urlparse
@@ -21,6 +20,7 @@ from urllib.parse import urlparse
 import torch
 
 from .errors import ModelConfigError
+from .tensor_file import UnreadableTensorFile, load_tensor_file
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
 SHA256_IN_NAME_HOSTS = frozenset({"download.pytorch.org"})
@@ -76,10 +76,9 @@ def load_pretrained_state_dict(url: str) -> Dict[str, torch.Tensor]:
     if expected is not None and not sha256_of(path).startswith(expected):
         raise _refuse(path, f"does not match its published SHA256 prefix {expected}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise _refuse(path, f"is not a plain tensor file ({reason[:160]})") from None
+        state = load_tensor_file(path)
+    except UnreadableTensorFile as error:
+        raise _refuse(path, f"is not a plain tensor file ({error})") from None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise _refuse(path, "does not hold a state_dict of tensors")
     return state

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import socket
 from typing import Dict, Iterator
 
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from .errors import ModelConfigError
+from .tensor_file import UnreadableTensorFile, load_tensor_file
 
 DOWNLOAD_SOCKET_TIMEOUT_S = 5.0
 _WRAPPER_PREFIXES = ("model.", "module.")
@@ -38,10 +38,10 @@ def load_weights_file(model: nn.Module, path: str, model_name: str) -> None:
     if not os.path.isfile(path):
         raise ModelConfigError(f"Weights file {path!r} does not exist.")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        loaded = load_tensor_file(path)
+    except UnreadableTensorFile as error:
         raise ModelConfigError(
-            f"Weights file {path!r} could not be read as a PyTorch state_dict or checkpoint ({error}).") from error
+            f"Weights file {path!r} could not be read as a PyTorch state_dict or checkpoint ({error}).") from None
     state_dict = loaded.get("model_state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
         raise ModelConfigError(

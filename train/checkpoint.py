@@ -4,7 +4,6 @@ a resumed run needs (model, optimiser, schedule, RNG states, options) in types t
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import re
 from typing import Any, Dict, List, Optional, Tuple
@@ -12,6 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from cnns.models.tensor_file import UnreadableTensorFile, load_tensor_file
 from cnns.utils.atomic import FolderLock, atomic_file, remove_stale_temporaries
 from cnns.utils.errors import UsageError
 from cnns.utils.validation import check_free_space, writable_folder
@@ -87,10 +87,9 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise UsageError(f"Checkpoint {path!r} does not exist; --checkpoint-path must name a .pt file written by train.py.")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"Checkpoint {path!r} could not be read as a PyTorch file ({reason}).") from None
+        ckpt = load_tensor_file(path)
+    except UnreadableTensorFile as exc:
+        raise UsageError(f"Checkpoint {path!r} could not be read as a PyTorch file ({exc}).") from None
     needed = ("model_state_dict", "args", "epoch", "num_classes")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in needed):
         raise UsageError(f"File {path!r} is not a train.py checkpoint (it lacks {', '.join(needed)}).")
