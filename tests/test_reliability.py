@@ -289,6 +289,11 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("validate", ["--checkpoint-path", "{ckpt_precision_odd}"], "--precision '8.8' is not one of"),
     ("validate", ["--checkpoint-path", "{ckpt_ok}", "--batch-size", "0"], "--batch-size must be at least 1"),
     ("validate", ["--checkpoint-path", "{ckpt_ok}", "--log-path", "{text}"], "is a file, not a folder"),
+    ("validate", ["--checkpoint-path", "{ckpt_ok}", "--lr", "0.1"], "validate.py does not read --lr"),
+    ("validate", ["--checkpoint-path", "{ckpt_ok}", "--weights", "{text}"], "validate.py does not read --weights"),
+    ("validate", ["--checkpoint-path", "{ckpt_ok}", "--config", "resnet50-pod16"], "does not read --config"),
+    ("validate", ["--checkpoint-path", "{ckpt_ok}", "--profile"], "validate.py does not read --profile"),
+    ("validate", ["--checkpoint-path", "{ckpt_ok}", "--epoch=3", "--mixup-alpha", "1"], "does not read --epoch, --mixup-alpha"),
     # restore.py
     ("restore", [], "needs --checkpoint-path"),
     ("restore", ["--checkpoint-path", "{dir}"], "needs --checkpoint-path naming one checkpoint file"),
@@ -298,6 +303,8 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("restore", ["--checkpoint-path", "{ckpt_ok}", "--epoch", "1"], "is from epoch 1 of a 1-epoch run"),
     ("restore", ["--checkpoint-path", "{ckpt_lr_nan}"], "--lr nan is not a finite number"),
     ("restore", ["--checkpoint-path", "{ckpt_batch_text}"], "sets batch_size to 'abc'"),
+    ("restore", ["--checkpoint-path", "{ckpt_ok}", "--weights", "{text}"], "restore.py does not read --weights"),
+    ("restore", ["--checkpoint-path", "{ckpt_ok}", "--config", "resnet50-pod16"], "restore.py does not read --config"),
     # weight_avg.py
     ("weight_avg", ["--checkpoint-path", "{missing}"], "does not exist"),
     ("weight_avg", ["--checkpoint-path", "{text}"], "is a file"),

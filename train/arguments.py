@@ -137,6 +137,26 @@ def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Se
     return {a.dest for a in parser._actions if typed & set(a.option_strings)}
 
 
+VALIDATION_READS = frozenset({"data", "iterations", "input_size", "checkpoint_path"})
+FROM_THE_CHECKPOINT = frozenset({"config", "weights"})   # restore.py and validate.py take these from the checkpoint
+
+
+def training_only_options() -> Set[str]:
+    """Destinations of train.py's own options (half-resolution and weight averaging included) that
+    validation does not read."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_training_options(parser)
+    return {a.dest for a in parser._actions} - VALIDATION_READS
+
+
+def refuse_unread(parser: argparse.ArgumentParser, explicit: Set[str], unread: Set[str], script: str, why: str) -> None:
+    """A typed option that ``script`` would silently drop is a usage error naming it."""
+    names = [a.option_strings[0] for a in parser._actions if a.dest in explicit & unread]
+    if names:
+        raise UsageError(f"{script} does not read {', '.join(names)}: {why}; the options it reads that you type "
+                         "(e.g. --batch-size, --device) override the checkpoint's.")
+
+
 def _fail(message: str) -> None:
     raise UsageError(message)
 

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any, Dict, Optional, Sequence
 
-from cnns.train.arguments import check_training_args, explicit_options, training_parser
+from cnns.train.arguments import FROM_THE_CHECKPOINT, check_training_args, explicit_options, refuse_unread, training_parser
 from cnns.train.checkpoint import load_checkpoint
 from cnns.train.train import run_training
 from cnns.train.validate import args_from_checkpoint
@@ -25,10 +25,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = training_parser("Resume training from a checkpoint written by train.py")
     argv = list(sys.argv[1:] if argv is None else argv)
     cli = parser.parse_args(argv)
+    explicit = explicit_options(parser, argv)
+    refuse_unread(parser, explicit, set(FROM_THE_CHECKPOINT), "restore.py",
+                  "it resumes from the checkpoint's weights and the options it recorded")
     if not cli.checkpoint_path or os.path.isdir(cli.checkpoint_path):
         raise UsageError("restore.py needs --checkpoint-path naming one checkpoint file (<model>_<data>_<epoch>.pt).")
     ckpt = load_checkpoint(cli.checkpoint_path)
-    args = args_from_checkpoint(ckpt, cli, explicit_options(parser, argv))
+    args = args_from_checkpoint(ckpt, cli, explicit)
     args.resumed_from = cli.checkpoint_path
     args.checkpoint_path = os.path.dirname(os.path.abspath(cli.checkpoint_path))
     args.notes = []

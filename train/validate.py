@@ -14,7 +14,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import torch
 
 from cnns import datasets
-from cnns.train.arguments import check_training_args, explicit_options, training_parser
+from cnns.train.arguments import (FROM_THE_CHECKPOINT, check_training_args, explicit_options, refuse_unread,
+                                  training_only_options, training_parser)
 from cnns.train.checkpoint import list_checkpoints, load_checkpoint
 from cnns.train.train_options import validation_args, validation_options
 from cnns.utils import distributed
@@ -155,7 +156,10 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Name
     cli = parser.parse_args(argv)
     if not cli.checkpoint_path:
         raise UsageError("validate.py needs --checkpoint-path naming a checkpoint file or a folder of checkpoints.")
-    return cli, explicit_options(parser, argv)
+    explicit = explicit_options(parser, argv)
+    refuse_unread(parser, explicit, training_only_options() | FROM_THE_CHECKPOINT | {"profile"}, "validate.py",
+                  "it scores the weights each checkpoint holds, with the options the checkpoint recorded")
+    return cli, explicit
 
 
 @exit_on_usage_error
