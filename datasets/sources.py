@@ -30,6 +30,7 @@ DATASETS_INFO: Dict[str, Dict[str, int]] = {
 }
 DATA_MODES = tuple(DATASETS_INFO)
 RANDOM_RESIZED_CROP_DATA = ("real", "imagenet")  # the modes whose training transform takes --train-crop-scale
+DECODED_DATA = ("real", "imagenet")   # the modes that decode image files, where --corrupt-images applies
 CIFAR10_DIR = os.path.join(REPO_ROOT, "data", "cifar10")
 SPLIT_FOLDERS = {True: "train", False: "validation"}
 

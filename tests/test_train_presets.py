@@ -546,6 +546,8 @@ def test_cifar10_trains_at_the_models_resolution_unless_asked():
     (["--data", "synthetic", "--dataloader-rebatch-size", "8"], "--dataloader-rebatch-size"),
     (["--data", "generated", "--webdataset-memory-cache-ratio", "0.5"], "--webdataset-memory-cache-ratio"),
     (["--data", "generated", "--num-io-tiles", "32"], "--num-io-tiles"),
+    (["--data", "cifar10", "--train-crop-scale", "0.5", "1"], "--train-crop-scale"),
+    (["--data", "synthetic", "--corrupt-images", "skip"], "--corrupt-images"),
 ])
 def test_options_without_effect_are_listed(argv, option):
     from cnns.train.arguments import parse_arguments
@@ -562,6 +564,22 @@ def test_bbox_info_has_no_effect_in_inference():
     args = run_benchmark.parse_arguments(["--data", "generated", "--use-bbox-info", "--dataloader-rebatch-size", "4"])
     options = {e["option"] for e in unused_options(args, select_backend("cpu"))}
     assert options == {"--use-bbox-info", "--dataloader-rebatch-size"}
+    args = run_benchmark.parse_arguments(["--data", "generated", "--batchnorm-momentum", "0.3"])
+    assert [e["option"] for e in unused_options(args, select_backend("cpu"))] == ["--batchnorm-momentum"]
+
+
+def test_options_that_act_are_not_listed():
+    from cnns.inference import run_benchmark
+    from cnns.train.arguments import parse_arguments
+    from cnns.utils.backend import select_backend
+    from cnns.utils.unused_options import unused_options
+    backend = select_backend("cpu")
+    assert unused_options(run_benchmark.parse_arguments(["--data", "generated"]), backend) == []
+    assert unused_options(parse_arguments(["--data", "generated", "--batchnorm-momentum", "0.3"]), backend) == []
+    for data in ("real", "imagenet"):
+        args = parse_arguments(["--data", "generated", "--train-crop-scale", "0.5", "1", "--corrupt-images", "skip"])
+        args.data = data
+        assert unused_options(args, backend) == []
 
 
 def test_wandb_weight_histogram_logs_every_trainable_weight(tmp_path, monkeypatch):

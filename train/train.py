@@ -12,7 +12,6 @@ import torch
 from tqdm import tqdm
 
 from cnns import datasets
-from cnns.datasets.preprocess import DEFAULT_SCALE
 from cnns.datasets.seeding import AugmentationRNG
 from cnns.train.arguments import loss_scaling_steps, parse_arguments
 from cnns.train.augmentations import CoefficientSampler
@@ -126,8 +125,6 @@ class Run:
             half_dtype=self.backend.half_dtype, batches=args.iterations, async_dataloader=args.dataloader_worker > 0,
             augment=parent is None, preprocessing=input_preprocessing(args), crop_scale=args.train_crop_scale,
             rng=self.augmentation)
-        if tuple(args.train_crop_scale) != DEFAULT_SCALE and args.data not in datasets.RANDOM_RESIZED_CROP_DATA:
-            self.logger.once(f"--train-crop-scale has no effect with --data {args.data} (no random-resized crop).")
         self.steps_per_epoch = len(self.train_data)
         if self.steps_per_epoch == 0:
             raise UsageError(f"The training set holds fewer samples than one host batch "

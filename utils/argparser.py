@@ -23,6 +23,8 @@ PRECISIONS = ("16.16", "16.32", "32.32")
 NORM_TYPES = ("batch", "group", "none")
 NORMALIZATION_LOCATIONS = ("host", "ipu", "none")
 
+BATCHNORM_MOMENTUM = 0.1   # torch.nn.BatchNorm's own default
+
 
 def executor_streams(text: str) -> Optional[int]:
     """``--executor-streams``: auto (None) or a whole number of streams >= 1."""
@@ -84,7 +86,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     p("--norm-num-groups", "--groupnorm-group-num", dest="norm_num_groups", type=int, default=32,
       help="Number of groups for group norm")
     p("--norm-eps", type=float, default=1e-5, help="Epsilon of the norm layers")
-    p("--batchnorm-momentum", type=float, default=0.1, help="Batch-norm running statistics momentum")
+    p("--batchnorm-momentum", type=float, default=BATCHNORM_MOMENTUM, help="Batch-norm running statistics momentum")
     p("--full-precision-norm", action="store_true", help="Compute norm layers in float32 when the model is half")
     p("--enable-fast-groupnorm", action="store_true", help="IPU strided-channel group norm (no effect off IPU)")
     p("--pipeline-splits", type=str, nargs="+", default=[],

@@ -2,8 +2,9 @@
 and listed in results.json (next to the PopTorch options without effect off IPU)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
+from .argparser import BATCHNORM_MOMENTUM
 from .backend import Backend
 
 HOST_DATA = ("real", "imagenet", "cifar10")
@@ -37,7 +38,21 @@ def unused_options(args: Any, backend: Backend) -> List[Dict[str, str]]:
         add("--dataloader-rebatch-size", "--dataloader-worker 0 loads in the main process, so nothing is rebatched")
     if training and backend.is_portable and args.num_io_tiles:
         add("--num-io-tiles", f"training off IPU does not overlap IO ({backend.device})")
+    _model_and_data_unused(args, training, add)
     return out
+
+
+def _model_and_data_unused(args: Any, training: bool, add: Callable[[str, str], None]) -> None:
+    """Options about batch-norm statistics, training crops and image decoding where none happen."""
+    from cnns.datasets.preprocess import DEFAULT_SCALE
+    from cnns.datasets.sources import DECODED_DATA, RANDOM_RESIZED_CROP_DATA
+    if not training and getattr(args, "batchnorm_momentum", BATCHNORM_MOMENTUM) != BATCHNORM_MOMENTUM:
+        add("--batchnorm-momentum", "inference runs batch norm in eval mode, which never updates its statistics")
+    crop = getattr(args, "train_crop_scale", None)
+    if crop is not None and tuple(crop) != DEFAULT_SCALE and args.data not in RANDOM_RESIZED_CROP_DATA:
+        add("--train-crop-scale", f"--data {args.data} has no random-resized crop")
+    if getattr(args, "corrupt_images", "stop") != "stop" and args.data not in DECODED_DATA:
+        add("--corrupt-images", f"--data {args.data} decodes no image files")
 
 
 def _is_webdataset(path: Any) -> bool:
