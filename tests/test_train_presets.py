@@ -548,6 +548,14 @@ def test_cifar10_trains_at_the_models_resolution_unless_asked():
     (["--data", "generated", "--num-io-tiles", "32"], "--num-io-tiles"),
     (["--data", "cifar10", "--train-crop-scale", "0.5", "1"], "--train-crop-scale"),
     (["--data", "synthetic", "--corrupt-images", "skip"], "--corrupt-images"),
+    (["--data", "generated", "--optimizer", "adamw", "--momentum", "0.9"], "--momentum"),
+    (["--data", "generated", "--optimizer-eps", "1e-6"], "--optimizer-eps"),
+    (["--data", "generated", "--rmsprop-decay", "0.9"], "--rmsprop-decay"),
+    (["--data", "generated", "--lr-schedule", "cosine", "--lr-decay", "0.1"], "--lr-decay"),
+    (["--data", "generated", "--lr-schedule", "exponential", "--lr-epoch-decay", "3"], "--lr-epoch-decay"),
+    (["--data", "generated", "--validation-frequency", "2"], "--validation-frequency"),
+    (["--data", "generated", "--weight-avg-exp-decay", "0.9"], "--weight-avg-exp-decay"),
+    (["--data", "generated", "--fine-tune-epoch", "2"], "--fine-tune-epoch"),
 ])
 def test_options_without_effect_are_listed(argv, option):
     from cnns.train.arguments import parse_arguments
@@ -576,6 +584,10 @@ def test_options_that_act_are_not_listed():
     backend = select_backend("cpu")
     assert unused_options(run_benchmark.parse_arguments(["--data", "generated"]), backend) == []
     assert unused_options(parse_arguments(["--data", "generated", "--batchnorm-momentum", "0.3"]), backend) == []
+    acting = ["--data", "generated", "--optimizer", "rmsprop", "--momentum", "0.9", "--optimizer-eps", "1e-6",
+              "--rmsprop-decay", "0.9", "--lr-decay", "0.1", "--lr-epoch-decay", "3", "--validation-mode", "during",
+              "--validation-frequency", "2"]
+    assert unused_options(parse_arguments(acting), backend) == []
     for data in ("real", "imagenet"):
         args = parse_arguments(["--data", "generated", "--train-crop-scale", "0.5", "1", "--corrupt-images", "skip"])
         args.data = data

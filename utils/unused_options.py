@@ -39,6 +39,10 @@ def unused_options(args: Any, backend: Backend) -> List[Dict[str, str]]:
     if training and backend.is_portable and args.num_io_tiles:
         add("--num-io-tiles", f"training off IPU does not overlap IO ({backend.device})")
     _model_and_data_unused(args, training, add)
+    if training:
+        from cnns.train.conditional_options import conditional_without_effect
+        for option, reason in conditional_without_effect(args):
+            add(option, reason)
     return out
 
 
