@@ -42,3 +42,15 @@ def test_cpu_half_type_follows_the_hardware(monkeypatch):
 def test_unknown_device_is_a_usage_error():
     with pytest.raises(UsageError, match="tpu"):
         select_backend("tpu")
+
+
+def test_on_ipu_options_of_the_portable_executors_are_recorded_as_without_effect():
+    import argparse
+    import types
+    from cnns.utils.ipu_settings import no_effect_report
+    ipu = types.SimpleNamespace(is_portable=False)
+    typed = argparse.Namespace(executor="openvino", executor_streams=2, memory_format="channels_last")
+    assert {e["option"]: e["value"] for e in no_effect_report(None, typed, ipu)} == {
+        "executor": "openvino", "executor-streams": "2", "memory-format": "channels_last"}
+    defaults = argparse.Namespace(executor="auto", executor_streams=None, memory_format="auto")
+    assert no_effect_report(None, defaults, ipu) == []

@@ -128,6 +128,10 @@ def no_effect_report(opts: Any, args: Any, backend: Backend) -> List[Dict[str, s
         if streams is not None:
             entries.append({"option": "executor-streams", "value": str(streams),
                             "reason": "PopTorch runs the whole micro-batch on the IPU"})
+        memory_format = getattr(args, "memory_format", "auto")
+        if memory_format != "auto":
+            entries.append({"option": "memory-format", "value": memory_format,
+                            "reason": "Poplar chooses the tensor layouts on the IPU"})
         return entries
     entries = list(opts.no_effect())
     for var in ENGINE_ENV_VARS:
