@@ -261,6 +261,9 @@ def test_launcher_synthetic_from_own_folder_reads_no_files(tmp_path, exported_mo
     assert not missing.exists()
     for log in (tmp_path / "logs").glob("*.log"):
         assert "input: synthetic" in log.read_text()
+    assert result.stdout.count("Flag --data_dir=") == 1 and "--synthetic reads no files" in result.stdout
+    (results_file,) = (tmp_path / "logs").glob("*/results.json")
+    assert [e["flag"] for e in json.loads(results_file.read_text())["no_effect"]] == ["--data_dir"]
 
 
 def fake_model(model_dir: Path, batch: int) -> None:

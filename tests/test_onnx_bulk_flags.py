@@ -78,3 +78,14 @@ def test_help_is_absls_listing_under_the_program_name(capsys):
     assert out.startswith("\n       USAGE: resnext_inference_launch.py [flags]\nflags:\n\nresnext_inference_launch.py:\n")
     assert "  --num_ipus: Number of IPUs to be used. One IPU runs one compute process.\n    (default: '8')\n" in out
     assert "--flagfile" not in out
+
+
+@pytest.mark.parametrize("argv,moot", [
+    ([], []),
+    (["--iterations", "5"], ["--iterations"]),
+    (["--iterations", "5", "--synthetic"], []),
+    (["--synthetic", "--num_workers", "4", "--data_dir", "d/"], ["--data_dir", "--num_workers"]),
+    (["--num_workers", "4", "--data_dir", "d/"], []),
+])
+def test_flags_the_data_source_does_not_read_are_listed(argv, moot):
+    assert [e["flag"] for e in launch.flags_without_effect(parse(*argv))] == moot

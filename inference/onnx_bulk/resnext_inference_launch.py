@@ -112,6 +112,15 @@ def resolve(flags, name: str) -> Path:
     return value
 
 
+def flags_without_effect(flags) -> list[dict]:
+    """Flags given on the command line that the chosen data source does not read, for the log and results."""
+    moot = [("iterations", not flags.synthetic, "real data is read once over each partition"),
+            ("data_dir", flags.synthetic, "--synthetic reads no files"),
+            ("num_workers", flags.synthetic, "--synthetic data has no loader threads")]
+    return [{"flag": f"--{name}", "value": str(getattr(flags, name)), "reason": reason}
+            for name, applies, reason in moot if applies and flags[name].present]
+
+
 def check_onnx_model(model: Path) -> None:
     """A model file ONNX cannot parse (truncated, not ONNX, an empty graph) is named here, not by every process."""
     problem = onnx_model_problem(model)
@@ -385,8 +394,12 @@ def main(argv: list[str] | None = None) -> int:
     process_logs = log_dir / datetime.now().strftime("%d-%b-%Y (%H:%M:%S.%f)")
     process_logs.mkdir(parents=True)
     results_json = str(process_logs / "results.json")
+    no_effect = flags_without_effect(flags)
+    for entry in no_effect:
+        print(f"Flag {entry['flag']}={entry['value']} has no effect in this launch ({entry['reason']}); "
+              "recorded in results.json.", flush=True)
     write_json(results_json, {"status": "running", "pid": os.getpid(), "model": str(model),
-                              "batch_size": flags.batch_size, "processes": flags.num_ipus})
+                              "batch_size": flags.batch_size, "processes": flags.num_ipus, "no_effect": no_effect})
     stem = f"{run_id}_{flags.model_name}_bs{flags.batch_size}"
     threads = threads_per_process(flags.num_ipus, flags.num_threads)
     parts = (
@@ -429,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         merge_results(parts, target)
         print(f"Top-5 results written to {target}")
     write_json(results_json, {"status": "completed", "aggregate_throughput": total, "batch_size": flags.batch_size,
-                              "processes": results, "top5_csv": None if target is None else str(target)})
+                              "processes": results, "top5_csv": None if target is None else str(target),
+                              "no_effect": no_effect})
     return 0
 
 
