@@ -556,6 +556,7 @@ def test_cifar10_trains_at_the_models_resolution_unless_asked():
     (["--data", "generated", "--validation-frequency", "2"], "--validation-frequency"),
     (["--data", "generated", "--weight-avg-exp-decay", "0.9"], "--weight-avg-exp-decay"),
     (["--data", "generated", "--fine-tune-epoch", "2"], "--fine-tune-epoch"),
+    (["--data", "cifar10", "--iterations", "5"], "--iterations"),
 ])
 def test_options_without_effect_are_listed(argv, option):
     from cnns.train.arguments import parse_arguments

@@ -9,6 +9,8 @@ from .arguments import add_training_options
 
 # (destination, whether it acts in this run, why not when it does not)
 CONDITIONS: Tuple[Tuple[str, Callable[[Any], bool], Callable[[Any], str]], ...] = (
+    ("iterations", lambda a: a.data in ("generated", "synthetic"),
+     lambda a: f"--data {a.data} runs whole epochs of its dataset"),
     ("momentum", lambda a: a.optimizer != "adamw", lambda a: "AdamW has no momentum"),
     ("optimizer_eps", lambda a: a.optimizer not in ("sgd", "sgd_combined"), lambda a: f"{a.optimizer} has no epsilon"),
     ("rmsprop_decay", lambda a: a.optimizer in ("rmsprop", "rmsprop_tf"), lambda a: f"--optimizer {a.optimizer} is not RMSprop"),
