@@ -141,12 +141,17 @@ VALIDATION_READS = frozenset({"data", "iterations", "input_size", "checkpoint_pa
 FROM_THE_CHECKPOINT = frozenset({"config", "weights"})   # restore.py and validate.py take these from the checkpoint
 
 
-def training_only_options() -> Set[str]:
-    """Destinations of train.py's own options (half-resolution and weight averaging included) that
-    validation does not read."""
+def own_options_parser() -> argparse.ArgumentParser:
+    """A parser of train.py's own options only (half-resolution and weight averaging included): their
+    destinations, flags and defaults, without the common and data options."""
     parser = argparse.ArgumentParser(add_help=False)
     add_training_options(parser)
-    return {a.dest for a in parser._actions} - VALIDATION_READS
+    return parser
+
+
+def training_only_options() -> Set[str]:
+    """Destinations of train.py's own options that validation does not read."""
+    return {a.dest for a in own_options_parser()._actions} - VALIDATION_READS
 
 
 def refuse_unread(parser: argparse.ArgumentParser, explicit: Set[str], unread: Set[str], script: str, why: str) -> None:

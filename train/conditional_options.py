@@ -2,15 +2,18 @@
 nothing, so the run says so once and records it in results.json (through utils/unused_options.py)."""
 from __future__ import annotations
 
-import argparse
 from typing import Any, Callable, List, Tuple
 
-from .arguments import add_training_options
+from cnns.datasets import RANDOM_RESIZED_CROP_DATA
+
+from .arguments import own_options_parser
 
 # (destination, whether it acts in this run, why not when it does not)
 CONDITIONS: Tuple[Tuple[str, Callable[[Any], bool], Callable[[Any], str]], ...] = (
     ("iterations", lambda a: a.data in ("generated", "synthetic"),
      lambda a: f"--data {a.data} runs whole epochs of its dataset"),
+    ("train_crop_scale", lambda a: a.data in RANDOM_RESIZED_CROP_DATA,
+     lambda a: f"--data {a.data} has no random-resized crop"),
     ("momentum", lambda a: a.optimizer != "adamw", lambda a: "AdamW has no momentum"),
     ("optimizer_eps", lambda a: a.optimizer not in ("sgd", "sgd_combined"), lambda a: f"{a.optimizer} has no epsilon"),
     ("rmsprop_decay", lambda a: a.optimizer in ("rmsprop", "rmsprop_tf"), lambda a: f"--optimizer {a.optimizer} is not RMSprop"),
@@ -28,8 +31,7 @@ CONDITIONS: Tuple[Tuple[str, Callable[[Any], bool], Callable[[Any], str]], ...] 
 
 def conditional_without_effect(args: Any) -> List[Tuple[str, str]]:
     """(option, reason) for each option of CONDITIONS set away from its default where it does not act."""
-    parser = argparse.ArgumentParser(add_help=False)
-    add_training_options(parser)
+    parser = own_options_parser()
     flags = {a.dest: a.option_strings[0] for a in parser._actions}
     out = []
     for dest, acts, why in CONDITIONS:

@@ -47,15 +47,14 @@ def unused_options(args: Any, backend: Backend) -> List[Dict[str, str]]:
 
 
 def _model_and_data_unused(args: Any, training: bool, add: Callable[[str, str], None]) -> None:
-    """Options about batch-norm statistics, training crops and image decoding where none happen."""
-    from cnns.datasets.preprocess import DEFAULT_SCALE
-    from cnns.datasets.sources import DECODED_DATA, RANDOM_RESIZED_CROP_DATA
+    """Options about batch-norm statistics and image decoding where none happen (training options that
+    act only with another setting are train/conditional_options.py's)."""
+    from cnns.datasets.options import DEFAULTS
+    from cnns.datasets.sources import DECODED_DATA
     if not training and getattr(args, "batchnorm_momentum", BATCHNORM_MOMENTUM) != BATCHNORM_MOMENTUM:
         add("--batchnorm-momentum", "inference runs batch norm in eval mode, which never updates its statistics")
-    crop = getattr(args, "train_crop_scale", None)
-    if crop is not None and tuple(crop) != DEFAULT_SCALE and args.data not in RANDOM_RESIZED_CROP_DATA:
-        add("--train-crop-scale", f"--data {args.data} has no random-resized crop")
-    if getattr(args, "corrupt_images", "stop") != "stop" and args.data not in DECODED_DATA:
+    stop = DEFAULTS["corrupt_images"]
+    if getattr(args, "corrupt_images", stop) != stop and args.data not in DECODED_DATA:
         add("--corrupt-images", f"--data {args.data} decodes no image files")
 
 
