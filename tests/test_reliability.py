@@ -84,7 +84,7 @@ _DROP = object()
 # process-wide host allocator)
 BENCHMARK_FIRST_STEP = {"peers": "run_engine", "scaling": "launch", "training_compiled": "run_engine",
                         "inference_overhead": "configure_host_allocator", "host_allocator": "measure",
-                        "jpeg_decode": "load_images"}
+                        "jpeg_decode": "load_images", "auto_choice_reuse": "sequence"}
 
 
 def _entry(script: str, monkeypatch) -> Callable[[List[str]], Any]:
@@ -362,6 +362,10 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("make_sample_images", ["{text}"], "is a file, not a folder"),
     ("make_sample_images", ["{under_file}"], "cannot be written to"),
     ("make_sample_images", [], "the following arguments are required: folder"),
+    # benchmarks/auto_choice_reuse.py
+    ("auto_choice_reuse", ["--checkpoints", "0"], "--checkpoints must be at least 1, got 0"),
+    ("auto_choice_reuse", ["--input-size", "4"], "--input-size must be at least 8, got 4"),
+    ("auto_choice_reuse", ["--model", "nosuch"], "unknown model 'nosuch'"),
     # benchmarks/peers.py
     ("peers", ["--rounds", "0"], "--rounds must be at least 1, got 0"),
     ("peers", ["--models", "resnet18", "nosuch"], "--models: unknown model 'nosuch'; accepted models are"),
