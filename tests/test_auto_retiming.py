@@ -98,3 +98,22 @@ def test_the_training_choice_is_remembered_for_the_process(monkeypatch):
     assert timed >= 4 and len(trials) == timed
     assert second.name == first.name and "earlier in this process" in second.reason
     assert len(compiled) == (2 if first.name == "inductor" else 1)
+
+
+def test_long_calls_are_timed_a_few_times_not_tens(monkeypatch):
+    """A heavy model calls for seconds on a CPU: the first timing stops after FIRST_TIMING_MAX_S and the
+    re-timing after RETIME_BUDGET_S (one round at least), so auto costs a few calls per executor."""
+    monkeypatch.setattr(selection, "FIRST_TIMING_MAX_S", 0.5)
+    monkeypatch.setattr(selection, "RETIME_BUDGET_S", 0.1)
+    a, b = Sleeper("a", 0.3), Sleeper("b", 0.33)
+    chosen = choose(monkeypatch, a, b)
+    # each: one warm-up call, two timed calls (0.6 s >= 0.5 s), one call in the single re-timing round
+    # (no untimed call first: calls this long need no warming)
+    assert a.calls == b.calls == 4
+    assert chosen.name == "a" and "medians over 1 more alternating round)" in chosen.reason
+
+
+def test_short_calls_get_every_re_timing_round(monkeypatch):
+    a, b = Sleeper("a", 0.002), Sleeper("b", 0.0022)
+    chosen = choose(monkeypatch, a, b)
+    assert f"medians over {selection.RETIME_ROUNDS} more alternating rounds)" in chosen.reason

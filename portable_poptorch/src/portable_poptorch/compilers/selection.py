@@ -34,6 +34,11 @@ EXECUTORS = ("auto",) + tuple(COMPILERS)
 CHOICES_FILE = "choices.json"
 CONTENDER_RATIO = 1.6   # executors this much slower than the fastest first figure are not re-timed
 RETIME_ROUNDS = 4
+# A heavy model on a CPU calls for seconds: timing stops once these are spent (after at least one call or
+# one round), so auto's cost stays a few calls per executor rather than tens.
+FIRST_TIMING_MAX_S = 1.5
+RETIME_BUDGET_S = 10.0
+WARM_CALL_BELOW_S = 0.05   # shorter calls get an untimed call first in each re-timing round (caches, thread pools)
 _REMEMBERED: Dict[str, Dict[str, Any]] = {}   # choices made in this process, by choice key
 
 
@@ -51,13 +56,17 @@ class Selection:
 
 def _time_step(step: Step, example: Tuple[Any, ...], device: torch.device, warmup_calls: int = 10,
                warmup_seconds: float = 0.1, min_calls: int = 3, min_seconds: float = 0.25,
-               max_calls: int = 400) -> float:
+               max_calls: int = 400, max_seconds: Optional[float] = None) -> float:
     """Median seconds per call after a warm-up (up to ``warmup_calls`` or ``warmup_seconds``).
 
-    The median over at least ``min_seconds`` rather than the best call: on a shared machine one lucky
-    call says little about the rate a benchmark will see, and a runtime's first calls (allocations,
-    thread-pool start) are slower than its steady state.
+    The median over at least ``min_calls`` calls and ``min_seconds`` rather than the best call: on a
+    shared machine one lucky call says little about the rate a benchmark will see, and a runtime's first
+    calls (allocations, thread-pool start) are slower than its steady state. Calls so long that
+    ``min_calls`` of them exceed ``max_seconds`` (default FIRST_TIMING_MAX_S) stop there: one such
+    call already spans a burst of load that would sway a short one.
     """
+    limit = FIRST_TIMING_MAX_S if max_seconds is None else max_seconds
+
     def call() -> float:
         start = time.perf_counter()
         step(*example)
@@ -73,21 +82,27 @@ def _time_step(step: Step, example: Tuple[Any, ...], device: torch.device, warmu
         times: List[float] = []
         while len(times) < max_calls and (len(times) < min_calls or sum(times) < min_seconds):
             times.append(call())
+            if sum(times) >= limit:
+                break
     return statistics.median(times)
 
 
 def _retime(steps: Dict[Any, Step], example: Tuple[Any, ...], device: torch.device,
-            first: Dict[Any, float], rounds: int) -> Dict[Any, float]:
-    """Median of each step's figures over ``rounds`` more alternating rounds, its first figure included.
+            first: Dict[Any, float], max_rounds: int, budget_s: float) -> Tuple[Dict[Any, float], int]:
+    """Median of each step's figures over more alternating rounds, its first figure included, and the
+    number of rounds: ``max_rounds``, or fewer (at least one) once ``budget_s`` seconds are spent.
 
     Executors within a few percent of each other are told apart by timing them in turn: a burst of
     load from another process then lands on each of them rather than on whichever ran at that moment.
     """
     figures = {name: [first[name]] for name in steps}
-    for _ in range(rounds):
+    start, rounds = time.perf_counter(), 0
+    while rounds < max_rounds and (rounds == 0 or time.perf_counter() - start < budget_s):
         for name, step in steps.items():
-            figures[name].append(_time_step(step, example, device, warmup_calls=1, warmup_seconds=0.0, min_calls=1))
-    return {name: statistics.median(values) for name, values in figures.items()}
+            warm = 1 if first[name] < WARM_CALL_BELOW_S else 0
+            figures[name].append(_time_step(step, example, device, warmup_calls=warm, warmup_seconds=0.0, min_calls=1))
+        rounds += 1
+    return {name: statistics.median(values) for name, values in figures.items()}, rounds
 
 
 def _load_choices(cache_dir: Optional[str]) -> Dict[str, Any]:
@@ -216,8 +231,10 @@ def _decide(steps: Dict[Tuple[str, int], Step], first: Dict[Tuple[str, int], flo
     """The fastest of ``steps`` (keyed by executor and stream count) and why: near ties by their first
     figures are re-timed in alternating rounds; every timed trial gets its figures."""
     timed = dict(first)
+    rounds = 0
     if len(steps) > 1:
-        timed.update(_retime(steps, example, ctx.device, first, RETIME_ROUNDS))
+        retimed, rounds = _retime(steps, example, ctx.device, first, RETIME_ROUNDS, RETIME_BUDGET_S)
+        timed.update(retimed)
     for trial in trials:
         key = (trial["executor"], trial.get("streams", 1))
         if trial["status"] == "timed" and key in timed:
@@ -227,8 +244,8 @@ def _decide(steps: Dict[Tuple[str, int], Step], first: Dict[Tuple[str, int], flo
     listing = ", ".join(f"{label(*k)} {timed[k] * 1e3:.2f} ms" for k in sorted(timed, key=timed.get))
     reason = f"{label(*best)}, the fastest on the first micro-batch: {listing}"
     if len(steps) > 1:
-        reason += (f" (those within {CONTENDER_RATIO}x of the fastest: medians over {RETIME_ROUNDS} more "
-                   "alternating rounds)")
+        reason += (f" (those within {CONTENDER_RATIO}x of the fastest: medians over {rounds} more "
+                   "alternating round" + ("s)" if rounds > 1 else ")"))
     return best, reason
 
 
