@@ -142,14 +142,27 @@ def test_pipelined_synthetic_run(tmp_path):
     (["--pipeline-splits", "layer3", "--device-iterations", "1"], "device iterations"),
     (["--batch-size", "0"], "batch-size"),
 ])
-@pytest.mark.slow
-def test_bad_input_is_one_sentence_and_exit_code_2(args, message, tmp_path):
+def test_bad_input_is_one_sentence_and_exit_code_2(args, message, tmp_path, capsys):
+    """In this process (a process each cost 10-15 s of imports on CI's 2 cores); the next test checks
+    that a real process ends the same way."""
+    from cnns.inference import run_benchmark
     base = ["--data", "generated", "--iterations", "1", "--random-weights", "--precision", "32.32"]
-    result = run(base + args, tmp_path=tmp_path)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
+    with pytest.raises(SystemExit) as exited:
+        run_benchmark.main(base + args + ["--log-path", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
+    assert not os.listdir(tmp_path), "a refused run left a log folder"
+
+
+@pytest.mark.slow
+def test_a_bad_value_ends_the_process_with_one_sentence_and_exit_code_2(tmp_path):
+    result = run(["--data", "generated", "--iterations", "1", "--random-weights", "--model", "resnet19"],
+                 tmp_path=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]
+    assert result.stderr.strip().startswith("error: ") and "resnet19" in result.stderr
 
 
 def test_unknown_preset_key_is_rejected(tmp_path):
@@ -164,9 +177,17 @@ def test_unknown_preset_key_is_rejected(tmp_path):
         parse_with_config(parser, str(config), ["--config", "bad"])
 
 
-@pytest.mark.slow
-def test_help_lists_every_seed_option():
-    out = run(["-h"]).stdout
+def help_text(capsys) -> str:
+    """run_benchmark.py -h's output, in this process (the console script's -h runs in test_installable.py)."""
+    from cnns.inference import run_benchmark
+    with pytest.raises(SystemExit) as exited:
+        run_benchmark.parse_arguments(["-h"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_lists_every_seed_option(capsys):
+    out = help_text(capsys)
     for flag in ["--data", "--replicas", "--batch-size", "--model", "--pipeline-splits", "--device-iteration",
                  "--device-iterations", "--precision", "--iterations", "--half-partial", "--normlayer", "--norm-type",
                  "--groupnorm-group-num", "--norm-num-groups", "--available-memory-proportion", "--config",
@@ -177,10 +198,9 @@ def test_help_lists_every_seed_option():
         assert flag in out, flag
 
 
-@pytest.mark.slow
-def test_readme_documents_every_option():
+def test_readme_documents_every_option(capsys):
     readme = open(os.path.join(REPO_ROOT, "README.md")).read()
-    flags = set(re.findall(r"(--[a-z0-9-]+)", run(["-h"]).stdout)) - {"--help"}
+    flags = set(re.findall(r"(--[a-z0-9-]+)", help_text(capsys))) - {"--help"}
     missing = sorted(f for f in flags if f"`{f}" not in readme)
     assert not missing, missing
 
