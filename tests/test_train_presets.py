@@ -617,7 +617,7 @@ def test_unset_seed_is_shared_by_every_instance(tmp_path):
         [sys.executable, os.path.join(REPO_ROOT, "utils", "poprun.py"), "--num-instances=2", "--num-replicas=2",
          "python", "train.py", "--data", "generated", "--model", "resnet18", "--input-size", "32", "--batch-size", "2",
          "--precision", "32.32", "--iterations", "1", "--epoch", "1", "--validation-mode", "none",
-         "--log-path", str(tmp_path)],
+         "--executor", "eager", "--log-path", str(tmp_path)],
         cwd=TRAIN_DIR, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (folder,) = glob.glob(str(tmp_path / "*"))

@@ -527,6 +527,7 @@ class PoplarExecutor:
         assert isinstance(options, Options), "options must be poptorch.Options"
         self.model, self.options, self.training, self.optimizer = model, options, training, optimizer
         self._latency = (0.0, 0.0, 0.0)
+        self._float_state: Optional[Dict[str, torch.Tensor]] = None
         self._compiled = False
         self._attached = False
         WRAPPED.append({"training": training, "state": copy.deepcopy(options.state())})
@@ -546,11 +547,24 @@ class PoplarExecutor:
             out = tuple(o.detach() * self._sum_factor() if self.options.output_mode == OutputMode.Sum else o.detach()
                         for o in (out if isinstance(out, (tuple, list)) else (out,)))
         else:
-            with torch.no_grad():
-                out = self.model(*inputs)
+            out = self._infer(*inputs)
         elapsed = time.perf_counter() - start
         self._latency = (elapsed, elapsed, elapsed)
         return out
+
+    def _infer(self, *inputs: Any) -> Any:
+        """The model's outputs, computed in float32 where it holds float16 weights (a CPU without native
+        16-bit arithmetic runs float16 convolutions many times slower; only the dtype has to be an IPU's)."""
+        if not any(p.dtype == torch.float16 for p in self.model.parameters()):
+            with torch.no_grad():
+                return self.model(*inputs)
+        if self._float_state is None:
+            state = dict(self.model.named_parameters(), **dict(self.model.named_buffers()))
+            self._float_state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
+        with torch.no_grad():
+            out = torch.func.functional_call(self.model, self._float_state,
+                                             tuple(x.float() if x.dtype == torch.float16 else x for x in inputs))
+        return tuple(o.half() for o in out) if isinstance(out, tuple) else out.half()
 
     def _sum_factor(self) -> int:
         return self.options.device_iterations * self.options.Training.gradient_accumulation
