@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 
@@ -29,12 +30,22 @@ SEED_000 = [
 CPU_DEVICE_ITERATION_BUDGET = 2
 
 
-def run(args, cwd=INFERENCE_DIR, tmp_path=None, env=None):
+def run(args, cwd=INFERENCE_DIR, tmp_path=None, env=None, timeout=900):
+    """The script in a child process; one that outlives ``timeout`` is stopped with SIGABRT, so that
+    Python's fault handler prints where each of its threads was, and the test fails with that."""
     script = "run_benchmark.py" if cwd == INFERENCE_DIR else os.path.join("inference", "run_benchmark.py")
     cmd = [sys.executable, script] + args
     if tmp_path is not None:
         cmd += ["--log-path", str(tmp_path)]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
+    env = dict(env if env is not None else os.environ, PYTHONFAULTHANDLER="1")
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGABRT)
+            out, err = child.communicate()
+            pytest.fail(f"{' '.join(args)} still ran after {timeout} s; its output:\n{out[-3000:]}\n{err[-6000:]}")
+    return subprocess.CompletedProcess(cmd, child.returncode, out, err)
 
 
 def seed_args(line):
