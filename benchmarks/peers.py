@@ -77,8 +77,9 @@ def _peer_call(engine: str, name: str, batch: int) -> Callable[[], Any]:
         xn = x.numpy()
         return lambda: session.run(None, {"x": xn})
     if engine == "openvino":
-        import openvino as ov
-        with warnings.catch_warnings():
+        from portable_poptorch.compilers.openvino_runtime import without_telemetry
+        with warnings.catch_warnings(), without_telemetry():   # its forked senders can hang this process
+            import openvino as ov
             warnings.simplefilter("ignore")
             converted = ov.convert_model(model, example_input=x)
         converted.reshape(list(x.shape))  # static input shape: the CPU plugin picks kernels for it

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import CompileContext, CompilerUnavailable, Step, StepCompiler, float32_only, import_problem
+from .base import (CompileContext, CompilerUnavailable, Step, StepCompiler, float32_only, import_problem,
+                   scoped_environ)
 from . import signal_stack
 from .graph_io import input_arrays, outputs_from_arrays, sample_outputs, tensor_inputs
 from .streams import concat_outputs, even_count, micro_batch, outputs_are_batched, split_args, split_sizes
@@ -43,6 +44,15 @@ def _save_ir(ov: Any, ov_model: Any, xml_path: str) -> None:
                 os.remove(tmp)
 
 
+
+def without_telemetry() -> Any:
+    """OpenVINO's model converter sends usage telemetry unless it sees a CI job (its documented
+    ``disable_in_ci`` switch: the CI environment variable). Each send forks this process, ten per
+    conversion; a fork taken while another thread holds the resolver's lock (a runtime's thread pool, a
+    data loader) hangs in getaddrinfo for good, and the benchmark with it when it joins the child at
+    exit. A benchmark has nothing to report, so the conversion runs with telemetry declined."""
+    return scoped_environ({"CI": "true"})
+
 class OpenVinoCompiler(StepCompiler):
     name = "openvino"
     supports_streams = True
@@ -50,7 +60,8 @@ class OpenVinoCompiler(StepCompiler):
     def environment_problem(self, ctx: CompileContext) -> Optional[str]:
         if ctx.device.type != "cpu":
             return f"the openvino executor runs on the CPU only here, not on {ctx.device.type}"
-        return import_problem("openvino")
+        with without_telemetry():   # importing openvino starts its telemetry too
+            return import_problem("openvino")
 
     def model_problem(self, model: nn.Module, ctx: CompileContext) -> Optional[str]:
         return float32_only(model, ctx, "openvino")
@@ -77,7 +88,7 @@ class OpenVinoCompiler(StepCompiler):
         if xml and os.path.exists(xml) and os.path.exists(xml[:-4] + ".bin"):
             ov_model = core.read_model(xml)
         else:
-            with torch.no_grad(), warnings.catch_warnings():
+            with torch.no_grad(), warnings.catch_warnings(), without_telemetry():
                 warnings.simplefilter("ignore")
                 ov_model = ov.convert_model(model, example_input=example if len(example) > 1 else example[0])
             if xml:
