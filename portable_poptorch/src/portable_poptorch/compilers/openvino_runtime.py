@@ -44,7 +44,6 @@ def _save_ir(ov: Any, ov_model: Any, xml_path: str) -> None:
                 os.remove(tmp)
 
 
-
 def without_telemetry() -> Any:
     """OpenVINO's model converter sends usage telemetry unless it sees a CI job (its documented
     ``disable_in_ci`` switch: the CI environment variable). Each send forks this process, ten per
@@ -52,6 +51,7 @@ def without_telemetry() -> Any:
     data loader) hangs in getaddrinfo for good, and the benchmark with it when it joins the child at
     exit. A benchmark has nothing to report, so the conversion runs with telemetry declined."""
     return scoped_environ({"CI": "true"})
+
 
 class OpenVinoCompiler(StepCompiler):
     name = "openvino"

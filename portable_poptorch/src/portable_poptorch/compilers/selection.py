@@ -56,17 +56,15 @@ class Selection:
 
 def _time_step(step: Step, example: Tuple[Any, ...], device: torch.device, warmup_calls: int = 10,
                warmup_seconds: float = 0.1, min_calls: int = 3, min_seconds: float = 0.25,
-               max_calls: int = 400, max_seconds: Optional[float] = None) -> float:
+               max_calls: int = 400) -> float:
     """Median seconds per call after a warm-up (up to ``warmup_calls`` or ``warmup_seconds``).
 
     The median over at least ``min_calls`` calls and ``min_seconds`` rather than the best call: on a
     shared machine one lucky call says little about the rate a benchmark will see, and a runtime's first
     calls (allocations, thread-pool start) are slower than its steady state. Calls so long that
-    ``min_calls`` of them exceed ``max_seconds`` (default FIRST_TIMING_MAX_S) stop there: one such
-    call already spans a burst of load that would sway a short one.
+    ``min_calls`` of them exceed FIRST_TIMING_MAX_S stop there: one such call already spans a burst of
+    load that would sway a short one.
     """
-    limit = FIRST_TIMING_MAX_S if max_seconds is None else max_seconds
-
     def call() -> float:
         start = time.perf_counter()
         step(*example)
@@ -82,7 +80,7 @@ def _time_step(step: Step, example: Tuple[Any, ...], device: torch.device, warmu
         times: List[float] = []
         while len(times) < max_calls and (len(times) < min_calls or sum(times) < min_seconds):
             times.append(call())
-            if sum(times) >= limit:
+            if sum(times) >= FIRST_TIMING_MAX_S:
                 break
     return statistics.median(times)
 
