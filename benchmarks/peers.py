@@ -3,7 +3,11 @@ eager PyTorch, each engine in its own process, the order of engines alternating 
 
 Each figure is images/s of synchronous calls on one input batch made once in memory (run_benchmark.py
 with ``--data synthetic``), fp32, random weights; the median over the rounds is reported with the ratio
-run_benchmark / fastest peer, and the median peak RSS of each engine's process.
+run_benchmark / fastest peer, and the median peak RSS of each engine's process. Beside that ratio of
+medians stands the paired one: in each round the harness's figure over the fastest peer's figure of
+the same round, their median and interquartile range. Where the machine's speed drifts between rounds
+the pairs cancel the drift that both engines of a round share, and the range says whether a ratio's
+distance from 1 is resolved at all.
 
     python3 benchmarks/peers.py --models resnet18 resnet50 efficientnet-b0 mobilenet-v3-large \\
         --batch-sizes 1 16 --rounds 5 --seconds 3
@@ -25,7 +29,7 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from cnns.utils.argparser import add_debug_option, new_parser
 from cnns.utils.errors import exit_on_usage_error, run_child
@@ -140,7 +144,7 @@ def in_process(name: str, batch: int, rounds: int, seconds: float, executor: str
         for engine in order:
             figures[engine].append(rate(calls[engine]))
     medians = {engine: statistics.median(values) for engine, values in figures.items()}
-    return {"throughput": medians, "executor": report["executor"], "streams": report["streams"]}
+    return {"throughput": medians, "rounds": figures, "executor": report["executor"], "streams": report["streams"]}
 
 
 def run_engine(engine: str, name: str, batch: int, seconds: float, cache: str, iterations: Dict[Any, int],
@@ -212,18 +216,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 for engine in order:
                     figures[engine].append(run_engine(engine, name, batch, args.seconds, cache, iterations,
                                                       args.executor))
-            med = {e: statistics.median(f["throughput"] for f in figures[e]) for e in engines}
+            rates = {e: [f["throughput"] for f in figures[e]] for e in engines}
+            med = {e: statistics.median(rates[e]) for e in engines}
             rss = {e: statistics.median(f["peak_rss_mb"] for f in figures[e]) for e in engines}
             executors = "/".join(sorted({f["executor"] for f in figures["run_benchmark"]}))
-            rows.append((name, batch, med, rss, executors))
-            print_row(name, batch, med, args.peers, executors)
+            rows.append(Row(name, batch, med, rates, executors, rss))
+            print_row(rows[-1], args.peers)
     print_table("run_benchmark", rows, args.peers)
     print()
     print("Median peak RSS (MB) per process:")
     print("| model | batch | " + " | ".join(engines) + " |")
     print("|---|---:|" + "---:|" * len(engines))
-    for name, batch, med, rss, executors in rows:
-        print(f"| {name} | {batch} | " + " | ".join(f"{rss[e]:.0f}" for e in engines) + " |")
+    for row in rows:
+        print(f"| {row.name} | {row.batch} | " + " | ".join(f"{row.peak_rss_mb[e]:.0f}" for e in engines) + " |")
 
 
 def print_in_process(args: argparse.Namespace) -> None:
@@ -234,27 +239,57 @@ def print_in_process(args: argparse.Namespace) -> None:
             result = in_process(name, batch, args.rounds, args.seconds, args.executor, args.peers)
             streams = f" x{result['streams']} streams" if result["streams"] > 1 else ""
             executors = result["executor"] + streams
-            rows.append((name, batch, result["throughput"], None, executors))
-            print_row(name, batch, result["throughput"], args.peers, executors)
+            rows.append(Row(name, batch, result["throughput"], result["rounds"], executors))
+            print_row(rows[-1], args.peers)
     print_table("inferenceModel, in process", rows, args.peers)
 
 
-def print_row(name: str, batch: int, med: Dict[str, float], peers: Sequence[str], executors: str) -> None:
+class Row(NamedTuple):
+    """One model and batch size: median images/s and each round's figure per engine, the harness's executor."""
+
+    name: str
+    batch: int
+    median: Dict[str, float]
+    rounds: Dict[str, List[float]]
+    executors: str
+    peak_rss_mb: Optional[Dict[str, float]] = None
+
+
+def paired_ratios(rounds: Dict[str, List[float]], peer: str) -> List[float]:
+    """The harness's figure over ``peer``'s in each round (the two ran minutes apart at most)."""
+    return [h / p for h, p in zip(rounds["run_benchmark"], rounds[peer])]
+
+
+def spread(ratios: Sequence[float]) -> str:
+    """Median and interquartile range, e.g. '0.981 (0.952-1.010)'; the median alone for one round."""
+    middle = statistics.median(ratios)
+    if len(ratios) < 2:
+        return f"{middle:.3f}"
+    low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
+    return f"{middle:.3f} ({low:.3f}-{high:.3f})"
+
+
+def print_row(row: Row, peers: Sequence[str]) -> None:
+    med = row.median
     best = max(peers, key=lambda e: med[e])
-    print(f"{name} bs={batch}: " + ", ".join(f"{e} {med[e]:.1f}" for e in ["run_benchmark", *peers])
-          + f" | run_benchmark/{best} = {med['run_benchmark'] / med[best]:.3f} (executor {executors})", flush=True)
+    print(f"{row.name} bs={row.batch}: " + ", ".join(f"{e} {med[e]:.1f}" for e in ["run_benchmark", *peers])
+          + f" | run_benchmark/{best} = {med['run_benchmark'] / med[best]:.3f}, paired "
+          + f"{spread(paired_ratios(row.rounds, best))} (executor {row.executors})", flush=True)
 
 
-def print_table(harness: str, rows: List[Any], peers: Sequence[str]) -> None:
-    """The throughput table in Markdown: the harness, each peer, the fastest peer and the ratio."""
+def print_table(harness: str, rows: List[Row], peers: Sequence[str]) -> None:
+    """The throughput table in Markdown: the harness, each peer, the fastest peer, the ratio of medians
+    and the paired ratio (median and interquartile range of the per-round ratios)."""
     print()
-    print(f"| model | batch | {harness} (executor) | " + " | ".join(peers) + " | fastest peer | ratio |")
-    print("|---|---:|---:|" + "---:|" * len(peers) + "---|---:|")
-    for name, batch, med, _, executors in rows:
+    print(f"| model | batch | {harness} (executor) | " + " | ".join(peers)
+          + " | fastest peer | ratio | paired ratio (IQR) |")
+    print("|---|---:|---:|" + "---:|" * len(peers) + "---|---:|---:|")
+    for row in rows:
+        med = row.median
         best = max(peers, key=lambda e: med[e])
-        print(f"| {name} | {batch} | {med['run_benchmark']:.1f} ({executors}) | "
+        print(f"| {row.name} | {row.batch} | {med['run_benchmark']:.1f} ({row.executors}) | "
               + " | ".join(f"{med[e]:.1f}" for e in peers)
-              + f" | {best} | {med['run_benchmark'] / med[best]:.3f} |")
+              + f" | {best} | {med['run_benchmark'] / med[best]:.3f} | {spread(paired_ratios(row.rounds, best))} |")
 
 
 if __name__ == "__main__":

@@ -18,14 +18,26 @@ def test_in_process_runs_the_harness_and_only_the_chosen_peers():
     assert result["executor"] == "eager" and result["streams"] == 1
     assert set(result["throughput"]) == {"run_benchmark", "eager"}
     assert all(v > 0 for v in result["throughput"].values())
+    assert {k: len(v) for k, v in result["rounds"].items()} == {"run_benchmark": 2, "eager": 2}
+
+
+def test_paired_ratio_divides_within_each_round_and_gives_the_quartiles():
+    peers = _peers()
+    rounds = {"run_benchmark": [90.0, 50.0, 110.0, 120.0], "onnxruntime": [100.0, 50.0, 100.0, 100.0]}
+    assert peers.paired_ratios(rounds, "onnxruntime") == [0.9, 1.0, 1.1, 1.2]
+    # medians 100 and 100 would read 1.000; the rounds' own ratios centre on 1.05
+    assert peers.spread([0.9, 1.0, 1.1, 1.2]) == "1.050 (0.975-1.125)"
+    assert peers.spread([0.97]) == "0.970"
 
 
 def test_in_process_table_ratio_is_harness_over_fastest_peer(capsys):
     _peers().main(["--in-process", "--models", "mobilenet-v3-small", "--batch-sizes", "1", "--rounds", "1",
                    "--seconds", "0.01", "--peers", "eager", "--executor", "eager"])
     out = capsys.readouterr().out
-    row = re.search(r"^\| mobilenet-v3-small \| 1 \| ([\d.]+) \(eager\) \| ([\d.]+) \| eager \| ([\d.]+) \|$", out, re.M)
+    row = re.search(r"^\| mobilenet-v3-small \| 1 \| ([\d.]+) \(eager\) \| ([\d.]+) \| eager \| ([\d.]+) \| "
+                    r"([\d.]+) \|$", out, re.M)
     assert row, out
-    harness, eager, ratio = map(float, row.groups())   # figures printed to 0.05, the ratio to 0.0005
+    harness, eager, ratio, paired = map(float, row.groups())   # figures printed to 0.05, the ratios to 0.0005
     assert (harness - 0.05) / (eager + 0.05) - 5e-4 <= ratio <= (harness + 0.05) / (eager - 0.05) + 5e-4
+    assert paired == ratio   # one round: the paired ratio is that round's, the same as the ratio of medians
     assert "inferenceModel, in process (executor)" in out
