@@ -1,5 +1,6 @@
 """portable_poptorch installs and passes its own tests without the rest of the repo: ``pip install
-./portable_poptorch`` into a fresh venv that has torch only, then its tests run there.
+./portable_poptorch`` into a fresh venv that has torch only, then its tests are collected there and
+the quick ones run (the slow ones run in the main suite).
 
 The fresh venv gets torch without a second download or unpacking of several GB (a 2-core CI machine
 with only the package registries): torch and the distributions it requires, and nothing else, are
@@ -98,8 +99,12 @@ def test_portable_poptorch_installs_alone_and_passes_its_tests(tmp_path):
     assert where.returncode == 0, where.stderr
     assert where.stdout.startswith(venv_site) and where.stdout.split()[-1] == "None"
 
-    tests = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=str(source),
-                           capture_output=True, text=True, timeout=900,
+    # Every test module is collected (imported) here; the slow ones are deselected, as they run in the main
+    # suite against this same source, so the fresh venv checks what it alone can: that nothing outside
+    # the distribution is needed to import and run them.
+    tests = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "tests"],
+                           cwd=str(source), capture_output=True, text=True, timeout=900,
                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""})
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
-    assert re.search(r"\d+ passed", tests.stdout) and " failed" not in tests.stdout
+    passed, deselected = re.search(r"(\d+) passed.*?(\d+) deselected", tests.stdout).groups()
+    assert int(passed) >= 40 and int(deselected) >= 15 and " failed" not in tests.stdout and " error" not in tests.stdout
