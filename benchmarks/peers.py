@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from cnns.utils.argparser import add_debug_option, new_parser
 from cnns.utils.errors import exit_on_usage_error, run_child
@@ -269,12 +269,17 @@ def spread(ratios: Sequence[float]) -> str:
     return f"{middle:.3f} ({low:.3f}-{high:.3f})"
 
 
+def comparison(row: Row, peers: Sequence[str]) -> Tuple[str, str, str]:
+    """The fastest peer by median, the harness's ratio of medians to it, and the paired ratio's spread."""
+    best = max(peers, key=lambda e: row.median[e])
+    return best, f"{row.median['run_benchmark'] / row.median[best]:.3f}", spread(paired_ratios(row.rounds, best))
+
+
 def print_row(row: Row, peers: Sequence[str]) -> None:
     med = row.median
-    best = max(peers, key=lambda e: med[e])
+    best, ratio, paired = comparison(row, peers)
     print(f"{row.name} bs={row.batch}: " + ", ".join(f"{e} {med[e]:.1f}" for e in ["run_benchmark", *peers])
-          + f" | run_benchmark/{best} = {med['run_benchmark'] / med[best]:.3f}, paired "
-          + f"{spread(paired_ratios(row.rounds, best))} (executor {row.executors})", flush=True)
+          + f" | run_benchmark/{best} = {ratio}, paired {paired} (executor {row.executors})", flush=True)
 
 
 def print_table(harness: str, rows: List[Row], peers: Sequence[str]) -> None:
@@ -286,10 +291,9 @@ def print_table(harness: str, rows: List[Row], peers: Sequence[str]) -> None:
     print("|---|---:|---:|" + "---:|" * len(peers) + "---|---:|---:|")
     for row in rows:
         med = row.median
-        best = max(peers, key=lambda e: med[e])
+        best, ratio, paired = comparison(row, peers)
         print(f"| {row.name} | {row.batch} | {med['run_benchmark']:.1f} ({row.executors}) | "
-              + " | ".join(f"{med[e]:.1f}" for e in peers)
-              + f" | {best} | {med['run_benchmark'] / med[best]:.3f} | {spread(paired_ratios(row.rounds, best))} |")
+              + " | ".join(f"{med[e]:.1f}" for e in peers) + f" | {best} | {ratio} | {paired} |")
 
 
 if __name__ == "__main__":
