@@ -142,6 +142,7 @@ def run_one(argv: Sequence[str]) -> dict:
     for note in getattr(args, "notes", []):
         logger.once(note)
     opts = inference_options(args, backend, info, report_dir=logger.path if info.rank == 0 else None)
+    torch.manual_seed(args.seed)   # random weights drawn alike in every run: reproducible, and a cached executable reused
     model = prepare_model(args, backend, datasets.DATASETS_INFO[args.data]["num_classes"], logger.log,
                           pretrained=not args.random_weights)
     model.eval()

@@ -316,3 +316,16 @@ def test_every_value_of_the_original_inference_preset(name):
     assert opts.Precision.partials_type == torch.float16
     recorded = {e["option"] for e in opts.no_effect()}
     assert ("_Popart.groupNormStridedChannelGrouping" in recorded) is ("enable_fast_groupnorm" in expected)
+
+
+@pytest.mark.slow
+def test_random_weights_follow_the_seed_so_a_rerun_reuses_the_cached_executable(tmp_path):
+    cache = tmp_path / "cache"
+    base = ["--data", "synthetic", "--model", "resnet18", "--batch-size", "1", "--iterations", "1",
+            "--warmup-iterations", "0", "--precision", "32.32", "--random-weights", "--executor", "onnxruntime",
+            "--model-cache-path", str(cache)]
+    for n, extra in enumerate([[], [], ["--seed", "1"]]):
+        result = run(base + extra, tmp_path=tmp_path / f"logs{n}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        artefacts = sorted(p.name for p in (cache / "onnxruntime").glob("*.onnx"))
+        assert len(artefacts) == (1 if n < 2 else 2), artefacts

@@ -116,7 +116,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
            "the first micro-batch and keeps the fastest), eager, inductor (torch.compile), onnxruntime, "
            "openvino (the last two on the CPU only). On IPU PopTorch compiles; the option is recorded")
     p("--weights", type=str, default=None, help="Load model weights from this file (state_dict or checkpoint)")
-    p("--seed", type=int, default=0, help="Random seed")
+    p("--seed", type=int, default=0, help="Random seed (generated data and --random-weights draw from it)")
     p("--device", choices=["auto", "ipu", "cuda", "cpu"], default="auto",
       help="Where to run: auto picks IPU when poptorch imports, else CUDA when present, else CPU")
     p("--half-dtype", choices=["auto", "float16", "bfloat16"], default="auto",
