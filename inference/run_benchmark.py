@@ -15,7 +15,7 @@ from cnns.utils import distributed, metrics, sweep
 from cnns.utils.argparser import add_common_options, executor_streams, new_parser, parse_with_config
 from cnns.utils.backend import Backend, resolve_device, select_backend
 from cnns.utils.backend_report import report_backend
-from cnns.utils import peak_memory
+from cnns.utils import gc_settle, peak_memory
 from cnns.utils.errors import UsageError, exit_on_usage_error
 from cnns.utils.executor_report import executor_report, log_compiled
 from cnns.utils.ipu_settings import inference_options, num_stages
@@ -162,6 +162,8 @@ def run_one(argv: Sequence[str]) -> dict:
     if backend.is_portable:
         for message in inference_model.portableMessages():
             logger.once(message)
+    settled = gc_settle.settle()
+    logger.once(settled.pop("note"))
     peak_memory.reset()
 
     def replay() -> Iterator[Any]:
@@ -180,7 +182,7 @@ def run_one(argv: Sequence[str]) -> dict:
         **env.results_fields(args, backend, info.size), "input_dtype": str(first_images.dtype),
         "executor": executor["executor"], "executor_streams": executor.get("streams", 1),
         "executor_reason": executor["reason"],
-        "executor_trials": executor["trials"], "compile_s": round(compile_s, 3), **memory,
+        "executor_trials": executor["trials"], "compile_s": round(compile_s, 3), **memory, **settled,
         "warmup_iterations_excluded": args.warmup_iterations, "metrics": summary,
         "latency_p50_ms": metrics.percentile(samples, 50) * 1e3 if samples else None,
         "latency_p99_ms": metrics.percentile(samples, 99) * 1e3 if samples else None,

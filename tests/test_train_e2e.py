@@ -179,6 +179,7 @@ def test_pipelined_replicated_mixed_precision_run(tmp_path):
     results = json.load(open(results_file))
     assert results["host_allocator"]["mode"] == "resident"
     assert results["log_folder"] == os.path.dirname(results_file)
+    assert results["gc_frozen_objects"] > 10000 and proc.stdout.count("Python's garbage collector:") == 1
 
 
 @pytest.mark.slow

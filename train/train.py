@@ -28,7 +28,7 @@ from cnns.train.train_options import training_options
 from cnns.train.training_log import TrainingLog, start_wandb
 from cnns.train.validate import model_from_checkpoint, run_validation_steps, train_input_size
 from cnns.train.value_checks import check_training_data, check_training_fits
-from cnns.utils import distributed
+from cnns.utils import distributed, gc_settle
 from cnns.utils.backend import Backend, select_backend
 from cnns.utils.backend_report import BackendRecord, report_backend
 from cnns.utils.executor_report import executor_report, log_compiled
@@ -438,6 +438,9 @@ class Run:
         if self.args.profile:
             return self.finish(self.profile_one_step(), record)
         compiled = self.compile()
+        settled = gc_settle.settle()
+        self.logger.once(settled.pop("note"))
+        compiled.update(settled)
         for epoch in range(self.start_epoch, self.args.epoch + 1):
             try:
                 self.epoch_results.append(self.train_epoch(epoch))
