@@ -84,7 +84,7 @@ _DROP = object()
 # process-wide host allocator)
 BENCHMARK_FIRST_STEP = {"peers": "run_engine", "scaling": "launch", "training_compiled": "run_engine",
                         "inference_overhead": "configure_host_allocator", "host_allocator": "measure",
-                        "jpeg_decode": "load_images", "auto_choice_reuse": "sequence"}
+                        "jpeg_decode": "load_images", "auto_choice_reuse": "sequence", "gc_settle": "measure"}
 
 
 def _entry(script: str, monkeypatch) -> Callable[[List[str]], Any]:
@@ -366,6 +366,11 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("auto_choice_reuse", ["--checkpoints", "0"], "--checkpoints must be at least 1, got 0"),
     ("auto_choice_reuse", ["--input-size", "4"], "--input-size must be at least 8, got 4"),
     ("auto_choice_reuse", ["--model", "nosuch"], "unknown model 'nosuch'"),
+    # benchmarks/gc_settle.py
+    ("gc_settle", ["--calls", "0"], "--calls must be at least 1, got 0"),
+    ("gc_settle", ["--rounds", "-1"], "--rounds must be at least 1, got -1"),
+    ("gc_settle", ["--model", "nosuch"], "--model: unknown model 'nosuch'"),
+    ("gc_settle", ["--executor", "tvm"], "invalid choice: 'tvm'"),
     # benchmarks/peers.py
     ("peers", ["--rounds", "0"], "--rounds must be at least 1, got 0"),
     ("peers", ["--models", "resnet18", "nosuch"], "--models: unknown model 'nosuch'; accepted models are"),
@@ -625,7 +630,7 @@ def test_poprun_bad_input_is_one_error_line_and_nothing_starts(argv, fragment, f
 def test_the_table_is_large_and_covers_every_entry_point():
     scripts = {c[0] for c in CASES} | {c[0] for c in ONNX_CASES} | {"poprun"}
     assert len(CASES) + len(PRESETS) + len(ONNX_CASES) + len(POPRUN_CASES) > 200
-    assert len(scripts) == 23, sorted(scripts)
+    assert len(scripts) == 24, sorted(scripts)
 
 
 CHILDREN = [
