@@ -208,7 +208,7 @@ def test_launcher_real_data_two_processes(tmp_path, exported_model):
     assert [log.name for log in logs] == ["log_0", "log_1"]
     for log in logs:
         text = log.read_text()
-        assert "warm-up batch done (not timed)" in text
+        assert "warm-up batch done (not timed)" in text and text.count("Python's garbage collector:") == 1
         assert re.search(r"total: 3 images in [0-9.]+ s of session.run", text)
         assert len(re.findall(r"Total \S+ +sec\.   Preprocessing \S+ +sec \( ?[\d.]+%\)\.   Compute \S+ +sec "
                               r"\( ?[\d.]+%\)\.   \d+\.0+ images/sec\.", text)) == len(re.findall(r"step \d+:", text))

@@ -31,6 +31,7 @@ from cnns.inference.onnx_bulk.resnext101 import (
     onnx_model_problem,
     top5,
 )
+from cnns.utils import gc_settle
 from cnns.utils.argparser import new_parser
 from cnns.utils.atomic import atomic_file
 from cnns.utils.errors import UsageError, exit_on_usage_error
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             if number == 0:
                 session.run(step.batches[0])
                 log.info("warm-up batch done (not timed)")
+                log.info(gc_settle.settle()["note"])
                 if args.wait_for_go:
                     wait_for_go()
             elapsed, outputs = run_step(session, step)
