@@ -1,19 +1,22 @@
-"""The measured calls with and without gc_settle (collect, then freeze start-up objects), each in a
-fresh process that imports what run_benchmark.py imports, order alternating.
+"""run_benchmark.py with and without gc_settle (collect, then freeze start-up objects before the
+measured calls), each run in a fresh process, order alternating.
 
-A child compiles the model through portable_poptorch's inferenceModel with the chosen executor, settles
-or not, then times ``--calls`` calls one by one and prints images/s (all images / all call time, as
-run_benchmark.py) and its slowest call. The paired ratio settled/plain is printed (> 1.0 = settling helps).
+A child runs run_benchmark.py's main (synthetic data, random weights, fp32) with ``gc_settle.settle``
+left or replaced by a no-op, and prints its images/s and its slowest and fastest call. Every child shares
+one executable cache, so rounds after the first load the compiled model as a rerun does. The paired
+ratio settled/plain is printed (> 1.0 = settling helps).
 
     python3 benchmarks/gc_settle.py --model resnet18 --batch-size 1 --executor onnxruntime --rounds 7
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import statistics
 import sys
-import time
+import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
 from cnns.utils.argparser import new_parser
@@ -22,37 +25,31 @@ from cnns.utils.validation import at_least, known_models
 from portable_poptorch.compilers import EXECUTORS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import _model_and_input, spread  # noqa: E402  (the sibling script's model and paired spread)
+from peers import spread  # noqa: E402  (the sibling script's paired spread)
+
+CACHE = tempfile.mkdtemp(prefix="gc_settle_cache_")  # rounds after the first load the compiled model, as peers.py's
 
 
 def child(name: str, batch: int, executor: str, calls: int, settle: bool) -> Dict[str, Any]:
-    from cnns.inference import run_benchmark  # noqa: F401  (the harness's imports: the collector tracks as much)
-    import torch
-    import portable_poptorch as poptorch
+    """run_benchmark.py's main in this process (synthetic data, random weights), settling or not."""
+    from cnns.inference import run_benchmark
     from cnns.utils import gc_settle
-    from cnns.utils.cpu_threads import configure_cpu_threads
-    configure_cpu_threads()
-    model, x = _model_and_input(name, batch)
-    opts = poptorch.Options()
-    opts.Portable.executor(executor)
-    harness = poptorch.inferenceModel(model, opts)
-    harness.compile(x)
-    frozen = gc_settle.settle()["gc_frozen_objects"] if settle else 0
-    times: List[float] = []
-    for _ in range(calls + 2):
-        start = time.perf_counter()
-        harness(x)
-        times.append(time.perf_counter() - start)
-    times = times[2:]   # run_benchmark.py's two warm-up calls
-    return {"throughput": batch * len(times) / sum(times), "slowest_ms": max(times) * 1e3,
-            "median_ms": statistics.median(times) * 1e3, "frozen": frozen, "torch": torch.__version__}
+    if not settle:
+        gc_settle.settle = lambda: {"note": "Not settled (benchmarks/gc_settle.py's plain mode)."}
+    with tempfile.TemporaryDirectory() as logs, contextlib.redirect_stdout(io.StringIO()):
+        result = run_benchmark.main(["--data", "synthetic", "--model", name, "--batch-size", str(batch),
+                                     "--precision", "32.32", "--random-weights", "--executor", executor,
+                                     "--iterations", str(calls), "--log-path", logs])
+    m = result["metrics"]
+    return {"throughput": m["throughput_mean"], "slowest_ms": batch / m["throughput_min"] * 1e3,
+            "fastest_ms": batch / m["throughput_max"] * 1e3, "frozen": result.get("gc_frozen_objects", 0)}
 
 
 def measure(mode: str, args: argparse.Namespace) -> Dict[str, Any]:
     """One child process of ``mode`` (settled or plain); its figures."""
     cmd = [sys.executable, __file__, "--child", mode, "--model", args.model, "--batch-size",
            str(args.batch_size), "--executor", args.executor, "--calls", str(args.calls)]
-    out = run_child(cmd, f"The {mode} measurement")
+    out = run_child(cmd, f"The {mode} measurement", env=dict(os.environ, POPTORCH_CACHE_DIR=CACHE))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -87,11 +84,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f"round {r + 1}: " + ", ".join(f"{m} {f[-1]['throughput']:.1f} img/s (slowest call "
                                              f"{f[-1]['slowest_ms']:.0f} ms)" for m, f in figures.items()), flush=True)
     ratios = [s["throughput"] / p["throughput"] for s, p in zip(figures["settled"], figures["plain"])]
-    print(f"| mode | images/s (median) | median call (ms) | slowest call (ms, median over rounds) |")
+    print(f"| mode | images/s (median) | fastest call (ms) | slowest call (ms, median over rounds) |")
     print("|---|---:|---:|---:|")
     for mode, f in figures.items():
         print(f"| {mode} | {statistics.median(x['throughput'] for x in f):.1f} | "
-              f"{statistics.median(x['median_ms'] for x in f):.1f} | {statistics.median(x['slowest_ms'] for x in f):.0f} |")
+              f"{statistics.median(x['fastest_ms'] for x in f):.1f} | {statistics.median(x['slowest_ms'] for x in f):.0f} |")
     print(f"settled/plain, paired: {spread(ratios)}; objects frozen: {figures['settled'][0]['frozen']}")
 
 
