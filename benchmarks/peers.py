@@ -38,6 +38,7 @@ from portable_poptorch.compilers import EXECUTORS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PEERS = ("onnxruntime", "openvino", "torch.compile", "eager")
+RUNTIME_OF_EXECUTOR = {"onnxruntime": "onnxruntime", "openvino": "openvino", "inductor": "torch.compile", "eager": "eager"}
 
 
 def _model_and_input(name: str, batch: int) -> Any:
@@ -275,11 +276,20 @@ def comparison(row: Row, peers: Sequence[str]) -> Tuple[str, str, str]:
     return best, f"{row.median['run_benchmark'] / row.median[best]:.3f}", spread(paired_ratios(row.rounds, best))
 
 
+def own_runtime(row: Row, peers: Sequence[str]) -> str:
+    """The paired ratio to the peer that runs what the harness ran (its overhead, apart from auto's choice
+    among runtimes that tie); '-' when the rounds used several executors or that peer did not run."""
+    executor = row.executors.split(" ")[0]
+    peer = RUNTIME_OF_EXECUTOR.get(executor)
+    return spread(paired_ratios(row.rounds, peer)) if peer in peers and "/" not in executor else "-"
+
+
 def print_row(row: Row, peers: Sequence[str]) -> None:
     med = row.median
     best, ratio, paired = comparison(row, peers)
     print(f"{row.name} bs={row.batch}: " + ", ".join(f"{e} {med[e]:.1f}" for e in ["run_benchmark", *peers])
-          + f" | run_benchmark/{best} = {ratio}, paired {paired} (executor {row.executors})", flush=True)
+          + f" | run_benchmark/{best} = {ratio}, paired {paired} (executor {row.executors}; paired to the same "
+          f"runtime bare {own_runtime(row, peers)})", flush=True)
 
 
 def print_table(harness: str, rows: List[Row], peers: Sequence[str]) -> None:
@@ -287,13 +297,13 @@ def print_table(harness: str, rows: List[Row], peers: Sequence[str]) -> None:
     and the paired ratio (median and interquartile range of the per-round ratios)."""
     print()
     print(f"| model | batch | {harness} (executor) | " + " | ".join(peers)
-          + " | fastest peer | ratio | paired ratio (IQR) |")
-    print("|---|---:|---:|" + "---:|" * len(peers) + "---|---:|---:|")
+          + " | fastest peer | ratio | paired ratio (IQR) | paired to its own runtime (IQR) |")
+    print("|---|---:|---:|" + "---:|" * len(peers) + "---|---:|---:|---:|")
     for row in rows:
         med = row.median
         best, ratio, paired = comparison(row, peers)
         print(f"| {row.name} | {row.batch} | {med['run_benchmark']:.1f} ({row.executors}) | "
-              + " | ".join(f"{med[e]:.1f}" for e in peers) + f" | {best} | {ratio} | {paired} |")
+              + " | ".join(f"{med[e]:.1f}" for e in peers) + f" | {best} | {ratio} | {paired} | {own_runtime(row, peers)} |")
 
 
 if __name__ == "__main__":

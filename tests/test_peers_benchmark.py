@@ -35,9 +35,20 @@ def test_in_process_table_ratio_is_harness_over_fastest_peer(capsys):
                    "--seconds", "0.01", "--peers", "eager", "--executor", "eager"])
     out = capsys.readouterr().out
     row = re.search(r"^\| mobilenet-v3-small \| 1 \| ([\d.]+) \(eager\) \| ([\d.]+) \| eager \| ([\d.]+) \| "
-                    r"([\d.]+) \|$", out, re.M)
+                    r"([\d.]+) \| ([\d.]+) \|$", out, re.M)
     assert row, out
-    harness, eager, ratio, paired = map(float, row.groups())   # figures printed to 0.05, the ratios to 0.0005
+    harness, eager, ratio, paired, own = map(float, row.groups())   # figures printed to 0.05, ratios to 0.0005
     assert (harness - 0.05) / (eager + 0.05) - 5e-4 <= ratio <= (harness + 0.05) / (eager - 0.05) + 5e-4
     assert paired == ratio   # one round: the paired ratio is that round's, the same as the ratio of medians
+    assert own == paired     # the harness ran eager, and the eager peer is also the fastest
     assert "inferenceModel, in process (executor)" in out
+
+
+def test_own_runtime_ratio_pairs_the_harness_with_the_runtime_it_ran():
+    peers = _peers()
+    rounds = {"run_benchmark": [90.0, 99.0], "onnxruntime": [100.0, 100.0], "openvino": [90.0, 110.0]}
+    row = peers.Row("resnet18", 1, {}, rounds, "openvino")
+    assert peers.own_runtime(row, ["onnxruntime", "openvino"]) == "0.950 (0.925-0.975)"
+    assert peers.own_runtime(row._replace(executors="openvino x2 streams"), ["onnxruntime", "openvino"]) == "0.950 (0.925-0.975)"
+    assert peers.own_runtime(row._replace(executors="onnxruntime/openvino"), ["onnxruntime", "openvino"]) == "-"
+    assert peers.own_runtime(row._replace(executors="inductor"), ["onnxruntime", "openvino"]) == "-"
