@@ -19,15 +19,11 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
-from cnns.utils.argparser import new_parser
+from cnns.utils.argparser import add_debug_option, new_parser
 from cnns.utils.errors import exit_on_usage_error, run_child
+from cnns.utils.metrics import spread
 from cnns.utils.validation import at_least, known_models
 from portable_poptorch.compilers import EXECUTORS
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import spread  # noqa: E402  (the sibling script's paired spread)
-
-CACHE = tempfile.mkdtemp(prefix="gc_settle_cache_")  # rounds after the first load the compiled model, as peers.py's
 
 
 def child(name: str, batch: int, executor: str, calls: int, settle: bool) -> Dict[str, Any]:
@@ -45,11 +41,11 @@ def child(name: str, batch: int, executor: str, calls: int, settle: bool) -> Dic
             "fastest_ms": batch / m["throughput_max"] * 1e3, "frozen": result.get("gc_frozen_objects", 0)}
 
 
-def measure(mode: str, args: argparse.Namespace) -> Dict[str, Any]:
-    """One child process of ``mode`` (settled or plain); its figures."""
+def measure(mode: str, args: argparse.Namespace, cache: str) -> Dict[str, Any]:
+    """One child process of ``mode`` (settled or plain), compiling into or loading from ``cache``; its figures."""
     cmd = [sys.executable, __file__, "--child", mode, "--model", args.model, "--batch-size",
            str(args.batch_size), "--executor", args.executor, "--calls", str(args.calls)]
-    out = run_child(cmd, f"The {mode} measurement", env=dict(os.environ, POPTORCH_CACHE_DIR=CACHE))
+    out = run_child(cmd, f"The {mode} measurement", env=dict(os.environ, POPTORCH_CACHE_DIR=cache))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -61,6 +57,7 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=200, help="Measured calls per process")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--child", choices=["settled", "plain"], default=None, help=argparse.SUPPRESS)
+    add_debug_option(p)
     args = p.parse_args(argv)
     at_least(args, 1, ("batch_size", "calls", "rounds"))
     known_models(args, "model")
@@ -78,11 +75,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(f"CPU: {device_name(torch.device('cpu'))}; {args.model} bs={args.batch_size}, --executor {args.executor}, "
           f"{args.calls} calls per process")
     figures: Dict[str, List[Dict[str, Any]]] = {"settled": [], "plain": []}
-    for r in range(args.rounds):
-        for mode in (["settled", "plain"] if r % 2 == 0 else ["plain", "settled"]):
-            figures[mode].append(measure(mode, args))
-        print(f"round {r + 1}: " + ", ".join(f"{m} {f[-1]['throughput']:.1f} img/s (slowest call "
-                                             f"{f[-1]['slowest_ms']:.0f} ms)" for m, f in figures.items()), flush=True)
+    with tempfile.TemporaryDirectory(prefix="gc_settle_cache_") as cache:  # rounds after the first load it
+        for r in range(args.rounds):
+            for mode in (["settled", "plain"] if r % 2 == 0 else ["plain", "settled"]):
+                figures[mode].append(measure(mode, args, cache))
+            print(f"round {r + 1}: " + ", ".join(f"{m} {f[-1]['throughput']:.1f} img/s (slowest call "
+                                                 f"{f[-1]['slowest_ms']:.0f} ms)" for m, f in figures.items()), flush=True)
     ratios = [s["throughput"] / p["throughput"] for s, p in zip(figures["settled"], figures["plain"])]
     print(f"| mode | images/s (median) | fastest call (ms) | slowest call (ms, median over rounds) |")
     print("|---|---:|---:|---:|")

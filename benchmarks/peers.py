@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 from cnns.utils.argparser import add_debug_option, new_parser
 from cnns.utils.errors import exit_on_usage_error, run_child
+from cnns.utils.metrics import spread
 from cnns.utils.validation import at_least, check_finite, in_range, known_models
 from portable_poptorch.compilers import EXECUTORS
 
@@ -259,15 +260,6 @@ class Row(NamedTuple):
 def paired_ratios(rounds: Dict[str, List[float]], peer: str) -> List[float]:
     """The harness's figure over ``peer``'s in each round (the two ran minutes apart at most)."""
     return [h / p for h, p in zip(rounds["run_benchmark"], rounds[peer])]
-
-
-def spread(ratios: Sequence[float]) -> str:
-    """Median and interquartile range, e.g. '0.981 (0.952-1.010)'; the median alone for one round."""
-    middle = statistics.median(ratios)
-    if len(ratios) < 2:
-        return f"{middle:.3f}"
-    low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
-    return f"{middle:.3f} ({low:.3f}-{high:.3f})"
 
 
 def comparison(row: Row, peers: Sequence[str]) -> Tuple[str, str, str]:

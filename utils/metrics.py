@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Tuple
+import statistics
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import distributed
 
@@ -46,6 +47,16 @@ def summarise(steps: List[Step]) -> Dict[str, float]:
         means = distributed.sum_all([sum(l[2] for l in lats), float(len(lats))])
         out.update(latency_min_ms=lo * 1e3, latency_max_ms=hi * 1e3, latency_mean_ms=means[0] / means[1] * 1e3)
     return out
+
+
+def spread(ratios: Sequence[float]) -> str:
+    """Median and interquartile range of paired ratios, e.g. '0.981 (0.952-1.010)' (the median alone for
+    one), as the benchmarks print how far a ratio's distance from 1 is resolved."""
+    middle = statistics.median(ratios)
+    if len(ratios) < 2:
+        return f"{middle:.3f}"
+    low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
+    return f"{middle:.3f} ({low:.3f}-{high:.3f})"
 
 
 def _std(values: List[float]) -> float:
