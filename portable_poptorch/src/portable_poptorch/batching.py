@@ -24,7 +24,8 @@ def input_shapes(args: Sequence[Any]) -> tuple:
 
 def steps_per_call(args: Sequence[Any], kwargs: dict, steps: int, what: str) -> int:
     """Samples per device step; raises BatchSizeError when dim 0 of an input does not split evenly."""
-    sizes = {t.shape[0] for t in tensors_in(args, kwargs) if t.dim() > 0}
+    tensors = args if not kwargs and all(isinstance(a, torch.Tensor) for a in args) else tensors_in(args, kwargs)
+    sizes = {t.shape[0] for t in tensors if t.dim() > 0}
     if not sizes:
         raise BatchSizeError("The model was called without any batched tensor input.")
     if len(sizes) > 1:

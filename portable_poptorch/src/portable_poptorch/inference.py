@@ -33,6 +33,7 @@ class InferenceExecutor(ExecutorBase):
         self._device_model: Optional[nn.Module] = None
         self._step: Optional[Callable[..., Any]] = None
         self._static_outputs = False
+        self._runtime_holds_weights = False
         self._input_shapes: tuple = ()
 
     @property
@@ -88,6 +89,7 @@ class InferenceExecutor(ExecutorBase):
             selection = self._select_step(self._device_model, example, cuda_graphs)
         self._step = selection.step
         self._static_outputs = selection.static_outputs
+        self._runtime_holds_weights = selection.name in RUNTIMES_HOLDING_WEIGHTS
         if selection.name in RUNTIMES_HOLDING_WEIGHTS:
             self._device_model = None  # the runtime holds its own copy of the weights; keep one, not two
         synchronize(self.device)
@@ -121,7 +123,9 @@ class InferenceExecutor(ExecutorBase):
             self._compile(*args)
         elif batching.input_shapes(args) != self._input_shapes:
             self._recompile_for(args)
-        collector = batching.OutputCollector(self.output_mode, self.options.output_return_period, steps)
+        # One micro-step whose output is returned as it is needs no collector (most benchmark calls)
+        single = steps == 1 and not self._static_outputs and self.output_mode in (OutputMode.All, OutputMode.Final)
+        collector = None if single else batching.OutputCollector(self.output_mode, self.options.output_return_period, steps)
         cuda = self.device.type == "cuda"
         step_fn = self._step
         t0 = time.perf_counter()
@@ -130,7 +134,8 @@ class InferenceExecutor(ExecutorBase):
             start.record()
             step_events = []
         step_times: List[float] = []
-        with torch.inference_mode():
+        # a runtime holding its own weights runs no torch operator that autograd would record
+        with contextlib.nullcontext() if self._runtime_holds_weights else torch.inference_mode():
             if self.options.synthetic_data:
                 chunks: Any = None
             elif cuda and self.options.TensorLocations.num_io_tiles > 0:
@@ -141,14 +146,15 @@ class InferenceExecutor(ExecutorBase):
             for i in range(steps):
                 step_in = self._synthetic if chunks is None else next(chunks)
                 out = step_fn(*step_in)
-                collector.add(i, out, clone=self._static_outputs)
+                if collector is not None:
+                    collector.add(i, out, clone=self._static_outputs)
                 if cuda:
                     ev = torch.cuda.Event(enable_timing=True)
                     ev.record()
                     step_events.append(ev)
                 else:
                     step_times.append(time.perf_counter() - t0)
-            result = collector.result()
+            result = out if collector is None else collector.result()
             if not self.options.synthetic_data:
                 result = batching.to_host(result)
         if cuda:
