@@ -330,3 +330,27 @@ def test_random_weights_follow_the_seed_so_a_rerun_reuses_the_cached_executable(
         assert result.returncode == 0, result.stderr[-2000:]
         artefacts = sorted(p.name for p in (cache / "onnxruntime").glob("*.onnx"))
         assert len(artefacts) == (1 if n < 2 else 2), artefacts
+
+
+def test_per_call_lines_are_written_together_in_order(monkeypatch):
+    from cnns.inference import run_benchmark
+
+    class Logger:
+        def __init__(self):
+            self.records = []
+
+        def log(self, message):
+            self.records.append(message)
+
+    logger = Logger()
+    lines = run_benchmark.PerCallLines(logger)
+    monkeypatch.setattr(run_benchmark.PerCallLines, "FLUSH_EVERY_S", 3600.0)
+    for i in range(3):
+        lines.add(f"call {i}")
+    assert logger.records == []   # nothing written between calls
+    lines.flush()
+    lines.flush()
+    assert logger.records == ["call 0\ncall 1\ncall 2"]
+    monkeypatch.setattr(run_benchmark.PerCallLines, "FLUSH_EVERY_S", 0.0)
+    lines.add("call 3")
+    assert logger.records[-1] == "call 3"
