@@ -271,9 +271,8 @@ def comparison(row: Row, peers: Sequence[str]) -> Tuple[str, str, str]:
 def own_runtime(row: Row, peers: Sequence[str]) -> str:
     """The paired ratio to the peer that runs what the harness ran (its overhead, apart from auto's choice
     among runtimes that tie); '-' when the rounds used several executors or that peer did not run."""
-    executor = row.executors.split(" ")[0]
-    peer = RUNTIME_OF_EXECUTOR.get(executor)
-    return spread(paired_ratios(row.rounds, peer)) if peer in peers and "/" not in executor else "-"
+    peer = RUNTIME_OF_EXECUTOR.get(row.executors.split(" ")[0])   # "a/b" (several executors) maps to none
+    return spread(paired_ratios(row.rounds, peer)) if peer in peers else "-"
 
 
 def print_row(row: Row, peers: Sequence[str]) -> None:

@@ -11,21 +11,20 @@ from .errors import BatchSizeError
 
 
 def tensors_in(args: Sequence[Any], kwargs: dict) -> List[torch.Tensor]:
+    if not kwargs and all(isinstance(a, torch.Tensor) for a in args):
+        return list(args)   # plain tensor arguments (every call of a benchmark): nothing to flatten
     leaves, _ = pytree.tree_flatten((tuple(args), dict(kwargs)))
     return [x for x in leaves if isinstance(x, torch.Tensor)]
 
 
 def input_shapes(args: Sequence[Any]) -> tuple:
     """Shape and dtype of every tensor in ``args``: what a compiled step is specialised for."""
-    if all(isinstance(a, torch.Tensor) for a in args):
-        return tuple((a.shape, a.dtype) for a in args)
     return tuple((t.shape, t.dtype) for t in tensors_in(args, {}))
 
 
 def steps_per_call(args: Sequence[Any], kwargs: dict, steps: int, what: str) -> int:
     """Samples per device step; raises BatchSizeError when dim 0 of an input does not split evenly."""
-    tensors = args if not kwargs and all(isinstance(a, torch.Tensor) for a in args) else tensors_in(args, kwargs)
-    sizes = {t.shape[0] for t in tensors if t.dim() > 0}
+    sizes = {t.shape[0] for t in tensors_in(args, kwargs) if t.dim() > 0}
     if not sizes:
         raise BatchSizeError("The model was called without any batched tensor input.")
     if len(sizes) > 1:

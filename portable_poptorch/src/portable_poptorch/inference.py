@@ -90,7 +90,7 @@ class InferenceExecutor(ExecutorBase):
         self._step = selection.step
         self._static_outputs = selection.static_outputs
         self._runtime_holds_weights = selection.name in RUNTIMES_HOLDING_WEIGHTS
-        if selection.name in RUNTIMES_HOLDING_WEIGHTS:
+        if self._runtime_holds_weights:
             self._device_model = None  # the runtime holds its own copy of the weights; keep one, not two
         synchronize(self.device)
         self._compiled = True
