@@ -56,6 +56,18 @@ def test_a_far_slower_executor_is_dropped_without_re_timing(monkeypatch):
     assert trials["close"]["ms_per_call"] > trials["fast"]["ms_per_call"]
 
 
+def test_a_contender_clearly_behind_in_the_re_timing_drops_out_after_a_few_rounds(monkeypatch):
+    fast, close, lagging = Sleeper("fast", 0.004), Sleeper("close", 0.0042), Sleeper("lagging", 0.0052)
+    chosen = choose(monkeypatch, lagging, close, fast)
+    trials = {t["executor"]: t for t in chosen.trials}
+    assert chosen.name == "fast" and f"{selection.RETIME_ROUNDS} more alternating rounds," in chosen.reason
+    # within CONTENDER_RATIO of the fastest, so re-timed, but PRUNE_RATIO behind: only the first rounds
+    assert trials["lagging"]["paired_ratio_to_chosen"] > selection.PRUNE_RATIO
+    assert 1.0 < trials["close"]["paired_ratio_to_chosen"] < selection.PRUNE_RATIO
+    assert trials["fast"]["paired_ratio_to_chosen"] == 1.0
+    assert lagging.calls < close.calls * 0.8
+
+
 def test_a_choice_is_remembered_for_the_process_and_timed_afresh_for_another_key(monkeypatch):
     """Validating several checkpoints builds one inferenceModel each: the second has the same choice key
     (weights are not in it) and must not time every executor again."""
@@ -110,10 +122,10 @@ def test_long_calls_are_timed_a_few_times_not_tens(monkeypatch):
     # each: one warm-up call, two timed calls (0.6 s >= 0.5 s), one call in the single re-timing round
     # (no untimed call first: calls this long need no warming)
     assert a.calls == b.calls == 4
-    assert chosen.name == "a" and "medians over 1 more alternating round)" in chosen.reason
+    assert chosen.name == "a" and "1 more alternating round," in chosen.reason
 
 
 def test_short_calls_get_every_re_timing_round(monkeypatch):
     a, b = Sleeper("a", 0.002), Sleeper("b", 0.0022)
     chosen = choose(monkeypatch, a, b)
-    assert f"medians over {selection.RETIME_ROUNDS} more alternating rounds)" in chosen.reason
+    assert f"{selection.RETIME_ROUNDS} more alternating rounds," in chosen.reason

@@ -33,7 +33,10 @@ COMPILERS: Dict[str, StepCompiler] = {c.name: c for c in (
 EXECUTORS = ("auto",) + tuple(COMPILERS)
 CHOICES_FILE = "choices.json"
 CONTENDER_RATIO = 1.6   # executors this much slower than the fastest first figure are not re-timed
-RETIME_ROUNDS = 4
+RETIME_ROUNDS = 8
+PRUNE_AFTER_ROUNDS = 3
+PRUNE_RATIO = 1.10         # re-timed executors this much slower than the best (paired) drop out after a few rounds
+ROUND_MIN_S = 0.05         # each executor's share of a re-timing round
 # A heavy model on a CPU calls for seconds: timing stops once these are spent (after at least one call or
 # one round), so auto's cost stays a few calls per executor rather than tens.
 FIRST_TIMING_MAX_S = 1.5
@@ -86,21 +89,40 @@ def _time_step(step: Step, example: Tuple[Any, ...], device: torch.device, warmu
 
 
 def _retime(steps: Dict[Any, Step], example: Tuple[Any, ...], device: torch.device,
-            first: Dict[Any, float], max_rounds: int, budget_s: float) -> Tuple[Dict[Any, float], int]:
-    """Median of each step's figures over more alternating rounds, its first figure included, and the
-    number of rounds: ``max_rounds``, or fewer (at least one) once ``budget_s`` seconds are spent.
+            first: Dict[Any, float], max_rounds: int, budget_s: float) -> Tuple[Dict[Any, float], Dict[Any, float], int]:
+    """Each step's median seconds per call over alternating rounds, its median ratio to a reference step
+    timed in the same rounds, and the number of rounds: ``max_rounds``, or fewer (at least one) once
+    ``budget_s`` seconds are spent.
 
-    Executors within a few percent of each other are told apart by timing them in turn: a burst of
-    load from another process then lands on each of them rather than on whichever ran at that moment.
+    Executors within a few percent of each other are told apart by timing them in turn, the order
+    reversed every round, and comparing each with the reference (the fastest first figure) round by
+    round: a slow spell of the machine lasting longer than a round then slows both figures of a pair
+    alike and cancels in their ratio, where it would shift a median of unpaired figures. Each figure
+    spans at least ROUND_MIN_S (many calls of a fast model, one of a heavy one). After PRUNE_AFTER_ROUNDS
+    those more than PRUNE_RATIO behind the best are no longer timed, leaving the budget to the close ones.
     """
-    figures = {name: [first[name]] for name in steps}
+    reference = min(steps, key=lambda k: first[k])
+    figures: Dict[Any, List[float]] = {name: [] for name in steps}
+    live = list(steps)
     start, rounds = time.perf_counter(), 0
     while rounds < max_rounds and (rounds == 0 or time.perf_counter() - start < budget_s):
-        for name, step in steps.items():
+        for name in (live if rounds % 2 == 0 else live[::-1]):
             warm = 1 if first[name] < WARM_CALL_BELOW_S else 0
-            figures[name].append(_time_step(step, example, device, warmup_calls=warm, warmup_seconds=0.0, min_calls=1))
+            figures[name].append(_time_step(steps[name], example, device, warmup_calls=warm, warmup_seconds=0.0,
+                                            min_calls=1, min_seconds=ROUND_MIN_S))
         rounds += 1
-    return {name: statistics.median(values) for name, values in figures.items()}, rounds
+        ratios = _paired_ratios(figures, reference)
+        if rounds >= PRUNE_AFTER_ROUNDS:
+            best = min(ratios.values())
+            live = [k for k in live if k == reference or ratios[k] <= PRUNE_RATIO * best]
+    medians = {name: statistics.median(values) for name, values in figures.items()}
+    return medians, _paired_ratios(figures, reference), rounds
+
+
+def _paired_ratios(figures: Dict[Any, List[float]], reference: Any) -> Dict[Any, float]:
+    """Median over rounds of each step's figure over the reference's figure of the same round."""
+    ref = figures[reference]
+    return {name: statistics.median(v / r for v, r in zip(values, ref)) for name, values in figures.items()}
 
 
 def _load_choices(cache_dir: Optional[str]) -> Dict[str, Any]:
@@ -227,23 +249,34 @@ def _explicit(name: str, model: nn.Module, example: Tuple[Any, ...], ctx: Compil
 def _decide(steps: Dict[Tuple[str, int], Step], first: Dict[Tuple[str, int], float], trials: List[Dict[str, Any]],
             example: Tuple[Any, ...], ctx: CompileContext) -> Tuple[Tuple[str, int], str]:
     """The fastest of ``steps`` (keyed by executor and stream count) and why: near ties by their first
-    figures are re-timed in alternating rounds; every timed trial gets its figures."""
+    figures are re-timed in alternating rounds and ranked by their ratios paired by round; every timed
+    trial gets its figures."""
     timed = dict(first)
+    rank = dict(first)
     rounds = 0
     if len(steps) > 1:
-        retimed, rounds = _retime(steps, example, ctx.device, first, RETIME_ROUNDS, RETIME_BUDGET_S)
+        retimed, ratios, rounds = _retime(steps, example, ctx.device, first, RETIME_ROUNDS, RETIME_BUDGET_S)
         timed.update(retimed)
+        reference = min(steps, key=lambda k: first[k])
+        # re-timed steps rank by paired ratio, in the reference's time; the rest by their first figure
+        rank.update({k: ratios[k] * retimed[reference] for k in steps})
     for trial in trials:
         key = (trial["executor"], trial.get("streams", 1))
         if trial["status"] == "timed" and key in timed:
             trial["ms_per_call_first"] = round(first[key] * 1e3, 3)
             trial["ms_per_call"] = round(timed[key] * 1e3, 3)
-    best = min(steps, key=lambda k: timed[k])
-    listing = ", ".join(f"{label(*k)} {timed[k] * 1e3:.2f} ms" for k in sorted(timed, key=timed.get))
+    best = min(steps, key=lambda k: rank[k])
+    for trial in trials:
+        key = (trial["executor"], trial.get("streams", 1))
+        if rounds and key in steps:
+            trial["paired_ratio_to_chosen"] = round(rank[key] / rank[best], 4)
+    listing = ", ".join(f"{label(*k)} {timed[k] * 1e3:.2f} ms" + (f" ({rank[k] / rank[best]:.3f}x)" if k in steps and rounds else "")
+                        for k in sorted(timed, key=rank.get))
     reason = f"{label(*best)}, the fastest on the first micro-batch: {listing}"
     if len(steps) > 1:
-        reason += (f" (those within {CONTENDER_RATIO}x of the fastest: medians over {rounds} more "
-                   "alternating round" + ("s)" if rounds > 1 else ")"))
+        reason += (f" (those within {CONTENDER_RATIO}x of the fastest: {rounds} more alternating round"
+                   + ("s" if rounds > 1 else "") + ", each ranked by the median over the rounds of its time "
+                   "over that of the fastest by first figure in the same round)")
     return best, reason
 
 
