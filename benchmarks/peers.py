@@ -36,6 +36,7 @@ from cnns.utils.errors import exit_on_usage_error, run_child
 from cnns.utils.metrics import spread
 from cnns.utils.validation import at_least, check_finite, in_range, known_models
 from portable_poptorch.compilers import EXECUTORS
+from portable_poptorch.compilers.selection import label
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PEERS = ("onnxruntime", "openvino", "torch.compile", "eager")
@@ -162,7 +163,7 @@ def run_engine(engine: str, name: str, batch: int, seconds: float, cache: str, i
             folder = next(pathlib.Path(logs).iterdir())
             results = json.loads((folder / "results.json").read_text())
             return {"throughput": results["metrics"]["throughput_mean"], "peak_rss_mb": results["process_max_rss_mb"],
-                    "executor": results["executor"]}
+                    "executor": label(results["executor"], int(results.get("executor_streams") or 1))}
     cmd = [sys.executable, __file__, "--child", engine, "--models", name, "--batch-sizes", str(batch),
            "--seconds", str(seconds)]
     out = run_child(cmd, f"The {engine} measurement ({name}, batch {batch})", env=env)
@@ -239,8 +240,7 @@ def print_in_process(args: argparse.Namespace) -> None:
     for name in args.models:
         for batch in args.batch_sizes:
             result = in_process(name, batch, args.rounds, args.seconds, args.executor, args.peers)
-            streams = f" x{result['streams']} streams" if result["streams"] > 1 else ""
-            executors = result["executor"] + streams
+            executors = label(result["executor"], result["streams"])
             rows.append(Row(name, batch, result["throughput"], result["rounds"], executors))
             print_row(rows[-1], args.peers)
     print_table("inferenceModel, in process", rows, args.peers)

@@ -51,6 +51,8 @@ def test_a_far_slower_executor_is_dropped_without_re_timing(monkeypatch):
     trials = {t["executor"]: t for t in chosen.trials}
     assert chosen.name == "fast"
     assert trials["slow"]["ms_per_call"] == trials["slow"]["ms_per_call_first"]
+    # "close" is 1.2x behind: after PRUNE_AFTER_ROUNDS rounds it drops out and the rounds end
+    assert f"{selection.PRUNE_AFTER_ROUNDS} more alternating rounds," in chosen.reason
     # its warm-up and one timing of >= 0.25 s at 8 ms make about 42 calls; four more rounds would add ~130
     assert slow.calls < 80
     assert trials["close"]["ms_per_call"] > trials["fast"]["ms_per_call"]
@@ -126,6 +128,6 @@ def test_long_calls_are_timed_a_few_times_not_tens(monkeypatch):
 
 
 def test_short_calls_get_every_re_timing_round(monkeypatch):
-    a, b = Sleeper("a", 0.002), Sleeper("b", 0.0022)
+    a, b = Sleeper("a", 0.002), Sleeper("b", 0.0021)
     chosen = choose(monkeypatch, a, b)
     assert f"{selection.RETIME_ROUNDS} more alternating rounds," in chosen.reason

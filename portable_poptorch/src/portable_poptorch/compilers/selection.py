@@ -36,7 +36,7 @@ CONTENDER_RATIO = 1.6   # executors this much slower than the fastest first figu
 RETIME_ROUNDS = 8
 PRUNE_AFTER_ROUNDS = 3
 PRUNE_RATIO = 1.10         # re-timed executors this much slower than the best (paired) drop out after a few rounds
-ROUND_MIN_S = 0.05         # each executor's share of a re-timing round
+ROUND_MIN_S = 0.02         # each executor's share of a re-timing round
 # A heavy model on a CPU calls for seconds: timing stops once these are spent (after at least one call or
 # one round), so auto's cost stays a few calls per executor rather than tens.
 FIRST_TIMING_MAX_S = 1.5
@@ -99,7 +99,8 @@ def _retime(steps: Dict[Any, Step], example: Tuple[Any, ...], device: torch.devi
     round: a slow spell of the machine lasting longer than a round then slows both figures of a pair
     alike and cancels in their ratio, where it would shift a median of unpaired figures. Each figure
     spans at least ROUND_MIN_S (many calls of a fast model, one of a heavy one). After PRUNE_AFTER_ROUNDS
-    those more than PRUNE_RATIO behind the best are no longer timed, leaving the budget to the close ones.
+    those more than PRUNE_RATIO behind the best are no longer timed, leaving the budget to the close ones,
+    and the rounds end when none is left beside the reference.
     """
     reference = min(steps, key=lambda k: first[k])
     figures: Dict[Any, List[float]] = {name: [] for name in steps}
@@ -115,6 +116,8 @@ def _retime(steps: Dict[Any, Step], example: Tuple[Any, ...], device: torch.devi
         if rounds >= PRUNE_AFTER_ROUNDS:
             best = min(ratios.values())
             live = [k for k in live if k == reference or ratios[k] <= PRUNE_RATIO * best]
+            if len(live) == 1:
+                break   # the reference is the only one left: nothing is close enough to need more rounds
     medians = {name: statistics.median(values) for name, values in figures.items()}
     return medians, _paired_ratios(figures, reference), rounds
 
