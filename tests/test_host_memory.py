@@ -67,3 +67,39 @@ def test_other_devices_keep_glibc_defaults_with_the_reason():
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError, match="jemalloc"):
         configure_host_allocator("jemalloc", "cpu")
+
+
+def test_huge_pages_restart_applies_only_where_the_kernel_leaves_them_to_madvise(monkeypatch, tmp_path):
+    from cnns.utils import host_memory
+    setting = tmp_path / "enabled"
+    setting.write_text("always [madvise] never\n")
+    monkeypatch.setattr(host_memory, "THP_SETTING", str(setting))
+    monkeypatch.setattr(host_memory, "_glibc_version", lambda: (2, 36))
+    monkeypatch.setattr(host_memory.sys, "platform", "linux")
+    assert host_memory.huge_pages_problem(["--model", "resnet18"], {}) is None
+    assert host_memory.huge_pages_problem(["--host-allocator", "default"], {}) == "--host-allocator default"
+    assert host_memory.huge_pages_problem(["--host-allocator=default"], {}) == "--host-allocator default"
+    assert "already" in host_memory.huge_pages_problem([], {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})
+    monkeypatch.setattr(host_memory, "_glibc_version", lambda: (2, 31))
+    assert "2.35" in host_memory.huge_pages_problem([], {})
+    monkeypatch.setattr(host_memory, "_glibc_version", lambda: (2, 36))
+    setting.write_text("[always] madvise never\n")
+    assert "'always'" in host_memory.huge_pages_problem([], {})
+    setting.unlink()
+    assert "'unavailable'" in host_memory.huge_pages_problem([], {})
+
+
+def test_run_benchmark_restarts_with_glibc_huge_pages_where_they_apply(tmp_path):
+    """The restart keeps the PID and the command line; results.json says whether glibc used huge pages."""
+    import json
+    import os
+    from cnns.utils.host_memory import huge_pages_problem
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    cmd = [sys.executable, os.path.join(repo, "inference", "run_benchmark.py"), "--data", "synthetic", "--model",
+           "resnet18", "--precision", "32.32", "--random-weights", "--iterations", "2", "--executor", "eager",
+           "--device", "cpu", "--log-path", str(tmp_path)]
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
+    results = json.loads(next(tmp_path.glob("*/results.json")).read_text())
+    expected = huge_pages_problem(cmd[2:], env) is None
+    assert results["host_allocator"]["huge_pages"] is expected

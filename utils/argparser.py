@@ -126,7 +126,8 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
       help="Activation layout off IPU: auto = channels_last on CUDA, contiguous on CPU")
     p("--host-allocator", choices=["resident", "default"], default="resident",
       help="CPU runs: resident = glibc keeps freed buffers up to 32 MiB for reuse, so activations are not "
-           "page-faulted in again every step; default = glibc's own settings")
+           "page-faulted in again every step (and, for run_benchmark.py on Linux with THP at madvise, a restart "
+           "with glibc.malloc.hugetlb=1 for 2 MiB pages); default = glibc's own settings")
     p("--log-path", type=str, default="logs", help="Parent folder of the run's log folder")
     add_debug_option(parser)
     p("--collective-timeout", type=float, default=DEFAULT_COLLECTIVE_TIMEOUT_S,
