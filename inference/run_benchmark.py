@@ -4,12 +4,13 @@ import argparse
 import os
 import sys
 import time
-
-if __name__ == "__main__":   # before torch is imported: the restart then costs ~0.1 s
-    from cnns.utils.host_memory import relaunch_with_huge_pages
-    relaunch_with_huge_pages()
 from contextlib import nullcontext
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
+
+from cnns.utils.host_memory import relaunch_with_huge_pages
+
+if __name__ == "__main__":
+    relaunch_with_huge_pages()   # before torch is imported: the restart then costs ~0.1 s
 
 import torch
 from tqdm import tqdm
@@ -21,7 +22,6 @@ from cnns.utils.backend import Backend, resolve_device, select_backend
 from cnns.utils.backend_report import report_backend
 from cnns.utils import gc_settle, peak_memory
 from cnns.utils.errors import UsageError, exit_on_usage_error
-from cnns.utils.host_memory import relaunch_with_huge_pages
 from cnns.utils.executor_report import executor_report, log_compiled
 from cnns.utils.ipu_settings import inference_options, num_stages
 from cnns.utils.logger import RunLogger

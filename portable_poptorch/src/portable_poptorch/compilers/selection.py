@@ -90,9 +90,9 @@ def _time_step(step: Step, example: Tuple[Any, ...], device: torch.device, warmu
 
 def _retime(steps: Dict[Any, Step], example: Tuple[Any, ...], device: torch.device,
             first: Dict[Any, float], max_rounds: int, budget_s: float) -> Tuple[Dict[Any, float], Dict[Any, float], int]:
-    """Each step's median seconds per call over alternating rounds, its median ratio to a reference step
-    timed in the same rounds, and the number of rounds: ``max_rounds``, or fewer (at least one) once
-    ``budget_s`` seconds are spent.
+    """Each step's median seconds per call over alternating rounds, its rank (median ratio to a reference
+    step timed in the same rounds, in the reference's seconds), and the number of rounds: ``max_rounds``,
+    or fewer (at least one) once ``budget_s`` seconds are spent.
 
     Executors within a few percent of each other are told apart by timing them in turn, the order
     reversed every round, and comparing each with the reference (the fastest first figure) round by
@@ -112,14 +112,15 @@ def _retime(steps: Dict[Any, Step], example: Tuple[Any, ...], device: torch.devi
             figures[name].append(_time_step(steps[name], example, device, warmup_calls=warm, warmup_seconds=0.0,
                                             min_calls=1, min_seconds=ROUND_MIN_S))
         rounds += 1
-        ratios = _paired_ratios(figures, reference)
         if rounds >= PRUNE_AFTER_ROUNDS:
+            ratios = _paired_ratios(figures, reference)
             best = min(ratios.values())
             live = [k for k in live if k == reference or ratios[k] <= PRUNE_RATIO * best]
             if len(live) == 1:
                 break   # the reference is the only one left: nothing is close enough to need more rounds
     medians = {name: statistics.median(values) for name, values in figures.items()}
-    return medians, _paired_ratios(figures, reference), rounds
+    ranks = {name: ratio * medians[reference] for name, ratio in _paired_ratios(figures, reference).items()}
+    return medians, ranks, rounds
 
 
 def _paired_ratios(figures: Dict[Any, List[float]], reference: Any) -> Dict[Any, float]:
@@ -258,19 +259,15 @@ def _decide(steps: Dict[Tuple[str, int], Step], first: Dict[Tuple[str, int], flo
     rank = dict(first)
     rounds = 0
     if len(steps) > 1:
-        retimed, ratios, rounds = _retime(steps, example, ctx.device, first, RETIME_ROUNDS, RETIME_BUDGET_S)
+        retimed, ranks, rounds = _retime(steps, example, ctx.device, first, RETIME_ROUNDS, RETIME_BUDGET_S)
         timed.update(retimed)
-        reference = min(steps, key=lambda k: first[k])
-        # re-timed steps rank by paired ratio, in the reference's time; the rest by their first figure
-        rank.update({k: ratios[k] * retimed[reference] for k in steps})
+        rank.update(ranks)   # re-timed steps rank by paired ratio; the rest by their first figure
+    best = min(steps, key=lambda k: rank[k])
     for trial in trials:
         key = (trial["executor"], trial.get("streams", 1))
         if trial["status"] == "timed" and key in timed:
             trial["ms_per_call_first"] = round(first[key] * 1e3, 3)
             trial["ms_per_call"] = round(timed[key] * 1e3, 3)
-    best = min(steps, key=lambda k: rank[k])
-    for trial in trials:
-        key = (trial["executor"], trial.get("streams", 1))
         if rounds and key in steps:
             trial["paired_ratio_to_chosen"] = round(rank[key] / rank[best], 4)
     listing = ", ".join(f"{label(*k)} {timed[k] * 1e3:.2f} ms" + (f" ({rank[k] / rank[best]:.3f}x)" if k in steps and rounds else "")
