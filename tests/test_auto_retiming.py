@@ -1,5 +1,7 @@
 """auto's choice between executors of nearly the same speed survives a burst of load from elsewhere:
 the contenders are re-timed in alternating rounds and far slower ones are dropped at once."""
+import hashlib
+import threading
 import time
 
 import torch
@@ -131,3 +133,80 @@ def test_short_calls_get_every_re_timing_round(monkeypatch):
     a, b = Sleeper("a", 0.002), Sleeper("b", 0.0021)
     chosen = choose(monkeypatch, a, b)
     assert f"{selection.RETIME_ROUNDS} more alternating rounds," in chosen.reason
+
+
+class Spinning(StepCompiler):
+    """A fake executor whose thread pool keeps a core busy for ``spin_s`` after each call returns, as ONNX
+    Runtime's does (the burner hashes a large buffer, which releases the GIL, as a native pool would)."""
+
+    def __init__(self, name: str, seconds: float, spin_s: float):
+        self.name, self.seconds, self.spin_s = name, seconds, spin_s
+        self.until = 0.0
+        self.thread = None
+
+    def busy(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def _burn(self):
+        data = bytes(1 << 20)
+        while time.perf_counter() < self.until:
+            hashlib.sha256(data).digest()
+
+    def compile(self, model, example, ctx):
+        def step(*args):
+            time.sleep(self.seconds)
+            self.until = time.perf_counter() + self.spin_s
+            if not self.busy():
+                self.thread = threading.Thread(target=self._burn, daemon=True)
+                self.thread.start()
+            return model(*args)
+        return step
+
+
+class Crowded(StepCompiler):
+    """A fake executor that is slower while another one's pool still occupies the cores."""
+
+    def __init__(self, name: str, seconds: float, crowded_seconds: float, neighbour: Spinning):
+        self.name, self.seconds, self.crowded_seconds, self.neighbour = name, seconds, crowded_seconds, neighbour
+
+    def compile(self, model, example, ctx):
+        def step(*args):
+            time.sleep(self.crowded_seconds if self.neighbour.busy() else self.seconds)
+            return model(*args)
+        return step
+
+
+def test_each_timing_waits_for_the_last_executors_spinning_pool(monkeypatch):
+    """The faster executor wins although every call of the other leaves the cores busy for a while; timed
+    without the wait it would not (so the test tells the two apart), and the wait ends once the process
+    is idle, not after a fixed time."""
+    def contenders():
+        spinning = Spinning("spinning", 0.0026, spin_s=0.04)
+        return spinning, Crowded("crowded", 0.002, crowded_seconds=0.0035, neighbour=spinning)
+    selection.forget_choices()
+    assert choose(monkeypatch, *contenders()).name == "crowded"
+    selection.forget_choices()
+    monkeypatch.setattr(selection, "_settle", lambda *a, **k: 0.0)
+    assert choose(monkeypatch, *contenders()).name == "spinning"
+
+
+def test_settle_waits_for_idle_windows_in_a_row_up_to_its_limit():
+    """Busy windows (the process used the CPU while the wait slept) restart the count of idle ones."""
+    def clock(busy_windows):
+        used, reads = [0.0], [0]
+
+        def read():   # two reads per window: the second of window k adds CPU time while k < busy_windows
+            reads[0] += 1
+            if reads[0] % 2 == 0 and reads[0] // 2 <= busy_windows:
+                used[0] += 0.005
+            return used[0]
+        return read, reads
+    read, reads = clock(busy_windows=0)
+    selection._settle(max_s=1.0, window_s=0.001, cpu_clock=read)
+    assert reads[0] == 2 * selection.IDLE_WINDOWS
+    read, reads = clock(busy_windows=5)
+    selection._settle(max_s=1.0, window_s=0.001, cpu_clock=read)
+    assert reads[0] == 2 * (5 + selection.IDLE_WINDOWS)
+    read, reads = clock(busy_windows=10 ** 6)
+    waited = selection._settle(max_s=0.05, window_s=0.001, cpu_clock=read)
+    assert 0.05 <= waited < 0.5

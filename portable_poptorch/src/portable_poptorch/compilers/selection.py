@@ -15,7 +15,7 @@ import json
 import os
 import statistics
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -42,6 +42,10 @@ ROUND_MIN_S = 0.02         # each executor's share of a re-timing round
 FIRST_TIMING_MAX_S = 1.5
 RETIME_BUDGET_S = 10.0
 WARM_CALL_BELOW_S = 0.05   # shorter calls get an untimed call first in each re-timing round (caches, thread pools)
+SETTLE_WINDOW_S = 0.005    # before each timing, wait in windows this long until IDLE_WINDOWS in a row pass with
+IDLE_WINDOWS = 2           # the process idle (two: on a loaded machine a busy thread can miss one window),
+SETTLE_MAX_S = 0.1         # at most this long,
+IDLE_CPU_SHARE = 0.2       # idle meaning under this share of one core used by all of the process's threads
 _REMEMBERED: Dict[str, Dict[str, Any]] = {}   # choices made in this process, by choice key
 
 
@@ -55,6 +59,23 @@ class Selection:
     reason: str
     trials: List[Dict[str, Any]]
     streams: int = 1
+
+
+def _settle(max_s: float = SETTLE_MAX_S, window_s: float = SETTLE_WINDOW_S,
+            cpu_clock: Callable[[], float] = time.process_time) -> float:
+    """Wait until this process stops using the CPU (at most ``max_s``); returns the seconds waited.
+
+    A runtime's thread pool keeps spinning on the cores for a while after its call has returned, and an
+    executor timed then shares the cores with it: in one process, resnet18 at batch 16 on 2 cores,
+    OpenVINO's call right after ONNX Runtime's took 181 ms against 159-161 ms after any other executor's
+    (benchmarks/RESULTS.md). auto's re-timing alternates executors call by call, so without this wait
+    whichever executor follows ONNX Runtime in a round is ranked behind its real speed."""
+    start, idle = time.perf_counter(), 0
+    while idle < IDLE_WINDOWS and time.perf_counter() - start < max_s:
+        cpu = cpu_clock()
+        time.sleep(window_s)
+        idle = idle + 1 if cpu_clock() - cpu < IDLE_CPU_SHARE * window_s else 0
+    return time.perf_counter() - start
 
 
 def _time_step(step: Step, example: Tuple[Any, ...], device: torch.device, warmup_calls: int = 10,
@@ -109,6 +130,7 @@ def _retime(steps: Dict[Any, Step], example: Tuple[Any, ...], device: torch.devi
     while rounds < max_rounds and (rounds == 0 or time.perf_counter() - start < budget_s):
         for name in (live if rounds % 2 == 0 else live[::-1]):
             warm = 1 if first[name] < WARM_CALL_BELOW_S else 0
+            _settle()
             figures[name].append(_time_step(steps[name], example, device, warmup_calls=warm, warmup_seconds=0.0,
                                             min_calls=1, min_seconds=ROUND_MIN_S))
         rounds += 1
@@ -291,7 +313,10 @@ def _auto(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext, choic
             continue
         try:
             built, seconds = _compile(compiler, model, example, ctx)
-            figures = {n: _time_step(step, example, ctx.device) for n, step in built.items()}
+            figures = {}
+            for n, step in built.items():
+                _settle()
+                figures[n] = _time_step(step, example, ctx.device)
         except CompilerUnavailable as exc:
             trials.append({"executor": name, "status": "unavailable", "reason": str(exc)})
             continue
