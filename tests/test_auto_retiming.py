@@ -121,10 +121,11 @@ def test_long_calls_are_timed_a_few_times_not_tens(monkeypatch):
     re-timing after RETIME_BUDGET_S (one round at least), so auto costs a few calls per executor."""
     monkeypatch.setattr(selection, "FIRST_TIMING_MAX_S", 0.5)
     monkeypatch.setattr(selection, "RETIME_BUDGET_S", 0.1)
+    monkeypatch.setattr(selection, "WARM_CALL_BELOW_S", 0.25)
     a, b = Sleeper("a", 0.3), Sleeper("b", 0.33)
     chosen = choose(monkeypatch, a, b)
     # each: one warm-up call, two timed calls (0.6 s >= 0.5 s), one call in the single re-timing round
-    # (no untimed call first: calls this long need no warming)
+    # (no untimed call first: calls longer than WARM_CALL_BELOW_S are timed cold)
     assert a.calls == b.calls == 4
     assert chosen.name == "a" and "1 more alternating round," in chosen.reason
 
