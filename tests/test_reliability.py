@@ -84,7 +84,8 @@ _DROP = object()
 # process-wide host allocator)
 BENCHMARK_FIRST_STEP = {"peers": "run_engine", "scaling": "launch", "training_compiled": "run_engine",
                         "inference_overhead": "configure_host_allocator", "host_allocator": "measure",
-                        "jpeg_decode": "load_images", "auto_choice_reuse": "sequence", "gc_settle": "measure"}
+                        "jpeg_decode": "load_images", "auto_choice_reuse": "sequence", "gc_settle": "measure",
+                        "after_call": "build"}
 
 
 def _entry(script: str, monkeypatch) -> Callable[[List[str]], Any]:
@@ -371,6 +372,11 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("gc_settle", ["--rounds", "-1"], "--rounds must be at least 1, got -1"),
     ("gc_settle", ["--model", "nosuch"], "--model: unknown model 'nosuch'"),
     ("gc_settle", ["--executor", "tvm"], "invalid choice: 'tvm'"),
+    # benchmarks/after_call.py
+    ("after_call", ["--repeats", "0"], "--repeats must be at least 1, got 0"),
+    ("after_call", ["--batch-size", "-1"], "--batch-size must be at least 1, got -1"),
+    ("after_call", ["--model", "nosuch"], "--model: unknown model 'nosuch'"),
+    ("after_call", ["--executors", "tvm"], "invalid choice: 'tvm'"),
     # benchmarks/peers.py
     ("peers", ["--rounds", "0"], "--rounds must be at least 1, got 0"),
     ("peers", ["--models", "resnet18", "nosuch"], "--models: unknown model 'nosuch'; accepted models are"),
