@@ -22,7 +22,7 @@ EXECUTORS = {"inductor": ("inductor", 1), "onnxruntime": ("onnxruntime", 1),
              "openvino-x2": ("openvino", 2), "openvino": ("openvino", 1)}
 
 
-def build(name: str, batch: int, executors: Sequence[str]) -> Tuple[Dict[str, Callable[[], Any]], Any]:
+def build(name: str, batch: int, executors: Sequence[str]) -> Dict[str, Callable[[], Any]]:
     """One warmed-up call per executor, all on the same model and input."""
     import torch
     import portable_poptorch as poptorch
@@ -42,7 +42,7 @@ def build(name: str, batch: int, executors: Sequence[str]) -> Tuple[Dict[str, Ca
         calls[label] = lambda m=compiled: m(x)
         for _ in range(5):
             calls[label]()
-    return calls, x
+    return calls
 
 
 def measure(calls: Dict[str, Callable[[], Any]], repeats: int, settle: bool, warm: bool) -> Dict[Tuple[str, str], float]:
@@ -81,7 +81,7 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 @exit_on_usage_error
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_arguments(argv)
-    calls, _ = build(args.model, args.batch_size, args.executors)
+    calls = build(args.model, args.batch_size, args.executors)
     medians = measure(calls, args.repeats, args.settle, args.warm)
     print(f"{args.model}, batch {args.batch_size}: ms of one call of B (column) right after one of A (row); "
           f"(ratio to B after B){', settled' if args.settle else ''}{', warmed' if args.warm else ''}")

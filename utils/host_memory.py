@@ -59,8 +59,8 @@ def huge_pages_problem(argv: Sequence[str], environ: Optional[Dict[str, str]] = 
 
     Where the kernel gives huge pages only to memory marked for them (THP 'madvise'), a CPU run's weights
     and activation buffers sit on 4 KiB pages; glibc 2.35+ marks what it allocates when started with
-    ``glibc.malloc.hugetlb=1``, measured 1.03-1.07x on resnet18 batch 16 through ONNX Runtime
-    (benchmarks/RESULTS.md). glibc reads the setting only at start-up, hence the restart."""
+    ``glibc.malloc.hugetlb=1``, measured 1.03-1.07x on resnet18 batch 16 through ONNX Runtime on one
+    host and level on another (benchmarks/RESULTS.md). glibc reads the setting only at start-up, hence the restart."""
     environ = os.environ if environ is None else environ
     words = list(argv)
     if "--host-allocator=default" in words or any(a == "--host-allocator" and b == "default" for a, b in zip(words, words[1:])):

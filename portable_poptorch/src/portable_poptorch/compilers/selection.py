@@ -90,8 +90,9 @@ def _time_step(step: Step, example: Tuple[Any, ...], device: torch.device, warmu
     shared machine one lucky call says little about the rate a benchmark will see, and a runtime's first
     calls (allocations, thread-pool start) are slower than its steady state. Calls so long that
     ``min_calls`` of them exceed FIRST_TIMING_MAX_S stop there: one such call already spans a burst of
-    load that would sway a short one.
+    load that would sway a short one. Starts once the process is idle (``_settle``).
     """
+    _settle()
     def call() -> float:
         start = time.perf_counter()
         step(*example)
@@ -133,7 +134,6 @@ def _retime(steps: Dict[Any, Step], example: Tuple[Any, ...], device: torch.devi
     while rounds < max_rounds and (rounds == 0 or time.perf_counter() - start < budget_s):
         for name in (live if rounds % 2 == 0 else live[::-1]):
             warm = 1 if first[name] < WARM_CALL_BELOW_S else 0
-            _settle()
             figures[name].append(_time_step(steps[name], example, device, warmup_calls=warm, warmup_seconds=0.0,
                                             min_calls=1, min_seconds=ROUND_MIN_S))
         rounds += 1
@@ -316,10 +316,7 @@ def _auto(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext, choic
             continue
         try:
             built, seconds = _compile(compiler, model, example, ctx)
-            figures = {}
-            for n, step in built.items():
-                _settle()
-                figures[n] = _time_step(step, example, ctx.device)
+            figures = {n: _time_step(step, example, ctx.device) for n, step in built.items()}
         except CompilerUnavailable as exc:
             trials.append({"executor": name, "status": "unavailable", "reason": str(exc)})
             continue
