@@ -85,7 +85,7 @@ _DROP = object()
 BENCHMARK_FIRST_STEP = {"peers": "run_engine", "scaling": "launch", "training_compiled": "run_engine",
                         "inference_overhead": "configure_host_allocator", "host_allocator": "measure",
                         "jpeg_decode": "load_images", "auto_choice_reuse": "sequence", "gc_settle": "measure",
-                        "after_call": "build"}
+                        "after_call": "build", "conv_bound": "ort_profile"}
 
 
 def _entry(script: str, monkeypatch) -> Callable[[List[str]], Any]:
@@ -377,6 +377,10 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("after_call", ["--batch-size", "-1"], "--batch-size must be at least 1, got -1"),
     ("after_call", ["--model", "nosuch"], "--model: unknown model 'nosuch'"),
     ("after_call", ["--executors", "tvm"], "invalid choice: 'tvm'"),
+    # benchmarks/conv_bound.py
+    ("conv_bound", ["--calls", "0"], "--calls must be at least 1, got 0"),
+    ("conv_bound", ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    ("conv_bound", ["--model", "nosuch"], "--model: unknown model 'nosuch'"),
     # benchmarks/peers.py
     ("peers", ["--rounds", "0"], "--rounds must be at least 1, got 0"),
     ("peers", ["--models", "resnet18", "nosuch"], "--models: unknown model 'nosuch'; accepted models are"),
@@ -636,7 +640,7 @@ def test_poprun_bad_input_is_one_error_line_and_nothing_starts(argv, fragment, f
 def test_the_table_is_large_and_covers_every_entry_point():
     scripts = {c[0] for c in CASES} | {c[0] for c in ONNX_CASES} | {"poprun"}
     assert len(CASES) + len(PRESETS) + len(ONNX_CASES) + len(POPRUN_CASES) > 200
-    assert len(scripts) == 25, sorted(scripts)
+    assert len(scripts) == 26, sorted(scripts)
 
 
 CHILDREN = [
