@@ -19,7 +19,7 @@ import os
 import statistics
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from cnns.utils.argparser import add_debug_option, new_parser
 from cnns.utils.errors import exit_on_usage_error
@@ -29,19 +29,24 @@ GEMM_SIZE = 2048
 GEMM_CALLS = 7
 
 
+def median_seconds(call: Callable[[], Any], calls: int, warmup: int = 2) -> float:
+    """Median seconds of ``calls`` timed calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times: List[float] = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def gemm_rate(threads: int) -> float:
     """GFLOP/s of an fp32 ``torch.mm`` of GEMM_SIZE squared: the median of GEMM_CALLS timed calls."""
     import torch
     torch.set_num_threads(threads)
     a, b = torch.randn(GEMM_SIZE, GEMM_SIZE), torch.randn(GEMM_SIZE, GEMM_SIZE)
-    for _ in range(2):
-        torch.mm(a, b)
-    times: List[float] = []
-    for _ in range(GEMM_CALLS):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2 * GEMM_SIZE ** 3 / statistics.median(times) / 1e9
+    return 2 * GEMM_SIZE ** 3 / median_seconds(lambda: torch.mm(a, b), GEMM_CALLS) / 1e9
 
 
 def multiply_adds(model: Any, x: Any) -> Dict[str, int]:
@@ -77,39 +82,33 @@ def ort_profile(name: str, batch: int, calls: int, threads: int) -> Tuple[Dict[s
     size = models.model_input_size(name)
     x = torch.randn(batch, 3, size, size)
     macs = multiply_adds(model, x)
-    folder = tempfile.mkdtemp(prefix="conv_bound_")
-    path = os.path.join(folder, "model.onnx")
-    export_onnx(model, (x,), path, free_batch=False)
+    with tempfile.TemporaryDirectory(prefix="conv_bound_") as folder:
+        path = os.path.join(folder, "model.onnx")
+        export_onnx(model, (x,), path, free_batch=False)
 
-    def session(profile: bool) -> Any:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.enable_profiling = profile
-        options.profile_file_prefix = os.path.join(folder, "profile")
-        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    feed = {"input_0": x.numpy()}
-    plain = session(False)
-    for _ in range(2):
-        plain.run(None, feed)
-    times: List[float] = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        plain.run(None, feed)
-        times.append(time.perf_counter() - start)
-    del plain
-    profiled = session(True)
-    for _ in range(2 + calls):
-        profiled.run(None, feed)
-    with open(profiled.end_profiling()) as f:
-        events = json.load(f)
+        def session(profile: bool) -> Any:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.enable_profiling = profile
+            options.profile_file_prefix = os.path.join(folder, "profile")
+            return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feed = {"input_0": x.numpy()}
+        plain = session(False)
+        wall_s = median_seconds(lambda: plain.run(None, feed), calls)
+        del plain
+        profiled = session(True)
+        for _ in range(2 + calls):
+            profiled.run(None, feed)
+        with open(profiled.end_profiling()) as f:
+            events = json.load(f)
     runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"][-calls:]
     by_op: Dict[str, float] = collections.defaultdict(float)
     for event in events:
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time") and any(
                 run["ts"] <= event["ts"] <= run["ts"] + run["dur"] for run in runs):
             by_op[event["args"].get("op_name", "?")] += event["dur"] / 1e3 / len(runs)
-    return dict(by_op), statistics.median(times) * 1e3, macs
+    return dict(by_op), wall_s * 1e3, macs
 
 
 def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

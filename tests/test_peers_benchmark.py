@@ -1,20 +1,11 @@
 """benchmarks/peers.py --in-process: the harness's inferenceModel and the chosen peers in one process."""
-import importlib.util
-import os
 import re
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _peers():
-    spec = importlib.util.spec_from_file_location("benchmark_peers", os.path.join(REPO, "benchmarks", "peers.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.scripts import load_benchmark
 
 
 def test_in_process_runs_the_harness_and_only_the_chosen_peers():
-    result = _peers().in_process("mobilenet-v3-small", 2, rounds=2, seconds=0.01, executor="eager", peers=["eager"])
+    result = load_benchmark("peers").in_process("mobilenet-v3-small", 2, rounds=2, seconds=0.01, executor="eager", peers=["eager"])
     assert result["executor"] == "eager" and result["streams"] == 1
     assert set(result["throughput"]) == {"run_benchmark", "eager"}
     assert all(v > 0 for v in result["throughput"].values())
@@ -22,7 +13,7 @@ def test_in_process_runs_the_harness_and_only_the_chosen_peers():
 
 
 def test_paired_ratio_divides_within_each_round_and_gives_the_quartiles():
-    peers = _peers()
+    peers = load_benchmark("peers")
     rounds = {"run_benchmark": [90.0, 50.0, 110.0, 120.0], "onnxruntime": [100.0, 50.0, 100.0, 100.0]}
     assert peers.paired_ratios(rounds, "onnxruntime") == [0.9, 1.0, 1.1, 1.2]
     # medians 100 and 100 would read 1.000; the rounds' own ratios centre on 1.05
@@ -31,7 +22,7 @@ def test_paired_ratio_divides_within_each_round_and_gives_the_quartiles():
 
 
 def test_in_process_table_ratio_is_harness_over_fastest_peer(capsys):
-    _peers().main(["--in-process", "--models", "mobilenet-v3-small", "--batch-sizes", "1", "--rounds", "1",
+    load_benchmark("peers").main(["--in-process", "--models", "mobilenet-v3-small", "--batch-sizes", "1", "--rounds", "1",
                    "--seconds", "0.01", "--peers", "eager", "--executor", "eager"])
     out = capsys.readouterr().out
     row = re.search(r"^\| mobilenet-v3-small \| 1 \| ([\d.]+) \(eager\) \| ([\d.]+) \| eager \| ([\d.]+) \| "
@@ -45,7 +36,7 @@ def test_in_process_table_ratio_is_harness_over_fastest_peer(capsys):
 
 
 def test_own_runtime_ratio_pairs_the_harness_with_the_runtime_it_ran():
-    peers = _peers()
+    peers = load_benchmark("peers")
     rounds = {"run_benchmark": [90.0, 99.0], "onnxruntime": [100.0, 100.0], "openvino": [90.0, 110.0]}
     row = peers.Row("resnet18", 1, {}, rounds, "openvino")
     assert peers.own_runtime(row, ["onnxruntime", "openvino"]) == "0.950 (0.925-0.975)"

@@ -6,7 +6,6 @@ that slipped through fails the test at once instead of starting a benchmark.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -14,6 +13,8 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 import torch
+
+from tests.scripts import load_benchmark, load_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONNX_BULK = os.path.join(REPO, "inference", "onnx_bulk")
@@ -26,13 +27,6 @@ class ReachedWork(Exception):
 
 def _sentinel(*_: Any, **__: Any) -> None:
     raise ReachedWork("validation let this input through")
-
-
-def _load_script(name: str, path: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Evil:
@@ -91,10 +85,10 @@ BENCHMARK_FIRST_STEP = {"peers": "run_engine", "scaling": "launch", "training_co
 def _entry(script: str, monkeypatch) -> Callable[[List[str]], Any]:
     """The script's main with the first step after validation replaced by the sentinel."""
     if script in BENCHMARK_FIRST_STEP:
-        module = _load_script(f"benchmark_{script}", os.path.join(REPO, "benchmarks", f"{script}.py"))
+        module = load_benchmark(script)
         monkeypatch.setattr(module, BENCHMARK_FIRST_STEP[script], _sentinel)
     elif script == "run_benchmark":
-        module = _load_script("run_benchmark", os.path.join(REPO, "inference", "run_benchmark.py"))
+        module = load_script("run_benchmark", os.path.join(REPO, "inference", "run_benchmark.py"))
         monkeypatch.setattr(module, "select_backend", _sentinel)
     elif script == "train":
         import cnns.train.train as module
@@ -531,7 +525,7 @@ PRESETS = [
 
 @pytest.mark.parametrize("text,fragment", PRESETS)
 def test_bad_preset_is_one_error_line(text, fragment, tmp_path, monkeypatch, capsys):
-    module = _load_script("run_benchmark", os.path.join(REPO, "inference", "run_benchmark.py"))
+    module = load_script("run_benchmark", os.path.join(REPO, "inference", "run_benchmark.py"))
     config = tmp_path / "configs.yml"
     config.write_text(text)
     monkeypatch.setattr(module, "CONFIG_FILE", str(config))
@@ -591,7 +585,7 @@ ONNX_CASES = [
 def test_onnx_bulk_bad_input_is_one_error_line(script, argv, code, fragment, files, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", os.path.join(files["tmp"], "torch_home"))
     monkeypatch.chdir(files["tmp"])
-    module = _load_script(f"onnx_bulk_{script[:-3]}", os.path.join(ONNX_BULK, script))
+    module = load_script(f"onnx_bulk_{script[:-3]}", os.path.join(ONNX_BULK, script))
     try:
         returned = module.main(_fill(argv, files))
     except SystemExit as exited:
