@@ -1,4 +1,5 @@
 """--host-allocator: glibc thresholds on CPU runs, recorded and said once; other devices keep defaults."""
+import json
 import resource
 import subprocess
 import sys
@@ -103,3 +104,34 @@ def test_run_benchmark_restarts_with_glibc_huge_pages_where_they_apply(tmp_path)
     results = json.loads(next(tmp_path.glob("*/results.json")).read_text())
     expected = huge_pages_problem(cmd[2:], env) is None
     assert results["host_allocator"]["huge_pages"] is expected
+
+
+_TRIM = """
+import ctypes, json
+from cnns.utils import peak_memory
+from cnns.utils.host_memory import configure_host_allocator
+configure_host_allocator("resident", "cpu")
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+blocks = [libc.malloc(1 << 20) for _ in range(300)]   # below the resident mmap threshold: on the heap
+for block in blocks:
+    ctypes.memset(block, 1, 1 << 20)
+for block in blocks:
+    libc.free(block)
+returned = peak_memory.reset()
+print(json.dumps({"returned": returned, **peak_memory.peaks("cpu")}))
+"""
+
+
+def test_reset_hands_freed_heap_back_and_keeps_the_process_peak():
+    """What compiling freed stays resident under the resident allocator's 1 GiB trim threshold; reset()
+    returns it to the OS so the measured calls' peak leaves it out, while the process's peak keeps it (the
+    kernel's high-water mark alone would lose it). In a fresh process: mallopt is process-wide."""
+    done = subprocess.run([sys.executable, "-c", _TRIM], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.splitlines()[-1])
+    assert figures["returned"] > 250, figures                  # of the 300 MiB freed
+    assert figures["process_max_rss_mb"] > figures["peak_host_rss_mb"] + 250, figures

@@ -237,6 +237,7 @@ def test_results_record_executor_compile_time_memory_and_threads(tmp_path):
     assert results["executor"] == "onnxruntime" and results["compile_s"] > 0
     assert results["executor_reason"].startswith("asked for with --executor onnxruntime")
     assert 50 < results["peak_host_rss_mb"] <= results["process_max_rss_mb"] + 1.0
+    assert results["heap_returned_mb"] >= 0 and "went back to the OS" in result.stdout
     assert results["cpu_threads"]["intra_op_threads"] >= 1
     assert "with the onnxruntime executor in" in result.stdout and "(excluded from the figures)" in result.stdout
     assert "CPU threads:" in result.stdout
