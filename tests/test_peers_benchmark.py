@@ -43,3 +43,14 @@ def test_own_runtime_ratio_pairs_the_harness_with_the_runtime_it_ran():
     assert peers.own_runtime(row._replace(executors="openvino x2 streams"), ["onnxruntime", "openvino"]) == "0.950 (0.925-0.975)"
     assert peers.own_runtime(row._replace(executors="onnxruntime/openvino"), ["onnxruntime", "openvino"]) == "-"
     assert peers.own_runtime(row._replace(executors="inductor"), ["onnxruntime", "openvino"]) == "-"
+
+
+def test_memory_table_sets_the_measured_calls_against_the_eager_loop(capsys):
+    peers = load_benchmark("peers")
+    rss = {"run_benchmark": 1185.0, peers.MEASURED: 1174.0, "onnxruntime": 2525.0, "eager": 1021.0}
+    row = peers.Row("resnet50", 16, {}, {}, "onnxruntime", rss)
+    peers.print_memory([row], ["run_benchmark", "onnxruntime", "eager"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == ("| model | batch | run_benchmark | run_benchmark measured calls | onnxruntime | eager "
+                        "| measured calls / eager |")
+    assert lines[3] == "| resnet50 | 16 | 1185 | 1174 | 2525 | 1021 | 1.15 |"
