@@ -350,8 +350,9 @@ def test_a_forked_worker_still_dies_by_sigterm(tmp_path):
 
 
 def _partition_main():
-    from tests.test_reliability import ONNX_BULK, _load_script
-    return _load_script("onnx_bulk_partition_dataset", os.path.join(ONNX_BULK, "partition_dataset.py"))
+    from tests.scripts import load_script
+    from tests.test_reliability import ONNX_BULK
+    return load_script("onnx_bulk_partition_dataset", os.path.join(ONNX_BULK, "partition_dataset.py"))
 
 
 def test_disk_full_while_partitioning_keeps_the_old_partitions_and_leaves_no_temporary(tmp_path, monkeypatch, capsys):
