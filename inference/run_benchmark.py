@@ -5,7 +5,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from cnns.utils.host_memory import relaunch_with_huge_pages
 
@@ -185,6 +185,7 @@ def run_one(argv: Sequence[str]) -> dict:
     env = report_backend(args, opts, backend, logger)
     stream = batches(data, args.warmup_iterations + args.iterations)
     first_images, first_labels = next(stream)
+    before_compile_mb = peak_memory.resident_mb()
     start = time.perf_counter()
     inference_model.compile(first_images)
     compile_s = time.perf_counter() - start
@@ -196,6 +197,9 @@ def run_one(argv: Sequence[str]) -> dict:
     settled = gc_settle.settle()
     logger.once(settled.pop("note"))
     heap_returned_mb = peak_memory.reset()
+    after_compile_mb = peak_memory.resident_mb()
+    compile_kept_mb = (None if before_compile_mb is None or after_compile_mb is None
+                       else round(max(0.0, after_compile_mb - before_compile_mb), 1))
 
     def replay() -> Iterator[Any]:
         yield first_images, first_labels
@@ -204,10 +208,7 @@ def run_one(argv: Sequence[str]) -> dict:
         steps, samples = benchmark(inference_model, replay(), args, logger, info, backend.is_portable)
     memory = peak_memory.peaks(backend.device)
     compiled_here = [t for t in executor["trials"] if t.get("status") in ("timed", "compiled") and not t.get("cached")]
-    returned = "" if heap_returned_mb is None else f" (after {heap_returned_mb:.0f} MB freed while compiling went back to the OS)"
-    logger.once(f"Peak host memory of the measured calls: {memory['peak_host_rss_mb']:.0f} MB{returned}; the process's peak, "
-                f"{memory['process_max_rss_mb']:.0f} MB, includes compiling "
-                f"{len(compiled_here) or 1} executor(s) before measuring.")
+    logger.once(memory_line(memory, before_compile_mb, compile_kept_mb, heap_returned_mb, len(compiled_here) or 1))
     summary = metrics.summarise(steps)
     report(args, summary, info, backend, logger, first_images.dtype)
     results = {
@@ -216,6 +217,7 @@ def run_one(argv: Sequence[str]) -> dict:
         "executor_reason": executor["reason"],
         "executor_trials": executor["trials"], "compile_s": round(compile_s, 3), **memory, **settled,
         "heap_returned_mb": None if heap_returned_mb is None else round(heap_returned_mb, 1),
+        "before_compile_mb": before_compile_mb, "compile_kept_mb": compile_kept_mb,
         "warmup_iterations_excluded": args.warmup_iterations, "metrics": summary,
         "latency_p50_ms": metrics.percentile(samples, 50) * 1e3 if samples else None,
         "latency_p99_ms": metrics.percentile(samples, 99) * 1e3 if samples else None,
@@ -226,6 +228,21 @@ def run_one(argv: Sequence[str]) -> dict:
     logger.close()
     distributed.shutdown()
     return results
+
+
+def memory_line(memory: Dict[str, Any], before_mb: Optional[float], kept_mb: Optional[float],
+                returned_mb: Optional[float], compiled: int) -> str:
+    """The log's memory sentence: the measured calls' peak and its parts (what the process held before
+    compiling: libraries, the model, the input; what compiling brought and kept: the executors' libraries,
+    their own copies of the weights, their buffers), what compiling freed and gave back, and the process's
+    peak. The parts say why a compiled executor's run can sit above an eager loop's."""
+    parts = ""
+    if before_mb is not None and kept_mb is not None:
+        parts = (f" ({before_mb:.0f} MB held before compiling: libraries, the model, its input; {kept_mb:.0f} MB "
+                 "that compiling brought and kept: the executors' libraries, their copies of the weights, their buffers)")
+    returned = "" if returned_mb is None else f"; {returned_mb:.0f} MB that compiling freed went back to the OS before them"
+    return (f"Peak host memory of the measured calls: {memory['peak_host_rss_mb']:.0f} MB{parts}{returned}; the "
+            f"process's peak, {memory['process_max_rss_mb']:.0f} MB, includes compiling {compiled} executor(s).")
 
 
 def report(args: argparse.Namespace, s: dict, info: distributed.InstanceInfo, backend: Backend,

@@ -238,6 +238,9 @@ def test_results_record_executor_compile_time_memory_and_threads(tmp_path):
     assert results["executor_reason"].startswith("asked for with --executor onnxruntime")
     assert 50 < results["peak_host_rss_mb"] <= results["process_max_rss_mb"] + 1.0
     assert results["heap_returned_mb"] >= 0 and "went back to the OS" in result.stdout
+    assert results["before_compile_mb"] > 50 and results["compile_kept_mb"] >= 0
+    # the measured calls' peak starts from what the process held once compiled
+    assert results["peak_host_rss_mb"] + 1.0 >= results["before_compile_mb"] + results["compile_kept_mb"]
     assert results["cpu_threads"]["intra_op_threads"] >= 1
     assert "with the onnxruntime executor in" in result.stdout and "(excluded from the figures)" in result.stdout
     assert "CPU threads:" in result.stdout
@@ -355,3 +358,16 @@ def test_per_call_lines_are_written_together_in_order(monkeypatch):
     monkeypatch.setattr(run_benchmark.PerCallLines, "FLUSH_EVERY_S", 0.0)
     lines.add("call 3")
     assert logger.records[-1] == "call 3"
+
+
+def test_memory_line_gives_the_parts_of_the_measured_calls_peak():
+    from tests.scripts import load_script
+    module = load_script("run_benchmark", os.path.join(INFERENCE_DIR, "run_benchmark.py"))
+    memory = {"peak_host_rss_mb": 811.4, "process_max_rss_mb": 815.0}
+    assert module.memory_line(memory, 707.2, 73.0, 31.0, 1) == (
+        "Peak host memory of the measured calls: 811 MB (707 MB held before compiling: libraries, the model, its "
+        "input; 73 MB that compiling brought and kept: the executors' libraries, their copies of the weights, their "
+        "buffers); 31 MB that compiling freed went back to the OS before them; the process's peak, 815 MB, includes "
+        "compiling 1 executor(s).")
+    assert module.memory_line(memory, None, None, None, 2) == (
+        "Peak host memory of the measured calls: 811 MB; the process's peak, 815 MB, includes compiling 2 executor(s).")

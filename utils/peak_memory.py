@@ -29,6 +29,12 @@ def _status_kib(field: str) -> Optional[int]:
 _peak_before_reset_kib = 0
 
 
+def resident_mb() -> Optional[float]:
+    """This process's resident memory now (VmRSS) in MiB; None where /proc cannot be read."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else round(kib / 1024, 1)
+
+
 def _process_peak_kib() -> int:
     current = [_status_kib(field) or 0 for field in ("VmHWM", "VmRSS")]
     return max(_peak_before_reset_kib, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, *current)  # KiB on Linux
