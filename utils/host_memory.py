@@ -34,17 +34,9 @@ def _libc() -> Any:
         return None
 
 
-def _resident_mib() -> Optional[float]:
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def return_free_heap() -> Optional[float]:
-    """Hand the heap's free pages back to the OS (glibc's ``malloc_trim``) before the measured calls; the
-    MiB of resident memory that released, or None where there is no glibc or no /proc to read it from.
+def return_free_heap() -> bool:
+    """Hand the heap's free pages back to the OS (glibc's ``malloc_trim``) before the measured calls;
+    False where there is no glibc to do it.
 
     The resident allocator's 1 GiB trim threshold keeps whatever compiling freed (the ONNX export, a
     runtime's build buffers, the executors auto timed and dropped) resident for the rest of the run, where
@@ -53,12 +45,10 @@ def return_free_heap() -> Optional[float]:
     (benchmarks/RESULTS.md). The measured calls' own buffers come back in the warm-up calls and stay."""
     libc = _libc()
     trim = getattr(libc, "malloc_trim", None) if libc is not None else None
-    before = _resident_mib()
-    if trim is None or before is None:
-        return None
+    if trim is None:
+        return False
     trim(0)
-    after = _resident_mib()
-    return None if after is None else max(0.0, before - after)
+    return True
 
 
 def thp_mode() -> str:

@@ -50,7 +50,10 @@ def reset() -> Optional[float]:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     _peak_before_reset_kib = _process_peak_kib()
-    returned = return_free_heap()
+    before = resident_mb()
+    trimmed = return_free_heap()
+    after = resident_mb()
+    returned = max(0.0, before - after) if trimmed and before is not None and after is not None else None
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
