@@ -115,61 +115,27 @@ class OpenVinoCompiler(StepCompiler):
         return steps
 
 
-class BoundRequest:
-    """An infer request whose input tensors stay set while calls bring the same memory.
-
-    OpenVINO's ``infer(inputs)`` wraps every input in a new tensor, sets it on the request and builds a
-    result dictionary on each call; its own benchmark tool instead fills the request's tensors once and
-    only starts and awaits it. Measured in one process, mobilenet-v3-large at batch 1 on 2 cores
-    (benchmarks/RESULTS.md): starting a request whose input is already set ran 4% faster than the usual
-    ``request.infer({0: array})``. Synthetic data (an input made once on the device side) and a caller
-    reusing one input buffer hit that path on every call; other inputs are set, sharing their memory,
-    when they arrive. The arrays set are held, so their memory cannot be freed and reused under the
-    request; a caller writing new values into the same buffer is seen by the next call, as with any
-    shared input.
-    """
-
-    def __init__(self, request: Any, outputs: int) -> None:
-        import openvino as ov
-        self._ov, self.request, self.outputs = ov, request, outputs
-        self._held: List[Optional[np.ndarray]] = []
-
-    @staticmethod
-    def _same_memory(a: np.ndarray, b: Optional[np.ndarray]) -> bool:
-        return (b is not None and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-                and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
-
-    def start(self, arrays: List[np.ndarray]) -> None:
-        """Set the inputs that changed, then start the request (await it with ``finish``)."""
-        if len(self._held) != len(arrays):
-            self._held = [None] * len(arrays)
-        for i, array in enumerate(arrays):
-            if not self._same_memory(array, self._held[i]):
-                self.request.set_input_tensor(i, self._ov.Tensor(array, shared_memory=True))
-                self._held[i] = array
-        self.request.start_async()
-
-    def finish(self) -> List[np.ndarray]:
-        """Wait for the request; copies of its outputs (the next call writes into the same memory)."""
-        self.request.wait()
-        return [np.array(self.request.get_output_tensor(i).data) for i in range(self.outputs)]
-
-
 def _requests_step(compiled: Any, streams: int, batch: int, spec: Any) -> Step:
-    """One bound request per stream; with several, the sub-batches are started together and awaited."""
-    outputs = len(compiled.outputs)
-    requests = [BoundRequest(compiled.create_infer_request(), outputs) for _ in range(streams)]
+    """One infer request per stream; with several, the sub-batches are started together and awaited."""
+    requests = [compiled.create_infer_request() for _ in range(streams)]
     if streams == 1:
         request = requests[0]
 
         def step(*args: Any) -> Any:
-            request.start(input_arrays(args))
-            return outputs_from_arrays(request.finish(), spec)
+            result = request.infer(input_arrays(args), share_inputs=True, share_outputs=False)
+            return outputs_from_arrays(result.to_tuple(), spec)
         return step
     sizes = split_sizes(batch, streams)
+    outputs = len(compiled.outputs)
 
     def streamed(*args: Any) -> Any:
-        for request, part in zip(requests, split_args(args, sizes)):
-            request.start(input_arrays(part))
-        return concat_outputs([outputs_from_arrays(request.finish(), spec) for request in requests])
+        parts = split_args(args, sizes)
+        for request, part in zip(requests, parts):
+            request.start_async(input_arrays(part), share_inputs=True)
+        gathered = []
+        for request in requests:
+            request.wait()
+            arrays = [np.array(request.get_output_tensor(i).data) for i in range(outputs)]
+            gathered.append(outputs_from_arrays(arrays, spec))
+        return concat_outputs(gathered)
     return streamed
