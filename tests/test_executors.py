@@ -159,6 +159,25 @@ def test_runtime_artefact_written_once_and_keyed_by_weights(tmp_path, executor, 
     assert not [p for p in os.listdir(cache / executor) if ".tmp" in p]
 
 
+def test_inductor_freezes_the_weights_into_the_graph():
+    """What was compiled is what runs: a weight edited after compiling does not reach the frozen graph
+    (with freezing only in torch.compile's options it did, and the convolutions ran unfrozen)."""
+    from portable_poptorch.compilers.base import CompileContext
+    from portable_poptorch.compilers.inductor import InductorCompiler
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval()  # not an image: compiled in place
+    x = torch.randn(4, 6)
+    step = InductorCompiler().compile(model, (x,), CompileContext(torch.device("cpu"), 1))
+    with torch.inference_mode():
+        before = step(x)
+        with torch.no_grad():
+            model[0].weight.mul_(2)
+        edited = model(x)
+        after = step(x)
+    assert (edited - before).abs().max() > 1e-3, "the edit must change the eager outputs for the check to mean anything"
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("executor", ["onnxruntime", "openvino"])
 def test_runtime_that_cannot_run_the_precision_falls_back_to_eager_and_says_so(executor):
     skip_if_missing(executor)
