@@ -41,9 +41,12 @@ ROUND_MIN_S = 0.02         # each executor's share of a re-timing round
 # one round), so auto's cost stays a few calls per executor rather than tens.
 FIRST_TIMING_MAX_S = 1.5
 RETIME_BUDGET_S = 10.0
-# Calls shorter than this get an untimed call before each re-timing figure: an executor's first call after
-# another's runs below its steady state (Inductor's 203-235 ms against 176-184 in a row, resnet18 batch 16 on
-# 2 cores); longer calls are timed cold, which keeps auto to a few calls for a heavy model.
+# Calls shorter than this get an untimed call before each re-timing figure, against an executor's first call
+# after another's running below its steady state. That was measured for Inductor while its weights were not
+# really frozen (203-235 ms against 176-184 in a row, resnet18 batch 16 on 2 cores: fresh mappings for its
+# buffers); frozen, no executor's first call differs from the next by more than 2% (resnet18 and resnet50 at
+# batch 16, benchmarks/RESULTS.md). Longer calls are timed without it, keeping auto to a few calls for a
+# heavy model.
 WARM_CALL_BELOW_S = 0.5
 SETTLE_WINDOW_S = 0.005    # before each timing, wait in windows this long until IDLE_WINDOWS in a row pass with
 IDLE_WINDOWS = 2           # the process idle (two: on a loaded machine a busy thread can miss one window),
