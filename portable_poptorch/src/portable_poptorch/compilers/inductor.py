@@ -75,7 +75,7 @@ class InductorCompiler(StepCompiler):
         # passed in torch.compile's options it left the weights as graph inputs (a weight edited after
         # compiling changed the outputs) and resnet50 at batch 16 ran 524 ms a call against 431-439 ms
         # frozen (2 cores, benchmarks/RESULTS.md). Later calls run the frozen graph without the setting.
-        from torch._inductor import config as inductor_config
+        import torch._inductor.config as inductor_config   # no public switch does this (test_standalone)
         with cache_environment(ctx), torch.inference_mode(), inductor_config.patch(freezing=True):
             step(*example)
         return step
