@@ -1,9 +1,11 @@
 """Step compilers (issue: compile like PopTorch): each gives the eager outputs under PopTorch's batch
 semantics, the executable cache is reused and keyed, and what cannot run is said, not hidden."""
+import gc
 import importlib.util
 import json
 import os
 import sys
+import weakref
 
 import pytest
 import torch
@@ -244,6 +246,28 @@ class _Classifier(nn.Module):
     def forward(self, x, labels):
         out = self.net(x)
         return out, poptorch.identity_loss(nn.functional.cross_entropy(out, labels), reduction="mean")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", COMPILED)
+def test_a_compiled_step_keeps_no_second_copy_of_the_weights(executor):
+    """The executor's device copy of the model is freed once a compiled step holds what it runs (for
+    Inductor on the CPU its own channels-last copy), and a changed batch still compiles afresh."""
+    skip_if_missing(executor)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    small = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    large = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    wrapped = poptorch.inferenceModel(model, options(executor))
+    wrapped.attachToDevice()
+    device_copy = weakref.ref(wrapped._debugGetDeviceModel())
+    first = wrapped(small)
+    gc.collect()
+    assert device_copy() is None and wrapped.isAttachedToDevice()
+    torch.testing.assert_close(first, expected(model, small, OutputMode.All, None), rtol=1e-4, atol=1e-4)
+    assert (first[0] - first[1]).abs().max() > 1e-3
+    torch.testing.assert_close(wrapped(large), expected(model, large, OutputMode.All, None, step_batch=4),
+                               rtol=1e-4, atol=1e-4)
 
 
 def _train(executor: str, calls: int = 3):

@@ -18,7 +18,7 @@ from .options import Options
 from .executor_base import ExecutorBase
 
 
-RUNTIMES_HOLDING_WEIGHTS = ("onnxruntime", "openvino")
+RUNTIMES_HOLDING_WEIGHTS = ("onnxruntime", "openvino")   # their steps run no torch operator
 
 
 class InferenceExecutor(ExecutorBase):
@@ -90,8 +90,10 @@ class InferenceExecutor(ExecutorBase):
         self._step = selection.step
         self._static_outputs = selection.static_outputs
         self._runtime_holds_weights = selection.name in RUNTIMES_HOLDING_WEIGHTS
-        if self._runtime_holds_weights:
-            self._device_model = None  # the runtime holds its own copy of the weights; keep one, not two
+        if selection.name != "eager":
+            # A compiled step holds what it runs (a runtime's or Inductor's channels-last copy of the weights,
+            # or the model itself): keep no second copy here; a later compile attaches afresh
+            self._device_model = None
         synchronize(self.device)
         self._compiled = True
 
