@@ -47,7 +47,8 @@ def load_images(folder: Optional[str]) -> List[bytes]:
     files = jpeg_files(folder or DEFAULT_IMAGES)
     if not files:
         from cnns.datasets.make_sample_images import write_samples
-        files = write_samples(tempfile.mkdtemp(prefix="jpeg_decode_"))
+        with tempfile.TemporaryDirectory(prefix="jpeg_decode_") as folder:
+            return [open(f, "rb").read() for f in write_samples(folder)]
     return [open(f, "rb").read() for f in files]
 
 

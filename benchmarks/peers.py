@@ -75,13 +75,13 @@ def _peer_call(engine: str, name: str, batch: int) -> Callable[[], Any]:
         return call
     if engine == "onnxruntime":
         import onnxruntime as ort
-        path = os.path.join(tempfile.mkdtemp(), "model.onnx")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17, input_names=["x"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        with tempfile.TemporaryDirectory(prefix="peers_onnx_") as folder, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            path = os.path.join(folder, "model.onnx")
+            torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17, input_names=["x"])
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         xn = x.numpy()
         return lambda: session.run(None, {"x": xn})
     if engine == "openvino":
@@ -210,24 +210,24 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     engines = ["run_benchmark"] + list(args.peers)
     rows = []
-    cache = tempfile.mkdtemp(prefix="peers_cache_")
-    iterations: Dict[Any, int] = {}
-    for name in args.models:
-        for batch in args.batch_sizes:
-            figures: Dict[str, List[Dict[str, Any]]] = {e: [] for e in engines}
-            for r in range(args.rounds):
-                peers_first = list(args.peers) + ["run_benchmark"]
-                order = peers_first if r % 2 == 0 else list(reversed(peers_first))
-                for engine in order:
-                    figures[engine].append(run_engine(engine, name, batch, args.seconds, cache, iterations,
-                                                      args.executor))
-            rates = {e: [f["throughput"] for f in figures[e]] for e in engines}
-            med = {e: statistics.median(rates[e]) for e in engines}
-            rss = {e: statistics.median(f["peak_rss_mb"] for f in figures[e]) for e in engines}
-            rss[MEASURED] = statistics.median(f["measured_rss_mb"] for f in figures["run_benchmark"])
-            executors = "/".join(sorted({f["executor"] for f in figures["run_benchmark"]}))
-            rows.append(Row(name, batch, med, rates, executors, rss))
-            print_row(rows[-1], args.peers)
+    with tempfile.TemporaryDirectory(prefix="peers_cache_") as cache:   # removed when the run ends
+        iterations: Dict[Any, int] = {}
+        for name in args.models:
+            for batch in args.batch_sizes:
+                figures: Dict[str, List[Dict[str, Any]]] = {e: [] for e in engines}
+                for r in range(args.rounds):
+                    peers_first = list(args.peers) + ["run_benchmark"]
+                    order = peers_first if r % 2 == 0 else list(reversed(peers_first))
+                    for engine in order:
+                        figures[engine].append(run_engine(engine, name, batch, args.seconds, cache, iterations,
+                                                          args.executor))
+                rates = {e: [f["throughput"] for f in figures[e]] for e in engines}
+                med = {e: statistics.median(rates[e]) for e in engines}
+                rss = {e: statistics.median(f["peak_rss_mb"] for f in figures[e]) for e in engines}
+                rss[MEASURED] = statistics.median(f["measured_rss_mb"] for f in figures["run_benchmark"])
+                executors = "/".join(sorted({f["executor"] for f in figures["run_benchmark"]}))
+                rows.append(Row(name, batch, med, rates, executors, rss))
+                print_row(rows[-1], args.peers)
     print_table("run_benchmark", rows, args.peers)
     print()
     print_memory(rows, engines)

@@ -96,15 +96,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(f"CPU: {device_name(torch.device('cpu'))}, torch {torch.__version__}")
     figures: Dict[str, List[float]] = {"train.py": [], **{k: [] for k in LOOPS}}
     executors = set()
-    cache = tempfile.mkdtemp(prefix="training_bench_cache_")
-    for r in range(args.rounds):
-        order = ["train.py", *LOOPS] if r % 2 == 0 else [*reversed(LOOPS), "train.py"]
-        for engine in order:
-            result = run_engine(engine, args, cache)
-            if engine == "train.py":
-                executors.add(result["executor"])
-            figures[engine].append(result["throughput"])
-            print(f"round {r + 1}: {engine} {result['throughput']:.2f} img/s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="training_bench_cache_") as cache:   # removed when the run ends
+        for r in range(args.rounds):
+            order = ["train.py", *LOOPS] if r % 2 == 0 else [*reversed(LOOPS), "train.py"]
+            for engine in order:
+                result = run_engine(engine, args, cache)
+                if engine == "train.py":
+                    executors.add(result["executor"])
+                figures[engine].append(result["throughput"])
+                print(f"round {r + 1}: {engine} {result['throughput']:.2f} img/s", flush=True)
     med = {k: statistics.median(v) for k, v in figures.items()}
     print(f"\n| {args.model} bs{args.batch_size} | train.py ({'/'.join(sorted(map(str, executors)))}) | hand eager | "
           "hand torch.compile | train.py / hand eager | train.py / hand compiled |")

@@ -1,27 +1,19 @@
 """Tests import the harness as installed (``cnns.*``, ``portable_poptorch``); the repository root is on
 the path only so that tests can share helpers as ``tests.<module>``.
 
-Compiled artefacts and auto's executor choices are shared by every test of a session (and every
-xdist worker) through PopTorch's POPTORCH_CACHE_DIR, so a model is compiled once per session.
+The session's shared cache folder and the per-test reset of auto's choices come from
+portable_poptorch/tests/session_cache.py, shared with that tree's own tests.
 """
 import os
 import sys
-import tempfile
-
-import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
-os.environ.setdefault("POPTORCH_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"portable_poptorch_tests_{_RUN}"))
+sys.path.insert(0, os.path.join(REPO_ROOT, "portable_poptorch", "tests"))
+from session_cache import fresh_auto_choices, remove_folder_made_here  # noqa: E402,F401  (fixture and hook)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_auto_choices():
-    """auto remembers its choices for the rest of a process; each test starts as a new process would,
-    with only what the shared cache folder holds."""
-    from portable_poptorch.compilers import forget_choices
-    forget_choices()
-    yield
+def pytest_sessionfinish(session, exitstatus):
+    remove_folder_made_here(session)

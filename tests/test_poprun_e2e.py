@@ -44,6 +44,8 @@ def shape(line):
 @pytest.mark.slow
 def test_seed_003_inference_on_two_loopback_hosts_matches_one_host(tmp_path, fake_ssh):  # noqa: F811
     env = launch_env(fake_ssh, POPLAR_ENGINE_OPTIONS='{"exchange.enablePrefetch": "false"}')
+    env["TMPDIR"] = str(tmp_path / "system_tmp")
+    os.makedirs(env["TMPDIR"])
     cwd = os.path.join(REPO_ROOT, "inference")
     runs = {}
     for name, hosts in (("one", []), ("two", TWO_HOSTS)):
@@ -55,6 +57,8 @@ def test_seed_003_inference_on_two_loopback_hosts_matches_one_host(tmp_path, fak
         check_instance_figures(out, tmp_path / name)
     assert runs["two"] == runs["one"] and len(runs["one"]) == 2
     assert "num_ipus=4, of resnet18" in runs["two"][1] + runs["two"][0]
+    left = [name for name in os.listdir(env["TMPDIR"]) if name.startswith(("torchelastic_", "poprun_agent_"))]
+    assert left == []   # the node agents' log folders are removed with them
 
 
 def check_instance_figures(out, log_path):

@@ -1,18 +1,6 @@
-"""Compiled artefacts and auto's executor choices are shared by every test of a session (and every
-xdist worker) through PopTorch's POPTORCH_CACHE_DIR, so a model is compiled once per session."""
-import os
-import tempfile
-
-import pytest
-
-_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
-os.environ.setdefault("POPTORCH_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"portable_poptorch_tests_{_RUN}"))
+"""Shared cache folder and per-test reset of auto's choices: see session_cache.py."""
+from session_cache import fresh_auto_choices, remove_folder_made_here  # noqa: F401  (fixture and hook)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_auto_choices():
-    """auto remembers its choices for the rest of a process; each test starts as a new process would,
-    with only what the shared cache folder holds."""
-    from portable_poptorch.compilers import forget_choices
-    forget_choices()
-    yield
+def pytest_sessionfinish(session, exitstatus):
+    remove_folder_made_here(session)
