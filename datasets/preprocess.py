@@ -13,7 +13,6 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image
-from torchvision.transforms import functional as F
 
 from cnns.models.preprocessing import IMAGENET, Preprocessing
 
@@ -27,6 +26,14 @@ DEFAULT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 CIFAR_PADDING = 4
 
 ImageLike = Any  # PIL.Image.Image or a uint8 CHW torch.Tensor
+
+
+def vision() -> Any:
+    """torchvision's functional transforms, imported when an image is first transformed: importing
+    torchvision loads torch._dynamo, sympy and triton (about 160 MB of host memory), which a run on
+    synthetic or generated data never uses."""
+    from torchvision.transforms import functional
+    return functional
 Crop = Tuple[int, int, int, int]  # top, left, height, width
 
 
@@ -54,14 +61,14 @@ class ToModelInput:
 
 def image_size(img: ImageLike) -> Tuple[int, int]:
     """(height, width) of a PIL image or CHW tensor."""
-    _, height, width = F.get_dimensions(img)
+    _, height, width = vision().get_dimensions(img)
     return height, width
 
 
 def to_uint8_chw(img: ImageLike) -> torch.Tensor:
     """PIL image -> uint8 CHW tensor; tensors (already uint8 CHW) pass through."""
     if isinstance(img, Image.Image):
-        return F.pil_to_tensor(img)
+        return vision().pil_to_tensor(img)
     return img
 
 
@@ -108,7 +115,7 @@ class RandomResizedCrop:
 
     def __call__(self, img: ImageLike, boxes: Optional[Sequence[Box]] = None) -> ImageLike:
         top, left, h, w = self.params(*image_size(img), boxes)
-        return F.resized_crop(img, top, left, h, w, [self.size, self.size], antialias=True)
+        return vision().resized_crop(img, top, left, h, w, [self.size, self.size], antialias=True)
 
 
 class RandomHorizontalFlip:
@@ -119,7 +126,7 @@ class RandomHorizontalFlip:
 
     def __call__(self, img: ImageLike) -> ImageLike:
         if torch.rand(1, generator=_generator(self.rng)).item() < self.p:
-            return F.hflip(img)
+            return vision().hflip(img)
         return img
 
 
@@ -131,11 +138,11 @@ class PaddedRandomCrop:
 
     def __call__(self, img: ImageLike) -> ImageLike:
         g = _generator(self.rng)
-        img = F.pad(img, [self.padding])
+        img = vision().pad(img, [self.padding])
         height, width = image_size(img)
         top = int(torch.randint(0, height - self.size + 1, (1,), generator=g).item())
         left = int(torch.randint(0, width - self.size + 1, (1,), generator=g).item())
-        return F.crop(img, top, left, self.size, self.size)
+        return vision().crop(img, top, left, self.size, self.size)
 
 
 class Resize:
@@ -145,7 +152,7 @@ class Resize:
         self.size = size
 
     def __call__(self, img: ImageLike) -> ImageLike:
-        return F.resize(img, [self.size], antialias=True)
+        return vision().resize(img, [self.size], antialias=True)
 
 
 class CenterCrop:
@@ -153,7 +160,7 @@ class CenterCrop:
         self.size = size
 
     def __call__(self, img: ImageLike) -> ImageLike:
-        return F.center_crop(img, [self.size, self.size])
+        return vision().center_crop(img, [self.size, self.size])
 
 
 class Pipeline:
@@ -161,6 +168,7 @@ class Pipeline:
 
     def __init__(self, *steps: Callable) -> None:
         self.steps = steps
+        vision()   # imported where the pipeline is built, so data-loader workers inherit it, not import it each
 
     def __call__(self, img: ImageLike, boxes: Optional[Sequence[Box]] = None) -> torch.Tensor:
         for step in self.steps:

@@ -12,7 +12,6 @@ from .errors import DataError
 from .bbox import bbox_file, load_boxes
 from .corrupt import CorruptImagePolicy
 from .generated import RepeatedHostBatch
-from .image_folder import ImageFolderDataset, check_folder
 from .options import data_setting
 from .preprocess import (DEFAULT_SCALE, ToModelInput, cifar_eval_transform, cifar_train_transform, eval_transform,
                          train_transform)
@@ -134,6 +133,7 @@ def _imagenet(args: Any, train: bool, transform: Callable, **sharding: Any) -> A
             raise DataError(f"--use-bbox-info: the WebDataset in {root} was written without bounding boxes; "
                              f"recreate it from a source holding imagenet_2012_bounding_boxes.csv or drop the option.")
         return dataset
+    from .image_folder import ImageFolderDataset   # imports torchvision (~160 MB): only for class folders
     boxes = load_boxes(bbox_file(root)) if use_boxes else None
     return ImageFolderDataset(os.path.join(root, split), transform, policy, boxes)
 
@@ -145,6 +145,7 @@ def check_imagenet_path(root: str, train: bool) -> None:
         raise DataError(f"--imagenet-data-path {root} does not exist; give a folder with train/ and validation/ "
                          f"class sub-folders, or a WebDataset folder with metadata.json.")
     if not is_webdataset(root):
+        from .image_folder import check_folder
         check_folder(os.path.join(root, SPLIT_FOLDERS[train]))
 
 

@@ -4,11 +4,20 @@ A batch or image size that cannot fit otherwise ends minutes later in an allocat
 kernel's OOM killer on a shared machine). The estimate is a lower bound, so a run that fits is never
 refused: the model is traced once per image on the ``meta`` device (no memory, no compute) and only
 convolution and linear layers count, whose inputs and outputs every executor must hold.
+
+Building and tracing a model on the meta device runs torch's Python meta kernels, whose checks import
+torch's symbolic-shapes machinery (sympy, torch._dynamo, torch._inductor: about 150 MB that a run on
+ONNX Runtime or OpenVINO never needs otherwise). Where the platform forks, the zoo's trace runs in a
+forked child that sends back three numbers, so the run's own process never holds them.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
+import select
+import signal
 from typing import Callable, Iterable, Optional, Tuple
 
 import torch
@@ -17,6 +26,7 @@ from torch import nn
 from .errors import UsageError
 
 GIB = 2 ** 30
+FORKED_TRACE_SECONDS = 120.0   # the largest zoo model traces in about a second
 CGROUP_LIMIT = "/sys/fs/cgroup/memory.max"
 CGROUP_USAGE = "/sys/fs/cgroup/memory.current"
 
@@ -63,10 +73,42 @@ def meta_zoo_model(name: str, expand_ratio: int, group_dim: int) -> nn.Module:
         return spec.builder(1000, False)
 
 
+def _zoo_footprint_here(name: str, side: int, expand_ratio: int, group_dim: int) -> ModelFootprint:
+    return footprint(meta_zoo_model(name, expand_ratio, group_dim).eval(), side)
+
+
+def _in_forked_child(trace: Callable[..., ModelFootprint], *args: object) -> Optional[ModelFootprint]:
+    """``trace(*args)`` in a forked child, or None where there is no fork, or the child failed or took
+    over FORKED_TRACE_SECONDS (the caller then traces in this process, where any error is raised as usual)."""
+    if not hasattr(os, "fork"):
+        return None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read)
+            os.write(write, json.dumps(dataclasses.astuple(trace(*args))).encode())
+            code = 0
+        finally:
+            os._exit(code)   # no atexit handlers, no flush of the parent's copied output buffers
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        ready = select.select([answer], [], [], FORKED_TRACE_SECONDS)[0]
+        data = answer.read() if ready else b""   # the child writes its one short line at once, then exits
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not data:
+        return None
+    return ModelFootprint(*json.loads(data))
+
+
 @functools.lru_cache(maxsize=32)
 def zoo_footprint(name: str, side: int, expand_ratio: int, group_dim: int) -> ModelFootprint:
-    """The footprint of a model of the zoo, traced on the meta device."""
-    return footprint(meta_zoo_model(name, expand_ratio, group_dim).eval(), side)
+    """The footprint of a model of the zoo, traced on the meta device (in a forked child where possible)."""
+    args = (name, side, expand_ratio, group_dim)
+    return _in_forked_child(_zoo_footprint_here, *args) or _zoo_footprint_here(*args)
 
 
 def _read_int(path: str) -> Optional[int]:
