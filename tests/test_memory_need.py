@@ -44,6 +44,10 @@ def test_a_failing_or_stuck_child_leaves_the_trace_to_this_process(monkeypatch):
     started = time.monotonic()
     assert memory_need._in_forked_child(lambda: time.sleep(30)) is None
     assert time.monotonic() - started < 10
+    def refuse():
+        raise OSError(12, "Cannot allocate memory")
+    monkeypatch.setattr(os, "fork", refuse)
+    assert memory_need._in_forked_child(memory_need._zoo_footprint_here, "resnet18", 64, 6, 1) is None
     monkeypatch.delattr(os, "fork")
     assert memory_need._in_forked_child(memory_need._zoo_footprint_here, "resnet18", 64, 6, 1) is None
     assert memory_need.zoo_footprint.__wrapped__("resnet18", 64, 6, 1).parameters == 11_689_512

@@ -78,12 +78,21 @@ def _zoo_footprint_here(name: str, side: int, expand_ratio: int, group_dim: int)
 
 
 def _in_forked_child(trace: Callable[..., ModelFootprint], *args: object) -> Optional[ModelFootprint]:
-    """``trace(*args)`` in a forked child, or None where there is no fork, or the child failed or took
-    over FORKED_TRACE_SECONDS (the caller then traces in this process, where any error is raised as usual)."""
+    """``trace(*args)`` in a forked child, or None where there is no fork, no child could be made, or the
+    child failed or took over FORKED_TRACE_SECONDS (the caller then traces in this process, where any
+    error is raised as usual)."""
     if not hasattr(os, "fork"):
         return None
-    read, write = os.pipe()
-    pid = os.fork()
+    try:
+        read, write = os.pipe()
+    except OSError:
+        return None
+    try:
+        pid = os.fork()
+    except OSError:   # no memory or process slot for a child (strict overcommit, a process limit)
+        os.close(read)
+        os.close(write)
+        return None
     if pid == 0:
         code = 1
         try:
