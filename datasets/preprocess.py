@@ -26,6 +26,7 @@ DEFAULT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 CIFAR_PADDING = 4
 
 ImageLike = Any  # PIL.Image.Image or a uint8 CHW torch.Tensor
+Crop = Tuple[int, int, int, int]  # top, left, height, width
 
 
 def vision() -> Any:
@@ -34,7 +35,6 @@ def vision() -> Any:
     synthetic or generated data never uses."""
     from torchvision.transforms import functional
     return functional
-Crop = Tuple[int, int, int, int]  # top, left, height, width
 
 
 class ToModelInput:

@@ -12,8 +12,4 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "portable_poptorch", "tests"))
-from session_cache import fresh_auto_choices, remove_folder_made_here  # noqa: E402,F401  (fixture and hook)
-
-
-def pytest_sessionfinish(session, exitstatus):
-    remove_folder_made_here(session)
+from session_cache import fresh_auto_choices, pytest_sessionfinish  # noqa: E402,F401  (fixture and hook)

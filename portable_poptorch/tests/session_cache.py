@@ -19,7 +19,7 @@ if _MADE_HERE:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(FOLDER, "inductor_default"))
 
 
-def remove_folder_made_here(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove the cache folder if this process chose it (never a folder the user named)."""
     if _MADE_HERE and not hasattr(session.config, "workerinput"):
         shutil.rmtree(FOLDER, ignore_errors=True)
