@@ -18,9 +18,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .base import CompileContext, CompilerUnavailable, Step, StepCompiler, float32_only, import_problem, write_atomically
-from .graph_io import input_arrays, outputs_from_arrays, sample_outputs, tensor_inputs
-from .streams import ThreadedStreams, micro_batch, outputs_are_batched, split_sizes
+from .base import CompileContext, Step, write_atomically
+from .exported_graph import ExportedGraphCompiler
+from .graph_io import input_arrays, outputs_from_arrays, tensor_inputs
+from .streams import ThreadedStreams, split_sizes
 
 OPSET = 17
 
@@ -47,31 +48,13 @@ def _rows_of(example: Tuple[Any, ...], batch: int, rows: int) -> Tuple[Any, ...]
                  for t in example)
 
 
-class OnnxRuntimeCompiler(StepCompiler):
+class OnnxRuntimeCompiler(ExportedGraphCompiler):
     name = "onnxruntime"
-    supports_streams = True
-
-    def environment_problem(self, ctx: CompileContext) -> Optional[str]:
-        if ctx.device.type != "cpu":
-            return f"the onnxruntime executor runs on the CPU only here, not on {ctx.device.type}"
-        return import_problem("onnxruntime")
-
-    def model_problem(self, model: nn.Module, ctx: CompileContext) -> Optional[str]:
-        return float32_only(model, ctx, "onnxruntime")
-
-    def compile(self, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext) -> Step:
-        return self.compile_streams(model, example, ctx, [1])[1]
 
     def compile_streams(self, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext,
                         counts: List[int]) -> Dict[int, Step]:
+        leaves, spec, batch, counts = self.prepare(model, example, ctx, counts)
         import onnxruntime as ort
-        reason = self.unavailable_reason(model, example, ctx)
-        if reason:
-            raise CompilerUnavailable(reason)
-        leaves, spec = sample_outputs(model, example)
-        batch = micro_batch(example)
-        if not outputs_are_batched(example, leaves):
-            counts = [1]
 
         def session(source: str, threads: int, save_to: Optional[str] = None) -> Any:
             options = ort.SessionOptions()

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, ContextManager, Dict, List, Tuple
 
 import numpy as np
 
 import torch
 from torch import nn
 
-from .base import (CompileContext, CompilerUnavailable, Step, StepCompiler, float32_only, import_problem,
-                   scoped_environ)
+from .base import CompileContext, Step, scoped_environ
+from .exported_graph import ExportedGraphCompiler
 from . import signal_stack
-from .graph_io import input_arrays, outputs_from_arrays, sample_outputs, tensor_inputs
-from .streams import concat_outputs, even_count, micro_batch, outputs_are_batched, split_args, split_sizes
+from .graph_io import input_arrays, outputs_from_arrays, tensor_inputs
+from .streams import concat_outputs, even_count, split_args, split_sizes
 
 
 def _save_ir(ov: Any, ov_model: Any, xml_path: str) -> None:
@@ -53,32 +53,16 @@ def without_telemetry() -> Any:
     return scoped_environ({"CI": "true"})
 
 
-class OpenVinoCompiler(StepCompiler):
+class OpenVinoCompiler(ExportedGraphCompiler):
     name = "openvino"
-    supports_streams = True
 
-    def environment_problem(self, ctx: CompileContext) -> Optional[str]:
-        if ctx.device.type != "cpu":
-            return f"the openvino executor runs on the CPU only here, not on {ctx.device.type}"
-        with without_telemetry():   # importing openvino starts its telemetry too
-            return import_problem("openvino")
-
-    def model_problem(self, model: nn.Module, ctx: CompileContext) -> Optional[str]:
-        return float32_only(model, ctx, "openvino")
-
-    def compile(self, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext) -> Step:
-        return self.compile_streams(model, example, ctx, [1])[1]
+    def import_scope(self) -> ContextManager[Any]:
+        return without_telemetry()   # importing openvino starts its telemetry too
 
     def compile_streams(self, model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext,
                         counts: List[int]) -> Dict[int, Step]:
+        _, spec, batch, counts = self.prepare(model, example, ctx, counts)
         import openvino as ov
-        reason = self.unavailable_reason(model, example, ctx)
-        if reason:
-            raise CompilerUnavailable(reason)
-        leaves, spec = sample_outputs(model, example)
-        batch = micro_batch(example)
-        if not outputs_are_batched(example, leaves):
-            counts = [1]
         core = ov.Core()
         xml = ctx.artefact_path(self.name, ".xml")
         blobs = None
