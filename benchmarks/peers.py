@@ -2,7 +2,10 @@
 eager PyTorch, each engine in its own process, the order of engines alternating between rounds.
 
 Each figure is images/s of synchronous calls on one input batch made once in memory (run_benchmark.py
-with ``--data synthetic``), fp32, random weights; the median over the rounds is reported with the ratio
+with ``--data synthetic``), fp32, random weights; run_benchmark.py runs with its default options, so
+every round's ``--executor auto`` times the executors afresh, as a user's run without an executable
+cache does (``--share-cache`` gives all rounds of a row one cache folder instead, so the first round's
+choice is reused, as with ``--model-cache-path``); the median over the rounds is reported with the ratio
 run_benchmark / fastest peer, and the median peak RSS of each engine's process. Beside that ratio of
 medians stands the paired one: in each round the harness's figure over the fastest peer's figure of
 the same round, their median and interquartile range. Where the machine's speed drifts between rounds
@@ -151,16 +154,19 @@ def in_process(name: str, batch: int, rounds: int, seconds: float, executor: str
     return {"throughput": medians, "rounds": figures, "executor": report["executor"], "streams": report["streams"]}
 
 
-def run_engine(engine: str, name: str, batch: int, seconds: float, cache: str, iterations: Dict[Any, int],
+def run_engine(engine: str, name: str, batch: int, seconds: float, cache: Optional[str], iterations: Dict[Any, int],
                executor: str = "auto") -> Dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # every engine picks its threads alike
+    """One engine's figures from its own process; run_benchmark.py uses ``cache`` as its executable cache
+    when given, and none otherwise (not one the environment names either)."""
+    # every engine picks its threads alike
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "POPTORCH_CACHE_DIR")}
     if engine == "run_benchmark":
         with tempfile.TemporaryDirectory() as logs:
             calls = iterations.get((name, batch), 5)
             cmd = [sys.executable, str(REPO / "inference" / "run_benchmark.py"), "--data", "synthetic", "--model", name,
                    "--batch-size", str(batch), "--precision", "32.32", "--random-weights", "--iterations", str(calls),
                    "--executor", executor, "--log-path", logs]
-            run_child(cmd, f"run_benchmark.py ({name}, batch {batch})", env=dict(env, POPTORCH_CACHE_DIR=cache))
+            run_child(cmd, f"run_benchmark.py ({name}, batch {batch})", env=dict(env, POPTORCH_CACHE_DIR=cache) if cache else env)
             folder = next(pathlib.Path(logs).iterdir())
             results = json.loads((folder / "results.json").read_text())
             return {"throughput": results["metrics"]["throughput_mean"], "peak_rss_mb": results["process_max_rss_mb"],
@@ -184,6 +190,8 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS), help="Peers to run")
     p.add_argument("--executor", choices=EXECUTORS, default="auto",
                    help="The harness's --executor (auto is run_benchmark.py's default)")
+    p.add_argument("--share-cache", action="store_true",
+                   help="One executable cache folder for all rounds of a row: auto's first-round choice is reused")
     p.add_argument("--in-process", action="store_true",
                    help="Run the harness's inferenceModel and the peers in this one process, alternating rounds")
     p.add_argument("--child", choices=PEERS, default=None, help=argparse.SUPPRESS)
@@ -210,10 +218,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     engines = ["run_benchmark"] + list(args.peers)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="peers_cache_") as cache:   # removed when the run ends
+    with tempfile.TemporaryDirectory(prefix="peers_cache_") as folder:   # removed when the run ends
         iterations: Dict[Any, int] = {}
         for name in args.models:
             for batch in args.batch_sizes:
+                cache = os.path.join(folder, f"{name}_{batch}") if args.share_cache else None
                 figures: Dict[str, List[Dict[str, Any]]] = {e: [] for e in engines}
                 for r in range(args.rounds):
                     peers_first = list(args.peers) + ["run_benchmark"]

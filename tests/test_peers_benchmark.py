@@ -1,4 +1,5 @@
 """benchmarks/peers.py --in-process: the harness's inferenceModel and the chosen peers in one process."""
+import pathlib
 import re
 
 from tests.scripts import load_benchmark
@@ -54,3 +55,43 @@ def test_memory_table_sets_the_measured_calls_against_the_eager_loop(capsys):
     assert lines[1] == ("| model | batch | run_benchmark | run_benchmark measured calls | onnxruntime | eager "
                         "| measured calls / eager |")
     assert lines[3] == "| resnet50 | 16 | 1185 | 1174 | 2525 | 1021 | 1.15 |"
+
+
+def test_run_benchmark_gets_a_cache_only_when_the_rounds_share_one(monkeypatch, tmp_path):
+    """Default options, as the issue's table asks: no executable cache, not even one the environment
+    names, so each round's auto times afresh; with a cache given, that one."""
+    peers = load_benchmark("peers")
+    seen = []
+
+    def fake_child(cmd, what, env):
+        seen.append(env.get("POPTORCH_CACHE_DIR"))
+        run = pathlib.Path(cmd[cmd.index("--log-path") + 1]) / "run"
+        run.mkdir()
+        (run / "results.json").write_text('{"metrics": {"throughput_mean": 10.0}, "process_max_rss_mb": 900, '
+                                          '"peak_host_rss_mb": 800, "executor": "openvino", "executor_streams": 2}')
+    monkeypatch.setattr(peers, "run_child", fake_child)
+    monkeypatch.setenv("POPTORCH_CACHE_DIR", str(tmp_path / "users_cache"))
+    result = peers.run_engine("run_benchmark", "resnet18", 16, 1.0, None, {})
+    assert result["throughput"] == 10.0 and result["executor"] == "openvino x2 streams"
+    peers.run_engine("run_benchmark", "resnet18", 16, 1.0, str(tmp_path / "shared"), {})
+    assert seen == [None, str(tmp_path / "shared")]
+
+
+def test_share_cache_gives_each_row_one_folder_for_all_its_rounds(monkeypatch, capsys):
+    peers = load_benchmark("peers")
+    caches = []
+
+    def fake_engine(engine, name, batch, seconds, cache, iterations, executor="auto"):
+        if engine == "run_benchmark":
+            caches.append((name, batch, cache))
+        return {"throughput": 10.0, "peak_rss_mb": 900.0, "measured_rss_mb": 800.0, "executor": "eager"}
+    monkeypatch.setattr(peers, "run_engine", fake_engine)
+    argv = ["--models", "resnet18", "--batch-sizes", "1", "16", "--rounds", "2", "--peers", "eager"]
+    peers.main(argv)
+    assert [c for _, _, c in caches] == [None] * 4
+    caches.clear()
+    peers.main(argv + ["--share-cache"])
+    by_row = {(n, b): {c for m, d, c in caches if (m, d) == (n, b)} for n, b, _ in caches}
+    assert len(caches) == 4 and all(len(folders) == 1 and None not in folders for folders in by_row.values())
+    assert len({folder for folders in by_row.values() for folder in folders}) == 2
+    assert "| resnet18 | 16 | 10.0 (eager) | 10.0 | eager | 1.000 |" in capsys.readouterr().out
