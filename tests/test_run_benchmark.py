@@ -370,4 +370,7 @@ def test_memory_line_gives_the_parts_of_the_measured_calls_peak():
         "buffers); 31 MB that compiling freed went back to the OS before them; the process's peak, 815 MB, includes "
         "compiling 1 executor(s).")
     assert module.memory_line(memory, None, None, None, 2) == (
-        "Peak host memory of the measured calls: 811 MB; the process's peak, 815 MB, includes compiling 2 executor(s).")
+        "Peak host memory of the measured calls: 811 MB; the process's peak, 815 MB, includes compiling 2 executor(s). "
+        "auto compiled 2 executors to time them, and the libraries of those it dropped keep part of their memory in "
+        "this process; with --model-cache-path (or POPTORCH_CACHE_DIR) later runs reuse the choice and compile only "
+        "the chosen executor.")
