@@ -234,8 +234,10 @@ def test_programs_combine_metrics_under_mpi_and_torchrun(tmp_path, launcher):
         assert [p.returncode for p in procs] == [0, 0]
         replicas = "2"
     else:
+        # torch.distributed.run keeps its per-run log folder in the temporary folder: this test's, removed with it
         result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                                 program], env=env, capture_output=True, text=True, timeout=120)
+                                 program], env=dict(env, TMPDIR=str(tmp_path)), capture_output=True, text=True,
+                                timeout=120)
         assert result.returncode == 0, result.stderr[-3000:]
         out, replicas = result.stdout, "None"
     # step 1: 4 + 8 images over max(0.5, 1.5) s; step 2: 2 + 2 images over 1 s;
