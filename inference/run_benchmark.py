@@ -207,8 +207,7 @@ def run_one(argv: Sequence[str]) -> dict:
     with profiler(args, backend, logger.path):
         steps, samples = benchmark(inference_model, replay(), args, logger, info, backend.is_portable)
     memory = peak_memory.peaks(backend.device)
-    compiled_here = sorted({t["executor"] for t in executor["trials"]
-                            if t.get("status") in ("timed", "compiled") and not t.get("cached")})
+    compiled_here = executor.get("executors_compiled", [])
     logger.once(memory_line(memory, before_compile_mb, compile_kept_mb, heap_returned_mb, len(compiled_here) or 1))
     summary = metrics.summarise(steps)
     report(args, summary, info, backend, logger, first_images.dtype)
@@ -237,7 +236,8 @@ def memory_line(memory: Dict[str, Any], before_mb: Optional[float], kept_mb: Opt
     compiling: libraries, the model, the input; what compiling brought and kept: the executors' libraries,
     their own copies of the weights, their buffers), what compiling freed and gave back, and the process's
     peak. The parts say why a compiled executor's run can sit above an eager loop's. Where auto compiled
-    several executors to time them, what their libraries keep after it dropped them stays in this process
+    several executors in this process to time them (off the CPU, or a model that could not go to auto's
+    trial process), what their libraries keep after it dropped them stays in this process
     (resnet50, batch 1: about 100 MB for ONNX Runtime, 150 for OpenVINO, 250 for Inductor; see
     benchmarks/RESULTS.md), which a run reusing a cached choice does not pay: the line says so."""
     parts = ""

@@ -106,6 +106,9 @@ def test_auto_times_every_available_executor_and_keeps_the_fastest(tmp_path, mon
     assert "eager" in timed and report["executor"] == min(timed, key=timed.get)
     assert report["reason"].startswith(f"auto chose {report['executor']}")
     assert report["compile_s"] > 0
+    # timed in auto's trial process: this one compiled the chosen executor only
+    assert all(t["process"] == "trials" for t in report["trials"])
+    assert report["executors_compiled"] == [report["executor"]]
 
 
 @pytest.mark.slow

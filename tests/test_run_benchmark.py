@@ -236,6 +236,7 @@ def test_results_record_executor_compile_time_memory_and_threads(tmp_path):
     results = json.load(open(os.path.join(folder, "results.json")))
     assert results["executor"] == "onnxruntime" and results["compile_s"] > 0
     assert results["executor_reason"].startswith("asked for with --executor onnxruntime")
+    assert results["executors_compiled"] == ["onnxruntime"]
     assert 50 < results["peak_host_rss_mb"] <= results["process_max_rss_mb"] + 1.0
     assert results["heap_returned_mb"] >= 0 and "went back to the OS" in result.stdout
     assert results["before_compile_mb"] > 50 and results["compile_kept_mb"] >= 0

@@ -140,5 +140,6 @@ class ExecutorBase(ExecutorReporting):
         sel = self._selection
         return {"executor": sel.name if sel else None, "streams": sel.streams if sel else 1,
                 "reason": sel.reason if sel else "",
-                "trials": sel.trials if sel else [], "compile_s": round(self._compile_seconds, 3),
+                "trials": sel.trials if sel else [], "executors_compiled": sel.compiled if sel else [],
+                "compile_s": round(self._compile_seconds, 3),
                 "intra_op_threads": torch.get_num_threads()}

@@ -3,19 +3,22 @@
 ``auto`` compiles every compiler that can run the model on this device and times each on the first
 micro-batch, as cuDNN's benchmark mode times convolution algorithms, then keeps the fastest. Executors
 that can split the micro-batch into streams are timed with one stream and with one per thread unless
-a stream count is asked for. With a cache folder the choice is stored (``choices.json``) next to the
+a stream count is asked for. On the CPU the trials run in a child process (``trial_process``) and
+the run compiles only the chosen executor. With a cache folder the choice is stored (``choices.json``) next to the
 artefacts and reused by later runs; without one it is remembered for the rest of the process, so
 validating several checkpoints, or validating after every epoch, times the executors once.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
 import os
 import statistics
+import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -27,9 +30,11 @@ from .inductor import InductorCompiler
 from .onnx_runtime import OnnxRuntimeCompiler
 from .openvino_runtime import OpenVinoCompiler
 from .streams import candidate_counts, micro_batch
+from . import trial_process
 
-COMPILERS: Dict[str, StepCompiler] = {c.name: c for c in (
+STANDARD_COMPILERS: Dict[str, StepCompiler] = {c.name: c for c in (
     EagerCompiler(), InductorCompiler(), OnnxRuntimeCompiler(), OpenVinoCompiler())}
+COMPILERS: Dict[str, StepCompiler] = dict(STANDARD_COMPILERS)
 EXECUTORS = ("auto",) + tuple(COMPILERS)
 CHOICES_FILE = "choices.json"
 CONTENDER_RATIO = 1.6   # executors this much slower than the fastest first figure are not re-timed
@@ -65,6 +70,7 @@ class Selection:
     reason: str
     trials: List[Dict[str, Any]]
     streams: int = 1
+    compiled: List[str] = dataclasses.field(default_factory=list)   # executors compiled in this process
 
 
 def _settle(max_s: float = SETTLE_MAX_S, window_s: float = SETTLE_WINDOW_S,
@@ -248,7 +254,8 @@ def _chosen(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext, cho
             if streams in steps:
                 reason = f"auto chose {label(compiler.name, streams)}, the fastest when timed {where}"
                 trials = [dict(t, cached=True) for t in cached.get("trials", [])]
-                return Selection(compiler.name, steps[streams], compiler.static_outputs(ctx), reason, trials, streams)
+                return Selection(compiler.name, steps[streams], compiler.static_outputs(ctx), reason, trials, streams,
+                                 [compiler.name])
     return _auto(model, example, ctx, choice_key)
 
 
@@ -264,18 +271,18 @@ def _explicit(name: str, model: nn.Module, example: Tuple[Any, ...], ctx: Compil
         steps, seconds = _compile(fallback, model, example, ctx, [1])
         return Selection("eager", steps[1], fallback.static_outputs(ctx), f"{name} asked for but {why}; fell back to eager",
                          [{"executor": name, "status": "unavailable", "reason": why},
-                          {"executor": "eager", "streams": 1, "status": "compiled", "compile_s": round(seconds, 3)}])
+                          {"executor": "eager", "streams": 1, "status": "compiled", "compile_s": round(seconds, 3)}], 1, ["eager"])
     steps, seconds = _compile(compiler, model, example, ctx)
     if len(steps) == 1:
         streams, step = next(iter(steps.items()))
         return Selection(name, step, compiler.static_outputs(ctx), f"asked for with --executor {name}",
                          [{"executor": name, "streams": streams, "status": "compiled", "compile_s": round(seconds, 3)}],
-                         streams)
+                         streams, [name])
     trials = [{"executor": name, "streams": n, "status": "timed", "compile_s": round(seconds, 3)} for n in steps]
     first = {(name, n): _time_step(step, example, ctx.device) for n, step in steps.items()}
     (_, streams), why_streams = _decide({(name, n): s for n, s in steps.items()}, first, trials, example, ctx)
     return Selection(name, steps[streams], compiler.static_outputs(ctx),
-                     f"asked for with --executor {name}; streams: {why_streams}", trials, streams)
+                     f"asked for with --executor {name}; streams: {why_streams}", trials, streams, [name])
 
 
 def _decide(steps: Dict[Tuple[str, int], Step], first: Dict[Tuple[str, int], float], trials: List[Dict[str, Any]],
@@ -308,7 +315,10 @@ def _decide(steps: Dict[Tuple[str, int], Step], first: Dict[Tuple[str, int], flo
     return best, reason
 
 
-def _auto(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext, choice_key: str) -> Selection:
+def _time_all(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext
+              ) -> Tuple[Tuple[str, int], str, List[Dict[str, Any]], Dict[Tuple[str, int], Step]]:
+    """Compile and time every executor that can run the model here: the fastest (executor, streams),
+    why, every trial, and the steps still held (the far slower ones are dropped as soon as timed)."""
     trials: List[Dict[str, Any]] = []
     steps: Dict[Tuple[str, int], Step] = {}
     first: Dict[Tuple[str, int], float] = {}
@@ -339,10 +349,66 @@ def _auto(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext, choic
     if not first:
         raise ConfigError("No executor could compile this model here: "
                           + "; ".join(f"{t['executor']}: {t.get('reason')}" for t in trials))
-    (name, streams), why = _decide(steps, first, trials, example, ctx)
+    best, why = _decide(steps, first, trials, example, ctx)
     skipped = [f"{t['executor']} ({t['reason']})" for t in trials if t["status"] != "timed"]
-    reason = f"auto chose {why}"
     if skipped:
-        reason += "; not tried: " + "; ".join(skipped)
+        why += "; not tried: " + "; ".join(skipped)
+    return best, why, trials, steps
+
+
+def time_executors(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext
+                   ) -> Tuple[str, int, str, List[Dict[str, Any]]]:
+    """auto's trials without keeping a step: the chosen executor, its stream count, why, and every trial
+    (what the trial process runs)."""
+    (name, streams), why, trials, _ = _time_all(model, example, ctx)
+    return name, streams, why, trials
+
+
+def _trials_stay_here(ctx: CompileContext) -> bool:
+    """True where auto times in the run's own process: off the CPU (a device's memory is not what the
+    trials leave behind, and a CUDA context is costly to start twice), or with compilers other than the
+    standard ones (substitutes installed in this process, as tests do)."""
+    standard = {name: type(c) for name, c in STANDARD_COMPILERS.items()}
+    return ctx.device.type != "cpu" or {name: type(c) for name, c in COMPILERS.items()} != standard
+
+
+def _auto(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext, choice_key: str) -> Selection:
+    if not _trials_stay_here(ctx):
+        with _artefact_folder(ctx) as shared:
+            outcome = trial_process.run(model, example, shared)
+            if not outcome.problem:
+                return _compile_choice(outcome, model, example, shared, ctx, choice_key)
+        ctx.notes.append(f"auto times the executors in this process: {outcome.problem}; the libraries of those it "
+                         "drops keep part of their memory here.")
+    (name, streams), why, trials, steps = _time_all(model, example, ctx)
     _store_choice(ctx.cache_dir, choice_key, {"executor": name, "streams": streams, "trials": trials})
-    return Selection(name, steps[(name, streams)], COMPILERS[name].static_outputs(ctx), reason, trials, streams)
+    return Selection(name, steps[(name, streams)], COMPILERS[name].static_outputs(ctx), f"auto chose {why}", trials,
+                     streams, sorted({t["executor"] for t in trials if t["status"] == "timed"}))
+
+
+@contextlib.contextmanager
+def _artefact_folder(ctx: CompileContext) -> Iterator[CompileContext]:
+    """The context the trial process and the chosen executor's compile share: the run's own with a cache
+    folder, else one with a temporary folder, so the run loads the chosen executor's artefact (an ONNX
+    Runtime model, an OpenVINO IR, Inductor's graph) as a cached run would rather than export and
+    convert again, which costs memory that stays (resnet50, batch 1: 1402 MB for the measured calls
+    after converting for OpenVINO again against 1179 MB after loading its IR, benchmarks/RESULTS.md)."""
+    if ctx.cache_dir:
+        yield ctx
+        return
+    with tempfile.TemporaryDirectory(prefix="portable_trials_") as folder:
+        yield dataclasses.replace(ctx, cache_dir=folder, artefact_key="trial", notes=ctx.notes)
+
+
+def _compile_choice(outcome: trial_process.Outcome, model: nn.Module, example: Tuple[Any, ...],
+                    shared: CompileContext, ctx: CompileContext, choice_key: str) -> Selection:
+    """The step of the executor the trial process chose, compiled here (from its artefacts), and its record."""
+    compiler = COMPILERS[outcome.executor]
+    steps, seconds = _compile(compiler, model, example, shared, [outcome.streams])
+    streams = outcome.streams if outcome.streams in steps else min(steps)
+    trials = [dict(t, process="trials") for t in outcome.trials]
+    _store_choice(ctx.cache_dir, choice_key, {"executor": outcome.executor, "streams": streams, "trials": trials})
+    reason = (f"auto chose {outcome.reason} (timed in a separate process, so the executors it dropped left "
+              f"nothing in this one, which compiled {label(outcome.executor, streams)} only, in {seconds:.1f} s)")
+    return Selection(outcome.executor, steps[streams], compiler.static_outputs(ctx), reason, trials, streams,
+                     [outcome.executor])
