@@ -208,7 +208,9 @@ def run_one(argv: Sequence[str]) -> dict:
         steps, samples = benchmark(inference_model, replay(), args, logger, info, backend.is_portable)
     memory = peak_memory.peaks(backend.device)
     compiled_here = executor.get("executors_compiled", [])
-    logger.once(memory_line(memory, before_compile_mb, compile_kept_mb, heap_returned_mb, len(compiled_here) or 1))
+    trial_mb = executor.get("trial_process_max_rss_mb")
+    logger.once(memory_line(memory, before_compile_mb, compile_kept_mb, heap_returned_mb, len(compiled_here) or 1,
+                            trial_mb))
     summary = metrics.summarise(steps)
     report(args, summary, info, backend, logger, first_images.dtype)
     results = {
@@ -218,6 +220,7 @@ def run_one(argv: Sequence[str]) -> dict:
         "executor_trials": executor["trials"], "compile_s": round(compile_s, 3), **memory, **settled,
         "heap_returned_mb": None if heap_returned_mb is None else round(heap_returned_mb, 1),
         "before_compile_mb": before_compile_mb, "compile_kept_mb": compile_kept_mb, "executors_compiled": compiled_here,
+        "trial_process_max_rss_mb": trial_mb,
         "warmup_iterations_excluded": args.warmup_iterations, "metrics": summary,
         "latency_p50_ms": metrics.percentile(samples, 50) * 1e3 if samples else None,
         "latency_p99_ms": metrics.percentile(samples, 99) * 1e3 if samples else None,
@@ -231,7 +234,7 @@ def run_one(argv: Sequence[str]) -> dict:
 
 
 def memory_line(memory: Dict[str, Any], before_mb: Optional[float], kept_mb: Optional[float],
-                returned_mb: Optional[float], compiled: int) -> str:
+                returned_mb: Optional[float], compiled: int, trial_mb: Optional[float] = None) -> str:
     """The log's memory sentence: the measured calls' peak and its parts (what the process held before
     compiling: libraries, the model, the input; what compiling brought and kept: the executors' libraries,
     their own copies of the weights, their buffers), what compiling freed and gave back, and the process's
@@ -239,7 +242,9 @@ def memory_line(memory: Dict[str, Any], before_mb: Optional[float], kept_mb: Opt
     several executors in this process to time them (off the CPU, or a model that could not go to auto's
     trial process), what their libraries keep after it dropped them stays in this process
     (resnet50, batch 1: about 100 MB for ONNX Runtime, 150 for OpenVINO, 250 for Inductor; see
-    benchmarks/RESULTS.md), which a run reusing a cached choice does not pay: the line says so."""
+    benchmarks/RESULTS.md), which a run reusing a cached choice does not pay: the line says so. Where they
+    were timed in auto's trial process, that process's peak (``trial_mb``) is said apart: it is memory the
+    machine needed while compiling, not the run's."""
     parts = ""
     if before_mb is not None and kept_mb is not None:
         parts = (f" ({before_mb:.0f} MB held before compiling: libraries, the model, its input; {kept_mb:.0f} MB "
@@ -247,6 +252,9 @@ def memory_line(memory: Dict[str, Any], before_mb: Optional[float], kept_mb: Opt
     returned = "" if returned_mb is None else f"; {returned_mb:.0f} MB that compiling freed went back to the OS before them"
     line = (f"Peak host memory of the measured calls: {memory['peak_host_rss_mb']:.0f} MB{parts}{returned}; the "
             f"process's peak, {memory['process_max_rss_mb']:.0f} MB, includes compiling {compiled} executor(s).")
+    if trial_mb is not None:
+        line += (f" auto compiled and timed the executors in a separate process, which peaked at {trial_mb:.0f} MB "
+                 "while this one waited; none of that is in these figures.")
     if compiled > 1:
         line += (f" auto compiled {compiled} executors to time them, and the libraries of those it dropped keep part "
                  "of their memory in this process; with --model-cache-path (or POPTORCH_CACHE_DIR) later runs reuse "

@@ -109,6 +109,7 @@ def test_auto_times_every_available_executor_and_keeps_the_fastest(tmp_path, mon
     # timed in auto's trial process: this one compiled the chosen executor only
     assert all(t["process"] == "trials" for t in report["trials"])
     assert report["executors_compiled"] == [report["executor"]]
+    assert report["trial_process_max_rss_mb"] > 50
 
 
 @pytest.mark.slow

@@ -375,3 +375,7 @@ def test_memory_line_gives_the_parts_of_the_measured_calls_peak():
         "auto compiled 2 executors to time them, and the libraries of those it dropped keep part of their memory in "
         "this process; with --model-cache-path (or POPTORCH_CACHE_DIR) later runs reuse the choice and compile only "
         "the chosen executor.")
+    assert module.memory_line(memory, None, None, None, 1, 1523.4) == (
+        "Peak host memory of the measured calls: 811 MB; the process's peak, 815 MB, includes compiling 1 executor(s). "
+        "auto compiled and timed the executors in a separate process, which peaked at 1523 MB while this one waited; "
+        "none of that is in these figures.")

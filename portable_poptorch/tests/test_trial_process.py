@@ -1,11 +1,13 @@
 """auto on the CPU times the executors in a child process and the run compiles only the chosen one, so
 the dropped executors' libraries never load in the run's process; where the model cannot go to another
 process the trials run in this one, saying why."""
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -42,7 +44,7 @@ def test_the_run_compiles_only_the_chosen_executor_and_imports_no_other_runtime(
         with torch.no_grad():
             got, want, first = chosen.step(other), model(other), model(example[0])
         print(json.dumps({"name": chosen.name, "compiled": chosen.compiled, "trials": chosen.trials,
-                          "notes": ctx.notes, "imported": [m for m in %r if m in sys.modules],
+                          "notes": ctx.notes, "trial_mb": chosen.trial_peak_rss_mb, "imported": [m for m in %r if m in sys.modules],
                           "max_error": float((got - want).abs().max()),
                           "input_effect": float((want - first).abs().max())}))
     """ % (RUNTIMES,))
@@ -56,6 +58,7 @@ def test_the_run_compiles_only_the_chosen_executor_and_imports_no_other_runtime(
     assert all(t["process"] == "trials" for t in result["trials"])
     assert result["compiled"] == [result["name"]]
     assert result["notes"] == []
+    assert result["trial_mb"] > 50   # the trial process's peak, torch and the runtimes included
     assert set(result["imported"]) <= {result["name"]}
     assert result["input_effect"] > 1e-3
     assert result["max_error"] < 1e-4
@@ -93,3 +96,31 @@ def test_the_child_runs_with_the_runs_threads_and_import_path():
     env = trial_process._child_environment(CompileContext(device=torch.device("cpu"), threads=3))
     assert env["OMP_NUM_THREADS"] == "3"
     assert os.path.dirname(os.path.abspath(__file__)) in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_the_trial_process_ends_with_the_run(tmp_path):
+    """A run killed while auto times (by poprun, or the user) leaves no process compiling for nobody. The
+    stand-in trial process holds a lock on a file until it ends."""
+    lock = tmp_path / "held"
+    script = textwrap.dedent("""
+        import os, subprocess, sys
+        child = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; "
+                                  "from portable_poptorch.compilers import trial_process; "
+                                  "trial_process._end_with_parent(os.getppid()); "
+                                  "f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX); "
+                                  "print(os.getpid(), flush=True); time.sleep(60)", sys.argv[1]],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        print(child.stdout.readline().strip(), flush=True)
+        os._exit(0)
+    """)
+    done = subprocess.run([sys.executable, "-c", script, str(lock)], capture_output=True, text=True, timeout=60)
+    pid = int(done.stdout.strip())
+    with open(lock) as f:
+        for _ in range(100):
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                time.sleep(0.05)
+    os.kill(pid, 9)
+    pytest.fail("the trial process outlived the run")

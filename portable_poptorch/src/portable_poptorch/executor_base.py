@@ -141,5 +141,6 @@ class ExecutorBase(ExecutorReporting):
         return {"executor": sel.name if sel else None, "streams": sel.streams if sel else 1,
                 "reason": sel.reason if sel else "",
                 "trials": sel.trials if sel else [], "executors_compiled": sel.compiled if sel else [],
+                "trial_process_max_rss_mb": sel.trial_peak_rss_mb if sel else None,
                 "compile_s": round(self._compile_seconds, 3),
                 "intra_op_threads": torch.get_num_threads()}

@@ -71,6 +71,7 @@ class Selection:
     trials: List[Dict[str, Any]]
     streams: int = 1
     compiled: List[str] = dataclasses.field(default_factory=list)   # executors compiled in this process
+    trial_peak_rss_mb: Optional[float] = None   # peak resident memory of auto's trial process, where one ran
 
 
 def _settle(max_s: float = SETTLE_MAX_S, window_s: float = SETTLE_WINDOW_S,
@@ -411,4 +412,4 @@ def _compile_choice(outcome: trial_process.Outcome, model: nn.Module, example: T
     reason = (f"auto chose {outcome.reason} (timed in a separate process, so the executors it dropped left "
               f"nothing in this one, which compiled {label(outcome.executor, streams)} only, in {seconds:.1f} s)")
     return Selection(outcome.executor, steps[streams], compiler.static_outputs(ctx), reason, trials, streams,
-                     [outcome.executor])
+                     [outcome.executor], outcome.peak_rss_mb)

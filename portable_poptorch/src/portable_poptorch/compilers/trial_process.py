@@ -42,6 +42,7 @@ class Outcome:
     reason: str = ""
     trials: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     problem: str = ""
+    peak_rss_mb: Optional[float] = None   # the trial process's peak resident memory
 
 
 def _child_environment(ctx: CompileContext) -> Dict[str, str]:
@@ -73,7 +74,7 @@ def run(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext) -> Outc
             return Outcome(problem=f"the model cannot be passed to another process ({type(exc).__name__}: "
                                    f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})")
         log = os.path.join(folder, "child.log")
-        command = [sys.executable, "-m", __name__, folder]
+        command = [sys.executable, "-m", __name__, folder, str(os.getpid())]
         try:
             with open(log, "wb") as out:
                 code = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -91,11 +92,36 @@ def run(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext) -> Outc
         raise ConfigError(result["error"])
     if "problem" in result:
         return Outcome(problem=result["problem"])
-    return Outcome(result["executor"], int(result["streams"]), result["reason"], result["trials"])
+    return Outcome(result["executor"], int(result["streams"]), result["reason"], result["trials"],
+                   peak_rss_mb=result.get("peak_rss_mb"))
 
 
-def _main(folder: str) -> int:
+def _peak_rss_mb() -> Optional[float]:
+    """This process's peak resident memory (Linux reports KiB), or None where it cannot be read."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _end_with_parent(parent: int) -> None:
+    """Have Linux kill this process when the run does (killed by poprun or the user), rather than leave it
+    compiling for nobody; where that cannot be asked for, the run's own end stops nothing."""
+    try:
+        import ctypes
+        import signal
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:   # the run ended before the request took effect
+        os._exit(1)
+
+
+def _main(folder: str, parent: int) -> int:
     """The child: load the model, time every executor as auto does in-process, write the choice."""
+    _end_with_parent(parent)
     from . import selection
     result: Dict[str, Any]
     try:
@@ -112,6 +138,7 @@ def _main(folder: str) -> int:
             result = {"executor": name, "streams": streams, "reason": reason, "trials": trials}
         except ConfigError as exc:
             result = {"error": str(exc)}
+    result["peak_rss_mb"] = _peak_rss_mb()
     tmp = os.path.join(folder, RESULT + ".tmp")
     with open(tmp, "w") as f:
         json.dump(result, f)
@@ -120,4 +147,4 @@ def _main(folder: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1]))
+    sys.exit(_main(sys.argv[1], int(sys.argv[2])))
