@@ -54,6 +54,12 @@ def _child_environment(ctx: CompileContext) -> Dict[str, str]:
     return env
 
 
+def _summary(exc: BaseException) -> str:
+    """The exception's type and the first line of its message, for one sentence of the log."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def _last_line(path: str) -> str:
     try:
         with open(path, errors="replace") as f:
@@ -71,8 +77,7 @@ def run(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext) -> Outc
         try:
             torch.save({"model": model, "example": example, "context": context}, payload)
         except Exception as exc:   # pickling fails in many ways (local classes, lambdas, open handles)
-            return Outcome(problem=f"the model cannot be passed to another process ({type(exc).__name__}: "
-                                   f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})")
+            return Outcome(problem=f"the model cannot be passed to another process ({_summary(exc)})")
         log = os.path.join(folder, "child.log")
         command = [sys.executable, "-m", __name__, folder, str(os.getpid())]
         try:
@@ -127,8 +132,7 @@ def _main(folder: str, parent: int) -> int:
     try:
         payload = torch.load(os.path.join(folder, PAYLOAD), weights_only=False)
     except Exception as exc:   # a class the parent had that this interpreter cannot import
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        result = {"problem": f"the model did not load in another process ({type(exc).__name__}: {first})"}
+        result = {"problem": f"the model did not load in another process ({_summary(exc)})"}
     else:
         context = payload["context"]
         torch.set_num_threads(context["threads"])
