@@ -93,6 +93,12 @@ def import_problem(module: str) -> Optional[str]:
     return None
 
 
+def exception_summary(exc: BaseException) -> str:
+    """The exception's type and the first line of its message, for one sentence of the log."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def model_dtypes(model: nn.Module) -> set:
     """Floating dtypes of the model's parameters and buffers."""
     return {t.dtype for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()}

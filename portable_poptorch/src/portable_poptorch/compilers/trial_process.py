@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import CompileContext
+from .base import CompileContext, exception_summary
 
 PAYLOAD = "payload.pt"
 RESULT = "result.json"
@@ -54,12 +54,6 @@ def _child_environment(ctx: CompileContext) -> Dict[str, str]:
     return env
 
 
-def _summary(exc: BaseException) -> str:
-    """The exception's type and the first line of its message, for one sentence of the log."""
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
 def _last_line(path: str) -> str:
     try:
         with open(path, errors="replace") as f:
@@ -77,7 +71,7 @@ def run(model: nn.Module, example: Tuple[Any, ...], ctx: CompileContext) -> Outc
         try:
             torch.save({"model": model, "example": example, "context": context}, payload)
         except Exception as exc:   # pickling fails in many ways (local classes, lambdas, open handles)
-            return Outcome(problem=f"the model cannot be passed to another process ({_summary(exc)})")
+            return Outcome(problem=f"the model cannot be passed to another process ({exception_summary(exc)})")
         log = os.path.join(folder, "child.log")
         command = [sys.executable, "-m", __name__, folder, str(os.getpid())]
         try:
@@ -132,7 +126,7 @@ def _main(folder: str, parent: int) -> int:
     try:
         payload = torch.load(os.path.join(folder, PAYLOAD), weights_only=False)
     except Exception as exc:   # a class the parent had that this interpreter cannot import
-        result = {"problem": f"the model did not load in another process ({_summary(exc)})"}
+        result = {"problem": f"the model did not load in another process ({exception_summary(exc)})"}
     else:
         context = payload["context"]
         torch.set_num_threads(context["threads"])
